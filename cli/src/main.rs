@@ -1,0 +1,336 @@
+//! `lago`: the energy lake on a laptop.
+//!
+//! Runs the same library code as the Lambda functions against a local folder laid out like the
+//! lake bucket: `lago transform` turns one raw CSV into processed Parquet, rejected rows and a
+//! manifest; `lago generate` writes realistic synthetic exports; `lago demo` does both end to end.
+
+mod demo;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use lago::contract::Dataset;
+use lago::generate::{GenerateOptions, TextEncoding};
+use lago::lake::{self, LocalLake};
+use lago::transform::{
+    self, LocalFile, Manifest, SourceIdentity, Status, TransformOptions, TransformRequest,
+};
+
+/// Exit status when the whole file was rejected (the manifest is still written and printed).
+const EXIT_FILE_REJECTED: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "lago", version, about = "The lago energy lake, locally: transform raw CSV exports into typed Parquet, generate realistic data, run the demo.", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Transform one raw CSV (optionally gzipped) into processed/, rejected/ and manifests/ of a lake folder.
+    Transform(TransformArgs),
+    /// Write a deterministic synthetic export of one dataset, optionally with dirty rows.
+    Generate(GenerateArgs),
+    /// Generate data for every dataset into a lake folder and transform it all, end to end.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Parser)]
+struct TransformArgs {
+    /// The raw file (CSV, TSV, gzip).
+    #[arg(long)]
+    input: PathBuf,
+    /// The lake folder (laid out like the bucket).
+    #[arg(long)]
+    lake: PathBuf,
+    /// clientes, proveedores or transacciones; by default taken from `raw/<dataset>/` in the path.
+    #[arg(long)]
+    dataset: Option<Dataset>,
+    /// Load date (YYYY-MM-DD); by default from `year=/month=/day=` in the path, else today (UTC).
+    #[arg(long)]
+    load_date: Option<NaiveDate>,
+    /// Worker threads (default: the available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Parquet part size in MiB.
+    #[arg(long, default_value_t = 128)]
+    part_size_mb: u64,
+    /// Print the manifest as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EncodingArg {
+    #[value(name = "utf-8")]
+    Utf8,
+    #[value(name = "windows-1252")]
+    Windows1252,
+}
+
+#[derive(Parser)]
+struct GenerateArgs {
+    #[arg(long)]
+    dataset: Dataset,
+    /// Data records to write.
+    #[arg(long)]
+    rows: u64,
+    /// Output file (`.gz` to gzip it).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Percentage of records with exactly one defect (every reject reason is mixed in).
+    #[arg(long, default_value_t = 0.0)]
+    dirty: f64,
+    #[arg(long, value_enum, default_value = "utf-8")]
+    encoding: EncodingArg,
+    /// Field delimiter: `,` or `;` (`;` files use a decimal comma, as Excel does).
+    #[arg(long, default_value = ",")]
+    delimiter: String,
+    /// Print the generation report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Transform(args) => run_transform(args),
+        Command::Generate(args) => run_generate(args).map(|_| ExitCode::SUCCESS),
+        Command::Demo(args) => demo::run(args).map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAGO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// The PII salt: `LAGO_PII_SALT_FILE` (a file holding it) or `LAGO_PII_SALT`; without either, a
+/// development default that is announced, since hashes made with it are not secret.
+pub(crate) fn pii_salt() -> Result<Vec<u8>> {
+    if let Some(path) = std::env::var_os("LAGO_PII_SALT_FILE") {
+        let salt = std::fs::read(&path)
+            .with_context(|| format!("reading the PII salt file {}", Path::new(&path).display()))?;
+        let trimmed = salt.trim_ascii().to_vec();
+        if trimmed.is_empty() {
+            bail!("the PII salt file {} is empty", Path::new(&path).display());
+        }
+        return Ok(trimmed);
+    }
+    if let Ok(salt) = std::env::var("LAGO_PII_SALT") {
+        if !salt.is_empty() {
+            return Ok(salt.into_bytes());
+        }
+    }
+    tracing::warn!(
+        "no PII salt configured (LAGO_PII_SALT_FILE or LAGO_PII_SALT): using the development salt; identity hashes are not protected"
+    );
+    Ok(b"lago-development-salt".to_vec())
+}
+
+/// The object key a local raw file stands for: from `raw/` on when the path has it.
+pub(crate) fn source_key(path: &Path) -> String {
+    let s = path.to_string_lossy().replace('\\', "/");
+    match s.find("raw/") {
+        Some(i) if i == 0 || s[..i].ends_with('/') => s[i..].to_string(),
+        _ => lake::file_name(&s).to_string(),
+    }
+}
+
+pub(crate) fn transform_file(
+    input: &Path,
+    lake_dir: &Path,
+    dataset: Dataset,
+    load_date: NaiveDate,
+    opts: &TransformOptions,
+    progress: Option<&ProgressBar>,
+) -> Result<Manifest> {
+    let key = source_key(input);
+    let identity = SourceIdentity::of_local_file(input, &key)
+        .with_context(|| format!("reading {}", input.display()))?;
+    let req = TransformRequest {
+        dataset,
+        load_date,
+        source: identity,
+    };
+    let store = LocalLake::new(lake_dir);
+    let tick = |bytes: u64| {
+        if let Some(p) = progress {
+            p.set_position(bytes);
+        }
+    };
+    let manifest = transform::transform(
+        &LocalFile(input.to_path_buf()),
+        &req,
+        opts,
+        &store,
+        Some(&tick),
+    )
+    .with_context(|| format!("transforming {}", input.display()))?;
+    Ok(manifest)
+}
+
+fn run_transform(args: TransformArgs) -> Result<ExitCode> {
+    let meta = std::fs::metadata(&args.input)
+        .with_context(|| format!("cannot read the input file {}", args.input.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a file", args.input.display());
+    }
+    let path_text = args.input.to_string_lossy();
+    let dataset = match args.dataset.or_else(|| lake::dataset_from_key(&path_text)) {
+        Some(d) => d,
+        None => bail!(
+            "cannot tell the dataset of {}: pass --dataset (clientes, proveedores or transacciones) or put the file under raw/<dataset>/",
+            args.input.display()
+        ),
+    };
+    let load_date = args
+        .load_date
+        .or_else(|| lake::date_from_key(&path_text))
+        .unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let mut opts = TransformOptions {
+        part_size: args.part_size_mb.max(1) << 20,
+        pii_salt: pii_salt()?,
+        ..TransformOptions::default()
+    };
+    if let Some(t) = args.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        opts.threads = t;
+    }
+    let bar = progress_bar(meta.len(), &format!("{dataset}"));
+    let manifest = transform_file(
+        &args.input,
+        &args.lake,
+        dataset,
+        load_date,
+        &opts,
+        bar.as_ref(),
+    )?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    } else {
+        print_summary(&manifest, &args.lake);
+    }
+    Ok(if manifest.status == Status::Rejected {
+        ExitCode::from(EXIT_FILE_REJECTED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A progress bar on stderr, only when it is a terminal.
+pub(crate) fn progress_bar(len: u64, label: &str) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(
+        "{prefix:>14} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "));
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar.set_prefix(label.to_string());
+    Some(bar)
+}
+
+fn print_summary(m: &Manifest, lake_dir: &Path) {
+    let status = match m.status {
+        Status::Ok => "ok".to_string(),
+        Status::Rejected => format!(
+            "REJECTED ({}: {})",
+            m.file_reason.as_deref().unwrap_or("?"),
+            m.file_detail.as_deref().unwrap_or("")
+        ),
+    };
+    println!("{} {} → {status}", m.dataset, m.source.key);
+    println!(
+        "  rows in {}  ok {}  rejected {}  ({} ms, {} thread(s))",
+        m.rows_in, m.rows_ok, m.rows_rejected, m.duration_ms, m.threads
+    );
+    for (reason, n) in &m.rejects_by_reason {
+        println!("    {reason}: {n}");
+    }
+    if !m.ignored_columns.is_empty() {
+        println!("  ignored columns: {}", m.ignored_columns.join(", "));
+    }
+    for o in &m.outputs.processed {
+        println!(
+            "  {}  ({} rows, {} bytes)",
+            lake_dir.join(&o.key).display(),
+            o.rows,
+            o.bytes
+        );
+    }
+    if let Some(r) = &m.outputs.rejected {
+        println!("  {}  ({} rows)", lake_dir.join(&r.key).display(), r.rows);
+    }
+    println!("  {}", lake_dir.join(&m.outputs.manifest).display());
+}
+
+fn run_generate(args: GenerateArgs) -> Result<()> {
+    let delimiter = match args.delimiter.as_str() {
+        "," => b',',
+        ";" => b';',
+        "|" => b'|',
+        "\\t" | "\t" | "tab" => b'\t',
+        other => bail!("unsupported delimiter {other:?}: use , ; | or tab"),
+    };
+    if !(0.0..=100.0).contains(&args.dirty) {
+        bail!("--dirty is a percentage between 0 and 100");
+    }
+    let opts = GenerateOptions {
+        dataset: args.dataset,
+        rows: args.rows,
+        seed: args.seed,
+        dirty_pct: args.dirty,
+        encoding: match args.encoding {
+            EncodingArg::Utf8 => TextEncoding::Utf8,
+            EncodingArg::Windows1252 => TextEncoding::Windows1252,
+        },
+        delimiter,
+    };
+    let report = demo::generate_to(&opts, &args.out)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprintln!(
+            "{}: {} rows ({} clean, {} dirty), {} bytes → {}",
+            args.dataset,
+            report.rows,
+            report.clean,
+            report.rows - report.clean,
+            report.bytes,
+            args.out.display()
+        );
+    }
+    Ok(())
+}

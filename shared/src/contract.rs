@@ -1,0 +1,478 @@
+//! Data contracts of the energy lake, declared as data.
+//!
+//! One [`Contract`] per dataset lists its columns, their types, whether they are required, the
+//! header aliases accepted and how PII is stored. Everything downstream — header matching, row
+//! validation, the Arrow/Parquet schema and the warehouse DDL — is driven from these tables, so a
+//! column is added in one place.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+use crate::text::fold_key;
+
+/// Version of the processed schema; bumped when a contract changes shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The datasets of the energy lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dataset {
+    Clientes,
+    Proveedores,
+    Transacciones,
+}
+
+impl Dataset {
+    pub const ALL: [Dataset; 3] = [
+        Dataset::Clientes,
+        Dataset::Proveedores,
+        Dataset::Transacciones,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Dataset::Clientes => "clientes",
+            Dataset::Proveedores => "proveedores",
+            Dataset::Transacciones => "transacciones",
+        }
+    }
+
+    pub fn contract(&self) -> &'static Contract {
+        match self {
+            Dataset::Clientes => &CLIENTES,
+            Dataset::Proveedores => &PROVEEDORES,
+            Dataset::Transacciones => &TRANSACCIONES,
+        }
+    }
+}
+
+impl fmt::Display for Dataset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown dataset {0:?} (expected clientes, proveedores or transacciones)")]
+pub struct UnknownDataset(pub String);
+
+impl FromStr for Dataset {
+    type Err = UnknownDataset;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match fold_key(s).as_str() {
+            "clientes" => Ok(Dataset::Clientes),
+            "proveedores" => Ok(Dataset::Proveedores),
+            "transacciones" => Ok(Dataset::Transacciones),
+            _ => Err(UnknownDataset(s.to_string())),
+        }
+    }
+}
+
+/// Energy sources, shared by `proveedores` and `transacciones`.
+pub const TIPOS_ENERGIA: &[&str] = &[
+    "eolica",
+    "hidroelectrica",
+    "nuclear",
+    "solar",
+    "termica",
+    "biomasa",
+    "geotermica",
+];
+
+/// How a raw column becomes processed column(s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// Trimmed text, inner whitespace collapsed.
+    Text,
+    /// Text that also yields `nombre_normalizado` (upper case, accents removed).
+    NameWithNormalized,
+    /// One of a closed set of values, matched case- and accent-insensitively, stored canonical.
+    Enum(&'static [&'static str]),
+    /// Decimal with the given scale (digits after the point); `min` is inclusive unless `min_exclusive`.
+    Decimal {
+        precision: u8,
+        scale: u8,
+        min_exclusive: bool,
+    },
+    /// Calendar date.
+    Date,
+    /// Date or timestamp, stored as a UTC timestamp in microseconds.
+    Timestamp,
+    /// PII: only `<name>_hash` (hex SHA-256 of salt + value) is stored.
+    HashedPii,
+    /// PII e-mail: validated, only `email_masked` is stored.
+    MaskedEmail,
+}
+
+/// One column of a contract.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnSpec {
+    pub name: &'static str,
+    pub kind: ColumnKind,
+    pub required: bool,
+    pub aliases: &'static [&'static str],
+    /// Columns holding PII never reach `processed/` in clear; analysts never see the derived ones.
+    pub pii: bool,
+}
+
+const fn col(name: &'static str, kind: ColumnKind, required: bool) -> ColumnSpec {
+    ColumnSpec {
+        name,
+        kind,
+        required,
+        aliases: &[],
+        pii: false,
+    }
+}
+
+const fn aliased(
+    name: &'static str,
+    kind: ColumnKind,
+    required: bool,
+    aliases: &'static [&'static str],
+) -> ColumnSpec {
+    ColumnSpec {
+        name,
+        kind,
+        required,
+        aliases,
+        pii: false,
+    }
+}
+
+const fn pii(name: &'static str, kind: ColumnKind) -> ColumnSpec {
+    ColumnSpec {
+        name,
+        kind,
+        required: false,
+        aliases: &[],
+        pii: true,
+    }
+}
+
+/// A dataset's contract.
+#[derive(Debug)]
+pub struct Contract {
+    pub dataset: Dataset,
+    pub columns: &'static [ColumnSpec],
+    /// Column whose first occurrence wins; later rows with the same value are `duplicate_key`.
+    pub key: Option<&'static str>,
+    /// Computed `total = cantidad_comprada × precio` (transacciones).
+    pub computes_total: bool,
+    /// Columns the warehouse distributes and sorts on.
+    pub dist_key: Option<&'static str>,
+    pub sort_key: &'static [&'static str],
+}
+
+const MW: ColumnKind = ColumnKind::Decimal {
+    precision: 12,
+    scale: 3,
+    min_exclusive: false,
+};
+
+pub static PROVEEDORES: Contract = Contract {
+    dataset: Dataset::Proveedores,
+    columns: &[
+        aliased(
+            "nombre_proveedor",
+            ColumnKind::Text,
+            true,
+            &["proveedor", "nombre"],
+        ),
+        col("tipo_energia", ColumnKind::Enum(TIPOS_ENERGIA), true),
+        col("id_proveedor", ColumnKind::Text, false),
+        col("capacidad_mw", MW, false),
+        col("ciudad", ColumnKind::Text, false),
+    ],
+    key: Some("nombre_proveedor"),
+    computes_total: false,
+    dist_key: None,
+    sort_key: &["nombre_proveedor"],
+};
+
+pub static CLIENTES: Contract = Contract {
+    dataset: Dataset::Clientes,
+    columns: &[
+        col("id_cliente", ColumnKind::Text, true),
+        aliased(
+            "nombre_cliente",
+            ColumnKind::NameWithNormalized,
+            true,
+            &["nombre"],
+        ),
+        aliased(
+            "segmento",
+            ColumnKind::Enum(&["residencial", "comercial", "industrial"]),
+            true,
+            &["tipo_cliente"],
+        ),
+        col(
+            "tipo_identificacion",
+            ColumnKind::Enum(&["CC", "CE", "NIT", "PA", "TI"]),
+            false,
+        ),
+        pii("numero_identificacion", ColumnKind::HashedPii),
+        pii("email", ColumnKind::MaskedEmail),
+        col("ciudad", ColumnKind::Text, false),
+        col("fecha_registro", ColumnKind::Date, false),
+    ],
+    key: Some("id_cliente"),
+    computes_total: false,
+    dist_key: Some("id_cliente"),
+    sort_key: &["id_cliente"],
+};
+
+pub static TRANSACCIONES: Contract = Contract {
+    dataset: Dataset::Transacciones,
+    columns: &[
+        col("id_transaccion", ColumnKind::Text, false),
+        col("fecha_transaccion", ColumnKind::Timestamp, false),
+        col(
+            "tipo_transaccion",
+            ColumnKind::Enum(&["compra", "venta"]),
+            true,
+        ),
+        aliased(
+            "nombre_cliente_proveedor",
+            ColumnKind::Text,
+            true,
+            &["contraparte"],
+        ),
+        aliased(
+            "cantidad_comprada",
+            ColumnKind::Decimal {
+                precision: 18,
+                scale: 3,
+                min_exclusive: true,
+            },
+            true,
+            &["cantidad", "cantidad_kwh"],
+        ),
+        aliased(
+            "precio",
+            ColumnKind::Decimal {
+                precision: 18,
+                scale: 4,
+                min_exclusive: false,
+            },
+            true,
+            &["precio_kwh"],
+        ),
+        col("tipo_energia", ColumnKind::Enum(TIPOS_ENERGIA), true),
+    ],
+    key: Some("id_transaccion"),
+    computes_total: true,
+    dist_key: None,
+    sort_key: &["fecha_transaccion"],
+};
+
+/// Precision and scale of the computed `total` (COP).
+pub const TOTAL_PRECISION: u8 = 18;
+pub const TOTAL_SCALE: u8 = 2;
+
+/// Lineage columns carried by every processed row.
+pub const LINEAGE: [&str; 3] = ["_source_key", "_source_line", "_load_date"];
+
+/// Logical type of a processed column, from which Arrow and SQL types are rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutType {
+    Text,
+    Decimal(u8, u8),
+    Date,
+    TimestampUtc,
+    Int64,
+}
+
+impl OutType {
+    pub fn arrow(&self) -> DataType {
+        match self {
+            OutType::Text => DataType::Utf8,
+            OutType::Decimal(p, s) => DataType::Decimal128(*p, *s as i8),
+            OutType::Date => DataType::Date32,
+            OutType::TimestampUtc => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            OutType::Int64 => DataType::Int64,
+        }
+    }
+}
+
+/// A column of the processed (Parquet / warehouse) table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutColumn {
+    pub name: String,
+    pub ty: OutType,
+    pub nullable: bool,
+    /// Derived from PII: excluded from the analysts' grants.
+    pub pii: bool,
+}
+
+impl Contract {
+    /// The processed columns, in order: contract columns (PII replaced by its protected form),
+    /// computed columns, then lineage.
+    pub fn output_columns(&self) -> Vec<OutColumn> {
+        let mut out = Vec::new();
+        let mut push = |name: &str, ty: OutType, nullable: bool, pii: bool| {
+            out.push(OutColumn {
+                name: name.to_string(),
+                ty,
+                nullable,
+                pii,
+            })
+        };
+        for c in self.columns {
+            let nullable = !c.required;
+            match c.kind {
+                ColumnKind::Text | ColumnKind::Enum(_) => {
+                    push(c.name, OutType::Text, nullable, false)
+                }
+                ColumnKind::NameWithNormalized => {
+                    push(c.name, OutType::Text, nullable, false);
+                    push("nombre_normalizado", OutType::Text, nullable, false);
+                }
+                ColumnKind::Decimal {
+                    precision, scale, ..
+                } => push(c.name, OutType::Decimal(precision, scale), nullable, false),
+                ColumnKind::Date => push(c.name, OutType::Date, nullable, false),
+                ColumnKind::Timestamp => push(c.name, OutType::TimestampUtc, nullable, false),
+                ColumnKind::HashedPii => {
+                    push(&format!("{}_hash", c.name), OutType::Text, true, true)
+                }
+                ColumnKind::MaskedEmail => push("email_masked", OutType::Text, true, true),
+            }
+        }
+        if self.computes_total {
+            push(
+                "total",
+                OutType::Decimal(TOTAL_PRECISION, TOTAL_SCALE),
+                false,
+                false,
+            );
+        }
+        push("_source_key", OutType::Text, false, false);
+        push("_source_line", OutType::Int64, false, false);
+        push("_load_date", OutType::Date, false, false);
+        out
+    }
+
+    /// Arrow schema of the processed Parquet files.
+    pub fn arrow_schema(&self) -> Arc<Schema> {
+        let fields: Vec<Field> = self
+            .output_columns()
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.arrow(), c.nullable))
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Index of the contract column a header cell names, if any (names and aliases are compared
+    /// ignoring case, accents, and spaces versus underscores).
+    pub fn match_header(&self, header: &str) -> Option<usize> {
+        let h = fold_key(header);
+        self.columns
+            .iter()
+            .position(|c| c.name == h || c.aliases.iter().any(|a| *a == h))
+    }
+
+    pub fn key_index(&self) -> Option<usize> {
+        let key = self.key?;
+        self.columns.iter().position(|c| c.name == key)
+    }
+}
+
+/// Stable reject reason codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RowReason {
+    MissingRequired(&'static str),
+    InvalidNumber(&'static str),
+    OutOfRange(&'static str),
+    InvalidEnum(&'static str),
+    InvalidDate(&'static str),
+    InvalidEmail,
+    RaggedRow,
+    DuplicateKey,
+    InvalidEncoding,
+}
+
+impl RowReason {
+    pub fn code(&self) -> String {
+        match self {
+            RowReason::MissingRequired(c) => format!("missing_required:{c}"),
+            RowReason::InvalidNumber(c) => format!("invalid_number:{c}"),
+            RowReason::OutOfRange(c) => format!("out_of_range:{c}"),
+            RowReason::InvalidEnum(c) => format!("invalid_enum:{c}"),
+            RowReason::InvalidDate(c) => format!("invalid_date:{c}"),
+            RowReason::InvalidEmail => "invalid_email".into(),
+            RowReason::RaggedRow => "ragged_row".into(),
+            RowReason::DuplicateKey => "duplicate_key".into(),
+            RowReason::InvalidEncoding => "invalid_encoding".into(),
+        }
+    }
+}
+
+/// Reasons a whole file is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileReason {
+    MissingColumns,
+    EmptyFile,
+    Unreadable,
+}
+
+impl FileReason {
+    pub fn code(&self) -> &'static str {
+        match self {
+            FileReason::MissingColumns => "missing_columns",
+            FileReason::EmptyFile => "empty_file",
+            FileReason::Unreadable => "unreadable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_match_names_and_aliases_ignoring_case_accents_and_spaces() {
+        let c = Dataset::Transacciones.contract();
+        assert_eq!(c.match_header("Cantidad KWh"), Some(4));
+        assert_eq!(c.match_header(" Contraparte "), Some(3));
+        assert_eq!(c.match_header("TIPO ENERGÍA"), Some(6));
+        assert_eq!(c.match_header("Precio_kWh"), Some(5));
+        assert_eq!(c.match_header("observaciones"), None);
+        let p = Dataset::Proveedores.contract();
+        assert_eq!(p.match_header("Nombre"), Some(0));
+    }
+
+    #[test]
+    fn pii_never_reaches_processed_in_clear() {
+        let cols = Dataset::Clientes.contract().output_columns();
+        let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+        assert!(!names.contains(&"email"));
+        assert!(!names.contains(&"numero_identificacion"));
+        assert!(names.contains(&"email_masked"));
+        assert!(names.contains(&"numero_identificacion_hash"));
+        assert!(names.contains(&"nombre_normalizado"));
+        assert_eq!(&names[names.len() - 3..], &LINEAGE);
+    }
+
+    #[test]
+    fn transacciones_carry_total_as_decimal_18_2() {
+        let schema = Dataset::Transacciones.contract().arrow_schema();
+        let total = schema
+            .field_with_name("total")
+            .map(|f| f.data_type().clone());
+        assert_eq!(total.ok(), Some(DataType::Decimal128(18, 2)));
+    }
+
+    #[test]
+    fn dataset_names_parse_back() {
+        for d in Dataset::ALL {
+            assert_eq!(d.name().parse::<Dataset>().ok(), Some(d));
+        }
+        assert!("ventas".parse::<Dataset>().is_err());
+    }
+}

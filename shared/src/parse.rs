@@ -1,0 +1,364 @@
+//! Parsing of the numbers and dates found in real Spanish-language exports.
+//!
+//! Numbers are parsed exactly into [`Decimal`] (never through `f64`). The decimal separator is
+//! decided once per file, so `1.234` is either 1234 or 1.234 for the whole file — never guessed
+//! per value, which is how values end up silently 1000× off.
+
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// The decimal separator of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecimalSep {
+    #[serde(rename = ".")]
+    Point,
+    #[serde(rename = ",")]
+    Comma,
+}
+
+impl DecimalSep {
+    pub fn decimal(&self) -> u8 {
+        match self {
+            DecimalSep::Point => b'.',
+            DecimalSep::Comma => b',',
+        }
+    }
+    pub fn grouping(&self) -> u8 {
+        match self {
+            DecimalSep::Point => b',',
+            DecimalSep::Comma => b'.',
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberError {
+    /// Not a number in the file's convention.
+    Invalid,
+    /// More significant digits than a decimal can hold.
+    TooLarge,
+}
+
+/// Parses `1234.5`, `1,234.5`, `-12` (point files) or `1234,5`, `1.234,5` (comma files).
+/// Grouping separators must form groups of three digits before the decimal separator.
+pub fn parse_decimal(s: &str, sep: DecimalSep) -> Result<Decimal, NumberError> {
+    let b = s.trim().as_bytes();
+    let (neg, mut i) = match b.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        Some(_) => (false, 0),
+        None => return Err(NumberError::Invalid),
+    };
+    let dec = sep.decimal();
+    let grp = sep.grouping();
+    let mut mantissa: u128 = 0;
+    let mut digits = 0u32;
+    let mut scale = 0u32;
+    let mut int_digits = 0u32;
+    // Grouping state: digits since the last grouping separator (None before the first one).
+    let mut group_len: Option<u32> = None;
+    let mut first_group = 0u32;
+    let mut in_fraction = false;
+    let mut any_digit = false;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_digit() {
+            any_digit = true;
+            if digits > 0 || c != b'0' {
+                digits += 1;
+                if digits > 28 {
+                    return Err(NumberError::TooLarge);
+                }
+            }
+            mantissa = mantissa * 10 + u128::from(c - b'0');
+            if in_fraction {
+                scale += 1;
+                if scale > 28 {
+                    return Err(NumberError::TooLarge);
+                }
+            } else {
+                int_digits += 1;
+                match group_len.as_mut() {
+                    Some(g) => *g += 1,
+                    None => first_group += 1,
+                }
+            }
+        } else if c == grp && !in_fraction {
+            // A grouping separator closes a group: the first has 1–3 digits, the others exactly 3.
+            match group_len {
+                None if (1..=3).contains(&first_group) => {}
+                Some(3) => {}
+                _ => return Err(NumberError::Invalid),
+            }
+            group_len = Some(0);
+        } else if c == dec && !in_fraction {
+            in_fraction = true;
+        } else {
+            return Err(NumberError::Invalid);
+        }
+        i += 1;
+    }
+    if !any_digit || int_digits == 0 && !in_fraction {
+        return Err(NumberError::Invalid);
+    }
+    if let Some(g) = group_len {
+        if g != 3 {
+            return Err(NumberError::Invalid);
+        }
+    }
+    if in_fraction && scale == 0 {
+        return Err(NumberError::Invalid);
+    }
+    let m = i128::try_from(mantissa).map_err(|_| NumberError::TooLarge)?;
+    let d = Decimal::try_from_i128_with_scale(if neg { -m } else { m }, scale)
+        .map_err(|_| NumberError::TooLarge)?;
+    Ok(d)
+}
+
+/// Evidence one value gives about the decimal separator, if any.
+pub fn separator_evidence(s: &str) -> Option<DecimalSep> {
+    let t = s.trim().trim_start_matches(['-', '+']);
+    let dots = t.matches('.').count();
+    let commas = t.matches(',').count();
+    if t.is_empty()
+        || !t
+            .bytes()
+            .all(|c| c.is_ascii_digit() || c == b'.' || c == b',')
+    {
+        return None;
+    }
+    match (dots, commas) {
+        (0, 0) => None,
+        // `1.234,5` or `1,234.5`: the last separator is the decimal one.
+        (d, c) if d > 0 && c > 0 => {
+            if t.rfind(',') > t.rfind('.') {
+                Some(DecimalSep::Comma)
+            } else {
+                Some(DecimalSep::Point)
+            }
+        }
+        // A single separator followed by exactly three digits is ambiguous (`1.234`).
+        (1, 0) => unambiguous(t, '.', DecimalSep::Point, DecimalSep::Comma),
+        (0, 1) => unambiguous(t, ',', DecimalSep::Comma, DecimalSep::Point),
+        // `1.234.567` can only be grouping.
+        (_, 0) => Some(DecimalSep::Comma),
+        (0, _) => Some(DecimalSep::Point),
+        _ => None,
+    }
+}
+
+fn unambiguous(
+    t: &str,
+    sep: char,
+    as_decimal: DecimalSep,
+    as_group: DecimalSep,
+) -> Option<DecimalSep> {
+    let (int, frac) = t.split_once(sep)?;
+    if frac.len() != 3 || int.is_empty() || int.len() > 3 || int == "0" {
+        // `0.234`, `12.5`, `1234.567` can only be decimals.
+        Some(as_decimal)
+    } else {
+        let _ = as_group;
+        None
+    }
+}
+
+/// Days since 1970-01-01 of a calendar date.
+pub fn days_since_epoch(d: NaiveDate) -> i32 {
+    const EPOCH_DAYS_CE: i32 = 719_163;
+    chrono::Datelike::num_days_from_ce(&d) - EPOCH_DAYS_CE
+}
+
+fn num(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || b.len() > 4 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(b.iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0')))
+}
+
+/// Parses `2025-05-10`, `2025/05/10` and `10/05/2025` (day first).
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    let b = s.trim().as_bytes();
+    let (y, m, d) = if b.len() == 10 && (b[4] == b'-' || b[4] == b'/') && b[7] == b[4] {
+        (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?)
+    } else {
+        // D/M/YYYY with one or two digits for day and month.
+        let mut parts = s.trim().split('/');
+        let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || d.len() > 2 || m.len() > 2 || y.len() != 4 {
+            return None;
+        }
+        (num(y.as_bytes())?, num(m.as_bytes())?, num(d.as_bytes())?)
+    };
+    NaiveDate::from_ymd_opt(y as i32, m, d)
+}
+
+/// Parses a date (midnight UTC) or an RFC 3339 / ISO 8601 timestamp; a timestamp without offset
+/// is taken as UTC. Returns microseconds since the epoch.
+pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
+    let t = s.trim();
+    if let Some(d) = parse_date(t) {
+        return Some(d.and_time(NaiveTime::MIN).and_utc().timestamp_micros());
+    }
+    if t.len() < 16 {
+        return None;
+    }
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Some(dt.timestamp_micros());
+    }
+    let naive = t.strip_suffix('Z').unwrap_or(t);
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(naive, fmt) {
+            return Some(dt.and_utc().timestamp_micros());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).expect("test literal")
+    }
+
+    #[test]
+    fn numbers_in_both_conventions() {
+        use DecimalSep::*;
+        assert_eq!(parse_decimal("1234.5", Point), Ok(d("1234.5")));
+        assert_eq!(parse_decimal("1,234.5", Point), Ok(d("1234.5")));
+        assert_eq!(parse_decimal("1234,5", Comma), Ok(d("1234.5")));
+        assert_eq!(parse_decimal("1.234,5", Comma), Ok(d("1234.5")));
+        assert_eq!(parse_decimal("1.234.567", Comma), Ok(d("1234567")));
+        assert_eq!(parse_decimal(" -0.25 ", Point), Ok(d("-0.25")));
+        assert_eq!(parse_decimal(".5", Point), Ok(d("0.5")));
+    }
+
+    #[test]
+    fn wrong_convention_or_garbage_is_rejected_not_misread() {
+        use DecimalSep::*;
+        // In a decimal-point file `1,5` is not a number: it is never read as 15.
+        assert_eq!(parse_decimal("1,5", Point), Err(NumberError::Invalid));
+        assert_eq!(parse_decimal("12,34.5", Point), Err(NumberError::Invalid));
+        assert_eq!(parse_decimal("1.234.5", Point), Err(NumberError::Invalid));
+        assert_eq!(parse_decimal("12a.5", Point), Err(NumberError::Invalid));
+        assert_eq!(parse_decimal("", Point), Err(NumberError::Invalid));
+        assert_eq!(parse_decimal("-", Point), Err(NumberError::Invalid));
+        assert_eq!(parse_decimal("1.", Point), Err(NumberError::Invalid));
+        assert_eq!(parse_decimal("1e5", Point), Err(NumberError::Invalid));
+        assert_eq!(
+            parse_decimal("123456789012345678901234567890", Point),
+            Err(NumberError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn separator_evidence_ignores_ambiguous_values() {
+        assert_eq!(separator_evidence("1234,5"), Some(DecimalSep::Comma));
+        assert_eq!(separator_evidence("1.234,50"), Some(DecimalSep::Comma));
+        assert_eq!(separator_evidence("1,234.50"), Some(DecimalSep::Point));
+        assert_eq!(separator_evidence("12.5"), Some(DecimalSep::Point));
+        assert_eq!(separator_evidence("1.234"), None);
+        assert_eq!(separator_evidence("1234"), None);
+        assert_eq!(separator_evidence("Bogotá"), None);
+    }
+
+    #[test]
+    fn dates_in_every_accepted_form() {
+        let may10 = NaiveDate::from_ymd_opt(2025, 5, 10);
+        assert_eq!(parse_date("2025-05-10"), may10);
+        assert_eq!(parse_date("2025/05/10"), may10);
+        assert_eq!(parse_date("10/05/2025"), may10);
+        assert_eq!(parse_date("10/5/2025"), may10);
+        assert_eq!(parse_date("2025-13-45"), None);
+        assert_eq!(parse_date("31/02/2025"), None);
+        assert_eq!(parse_date("ayer"), None);
+    }
+
+    #[test]
+    fn timestamps_are_utc_micros() {
+        assert_eq!(
+            parse_timestamp_micros("1970-01-01T00:00:01Z"),
+            Some(1_000_000)
+        );
+        assert_eq!(parse_timestamp_micros("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_timestamp_micros("1970-01-02"), Some(86_400_000_000));
+        assert_eq!(
+            parse_timestamp_micros("1970-01-01 00:00:00.5"),
+            Some(500_000)
+        );
+        assert_eq!(parse_timestamp_micros("2025-05-10T25:00:00Z"), None);
+    }
+
+    fn render(m: i64, scale: u32, sep: DecimalSep, grouped: bool) -> String {
+        let v = Decimal::new(m, scale);
+        let s = v.abs().to_string();
+        let (int, frac) = s
+            .split_once('.')
+            .map_or((s.as_str(), None), |(a, b)| (a, Some(b)));
+        let mut int_out = String::new();
+        for (i, c) in int.chars().enumerate() {
+            if grouped && i > 0 && (int.len() - i) % 3 == 0 {
+                int_out.push(sep.grouping() as char);
+            }
+            int_out.push(c);
+        }
+        let sign = if v.is_sign_negative() && !v.is_zero() {
+            "-"
+        } else {
+            ""
+        };
+        match frac {
+            Some(f) => format!("{sign}{int_out}{}{f}", sep.decimal() as char),
+            None => format!("{sign}{int_out}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_rendered_decimal_parses_back_exactly(
+            m in -1_000_000_000_000i64..1_000_000_000_000i64,
+            scale in 0u32..6,
+            comma in any::<bool>(),
+            grouped in any::<bool>(),
+        ) {
+            let sep = if comma { DecimalSep::Comma } else { DecimalSep::Point };
+            let text = render(m, scale, sep, grouped);
+            prop_assert_eq!(parse_decimal(&text, sep), Ok(Decimal::new(m, scale)));
+        }
+
+        #[test]
+        fn parse_decimal_never_panics(s in "\\PC{0,24}") {
+            let _ = parse_decimal(&s, DecimalSep::Point);
+            let _ = parse_decimal(&s, DecimalSep::Comma);
+        }
+
+        #[test]
+        fn any_valid_date_parses_in_all_three_forms(days in 0i64..40_000) {
+            let date = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Days::new(days as u64);
+            for text in [
+                date.format("%Y-%m-%d").to_string(),
+                date.format("%Y/%m/%d").to_string(),
+                date.format("%d/%m/%Y").to_string(),
+            ] {
+                prop_assert_eq!(parse_date(&text), Some(date));
+            }
+            prop_assert_eq!(days_since_epoch(date) as i64, days);
+        }
+
+        #[test]
+        fn parse_date_never_panics(s in "\\PC{0,16}") {
+            let _ = parse_date(&s);
+            let _ = parse_timestamp_micros(&s);
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! `lago trades bench`: in-process throughput of the trade processor on one core, and the
+//! store requests it makes per batch against the minimum.
+//!
+//! The input is generated (clean, seed 42) and split into records before the clock starts;
+//! the timed part is `process_batch` over every batch — decode, validate, group, load, apply,
+//! commit to the in-memory store, notifications and rule recommendations — on this thread.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::generate::{generate_trades, GenerateOptions};
+use super::memory::{MemoryPortfolioStore, StoreCounters};
+use super::processor::{Record, RecordData, TradeProcessor};
+use super::trade::Trade;
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub trades: u64,
+    pub users: u64,
+    pub batch_size: usize,
+    pub batches: u64,
+    /// Decode + validate + apply + commit, wall time.
+    pub seconds: f64,
+    pub trades_per_sec: f64,
+    /// Decode + validate alone.
+    pub parse_seconds: f64,
+    pub parse_trades_per_sec: f64,
+    pub applied: u64,
+    pub store: StoreCounters,
+    /// `TransactWriteItems` calls per batch.
+    pub transactions_per_batch: f64,
+    /// The minimum, `Σ users ceil((trades_u + 1) / 100)`, per batch.
+    pub min_transactions_per_batch: f64,
+    /// The minimum with a portfolio put in every transaction, `Σ users ceil(trades_u / 99)`.
+    pub min_consistent_transactions_per_batch: f64,
+    /// `BatchGetItem` calls per batch (100 portfolio keys each).
+    pub reads_per_batch: f64,
+    pub users_per_batch: f64,
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "trades bench: {} trades, {} users, {} batches of {} records, one core",
+            self.trades, self.users, self.batches, self.batch_size
+        )?;
+        writeln!(
+            f,
+            "  decode + validate + apply + commit: {:.3} s = {:.0} trades/s (goal 1000000)",
+            self.seconds, self.trades_per_sec
+        )?;
+        writeln!(
+            f,
+            "  decode + validate only:             {:.3} s = {:.0} trades/s",
+            self.parse_seconds, self.parse_trades_per_sec
+        )?;
+        writeln!(
+            f,
+            "  per batch ({:.1} users): {:.2} reads (BatchGetItem) + {:.2} transactions",
+            self.users_per_batch, self.reads_per_batch, self.transactions_per_batch
+        )?;
+        writeln!(
+            f,
+            "  minimum Σ ceil((n+1)/100) = {:.2}; with a portfolio put per transaction Σ ceil(n/99) = {:.2}",
+            self.min_transactions_per_batch, self.min_consistent_transactions_per_batch
+        )?;
+        writeln!(
+            f,
+            "  store: {} transactions, {} items written, {} conflicts; {} trades applied",
+            self.store.commits, self.store.items_written, self.store.conflicts, self.applied
+        )
+    }
+}
+
+/// Generates `trades` clean trades over `users` users and processes them in batches of
+/// `batch` records with the in-memory store.
+pub fn run_bench(trades: u64, users: u64, batch: usize) -> BenchReport {
+    let batch = batch.max(1);
+    let mut data = Vec::with_capacity(trades as usize * 190);
+    let opts = GenerateOptions {
+        trades,
+        users,
+        seed: 42,
+        dirty_pct: 0.0,
+    };
+    // Writing to a Vec cannot fail.
+    let _ = generate_trades(&opts, &mut data);
+    let lines: Vec<&[u8]> = data
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let sequences: Vec<String> = (1..=lines.len()).map(|i| format!("{i:020}")).collect();
+    let records: Vec<Record<'_>> = lines
+        .iter()
+        .zip(&sequences)
+        .map(|(line, seq)| Record {
+            shard_id: "shardId-000000000000",
+            sequence_number: seq,
+            data: RecordData::Bytes(line),
+        })
+        .collect();
+
+    // Decode + validate alone.
+    let started = Instant::now();
+    let mut valid = 0u64;
+    for line in &lines {
+        valid += u64::from(Trade::parse(line).is_ok());
+    }
+    let parse_seconds = started.elapsed().as_secs_f64();
+    debug_assert_eq!(valid, lines.len() as u64);
+
+    // The minimum requests, from each batch's per-user counts (untimed).
+    let (mut min, mut min_consistent, mut batch_users) = (0u64, 0u64, 0u64);
+    for chunk in lines.chunks(batch) {
+        let mut per_user: HashMap<String, u64> = HashMap::new();
+        for line in chunk {
+            if let Ok(t) = Trade::parse(line) {
+                *per_user.entry(t.user_id).or_default() += 1;
+            }
+        }
+        batch_users += per_user.len() as u64;
+        for n in per_user.values() {
+            min += (n + 1).div_ceil(100);
+            min_consistent += n.div_ceil(99);
+        }
+    }
+
+    let processor = TradeProcessor::new(MemoryPortfolioStore::new());
+    let now = DateTime::<Utc>::UNIX_EPOCH;
+    let started = Instant::now();
+    let mut applied = 0u64;
+    for chunk in records.chunks(batch) {
+        let outcome = pollster::block_on(processor.process_batch(chunk, now));
+        applied += outcome.applied;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let store = processor.store().counters();
+    let batches = lines.len().div_ceil(batch).max(1) as u64;
+    let per_batch = |x: u64| x as f64 / batches as f64;
+    BenchReport {
+        trades: lines.len() as u64,
+        users,
+        batch_size: batch,
+        batches,
+        seconds,
+        trades_per_sec: lines.len() as f64 / seconds.max(f64::MIN_POSITIVE),
+        parse_seconds,
+        parse_trades_per_sec: lines.len() as f64 / parse_seconds.max(f64::MIN_POSITIVE),
+        applied,
+        store,
+        transactions_per_batch: per_batch(store.commits),
+        min_transactions_per_batch: per_batch(min),
+        min_consistent_transactions_per_batch: per_batch(min_consistent),
+        reads_per_batch: per_batch(store.batch_get_requests),
+        users_per_batch: per_batch(batch_users),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_bench_applies_everything_at_the_consistent_minimum() {
+        let report = run_bench(20_000, 300, 10_000);
+        assert_eq!(report.trades, 20_000);
+        assert_eq!(report.applied, 20_000);
+        assert_eq!(report.batches, 2);
+        assert_eq!(report.store.conflicts, 0);
+        assert_eq!(
+            report.transactions_per_batch,
+            report.min_consistent_transactions_per_batch
+        );
+        assert!(report.transactions_per_batch >= report.min_transactions_per_batch);
+        assert!(report.to_string().contains("trades/s"));
+    }
+}

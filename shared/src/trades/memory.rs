@@ -1,0 +1,396 @@
+//! In-memory and local-folder adapters of the trade ports: the local twin's store, archive,
+//! DLQ and notifier, and the test doubles (scripted failures, request counters).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::Serialize;
+
+use super::ports::{
+    BoxError, Commit, CommitOutcome, Conflict, DeadLetterSink, DecisionOutcome, Loaded, Notifier,
+    PortfolioStore, SinkError, StoreError, StoredPortfolio, TradeArchive,
+};
+use super::processor::{DeadLetter, Notification};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave these maps half-updated in a way that matters to a test
+    // double, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Requests a store received, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreCounters {
+    /// `load` calls.
+    pub loads: u64,
+    /// Portfolio keys asked for across loads.
+    pub load_keys: u64,
+    /// What the loads would cost as DynamoDB `BatchGetItem` requests (100 keys each).
+    pub batch_get_requests: u64,
+    /// `commit` calls (= `TransactWriteItems` requests), whatever their result.
+    pub commits: u64,
+    /// Commits written.
+    pub committed: u64,
+    /// Commits refused by a condition.
+    pub conflicts: u64,
+    /// Scripted transient failures returned.
+    pub transient_failures: u64,
+    /// Items written by committed transactions.
+    pub items_written: u64,
+}
+
+impl StoreCounters {
+    /// Every request a DynamoDB store would have received.
+    pub fn requests(&self) -> u64 {
+        self.batch_get_requests + self.commits
+    }
+}
+
+/// How a scripted commit failure behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Throttled: nothing is written.
+    Transient,
+    /// Timed out after the write landed: written, yet reported as a transient failure.
+    TransientAfterWrite,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("scripted transient failure of {operation} call {call}")]
+pub struct ScriptedFailure {
+    pub operation: &'static str,
+    pub call: u64,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    portfolios: HashMap<String, StoredPortfolio>,
+    /// trade id → applied (true) or rejected (false).
+    decisions: HashMap<String, bool>,
+    counters: StoreCounters,
+    load_failures: BTreeSet<u64>,
+    commit_failures: BTreeMap<u64, FailureMode>,
+}
+
+/// A [`PortfolioStore`] in memory with the same conditional semantics as the DynamoDB one: a
+/// commit writes all its items or none, refused when the portfolio's version moved or a trade
+/// id is already decided.
+#[derive(Debug)]
+pub struct MemoryPortfolioStore {
+    state: Mutex<MemoryState>,
+    lookup_decisions: bool,
+}
+
+impl Default for MemoryPortfolioStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryPortfolioStore {
+    /// A store whose `load` also reports which asked trade ids are decided.
+    pub fn new() -> Self {
+        Self {
+            state: Mutex::new(MemoryState::default()),
+            lookup_decisions: true,
+        }
+    }
+
+    /// A store whose `load` reads portfolios only, like the DynamoDB adapter: duplicates are
+    /// found by the commit conditions.
+    pub fn without_decision_lookup() -> Self {
+        Self {
+            lookup_decisions: false,
+            ..Self::new()
+        }
+    }
+
+    /// The commit call number `call` (1-based, counting every call) fails once with `mode`.
+    pub fn fail_commit(&self, call: u64, mode: FailureMode) {
+        lock(&self.state).commit_failures.insert(call, mode);
+    }
+
+    /// After `n` more commit calls, the next one fails once (nothing written).
+    pub fn fail_after_commits(&self, n: u64) {
+        let mut state = lock(&self.state);
+        let call = state.counters.commits + n + 1;
+        state.commit_failures.insert(call, FailureMode::Transient);
+    }
+
+    /// The load call number `call` (1-based) fails once.
+    pub fn fail_load(&self, call: u64) {
+        lock(&self.state).load_failures.insert(call);
+    }
+
+    pub fn counters(&self) -> StoreCounters {
+        lock(&self.state).counters
+    }
+
+    pub fn reset_counters(&self) {
+        lock(&self.state).counters = StoreCounters::default();
+    }
+
+    pub fn portfolio(&self, user_id: &str) -> Option<StoredPortfolio> {
+        lock(&self.state).portfolios.get(user_id).cloned()
+    }
+
+    /// Every stored portfolio, sorted by user id.
+    pub fn portfolios(&self) -> Vec<StoredPortfolio> {
+        let mut all: Vec<StoredPortfolio> =
+            lock(&self.state).portfolios.values().cloned().collect();
+        all.sort_by(|a, b| a.portfolio.user_id.cmp(&b.portfolio.user_id));
+        all
+    }
+
+    /// `Some(true)` applied, `Some(false)` rejected, `None` never decided.
+    pub fn decision(&self, trade_id: &str) -> Option<bool> {
+        lock(&self.state).decisions.get(trade_id).copied()
+    }
+
+    pub fn decided_count(&self) -> usize {
+        lock(&self.state).decisions.len()
+    }
+}
+
+impl PortfolioStore for MemoryPortfolioStore {
+    async fn load(&self, user_ids: &[&str], trade_ids: &[&str]) -> Result<Loaded, StoreError> {
+        let mut state = lock(&self.state);
+        state.counters.loads += 1;
+        state.counters.load_keys += user_ids.len() as u64;
+        state.counters.batch_get_requests += user_ids.len().div_ceil(100) as u64;
+        let call = state.counters.loads;
+        if state.load_failures.remove(&call) {
+            state.counters.transient_failures += 1;
+            let cause: BoxError = Box::new(ScriptedFailure {
+                operation: "load",
+                call,
+            });
+            return Err(StoreError::Transient(cause));
+        }
+        let mut loaded = Loaded {
+            portfolios: HashMap::with_capacity(user_ids.len()),
+            decided: HashSet::new(),
+        };
+        for user in user_ids {
+            if let Some(stored) = state.portfolios.get(*user) {
+                loaded.portfolios.insert((*user).to_string(), stored.clone());
+            }
+        }
+        if self.lookup_decisions && !state.decisions.is_empty() {
+            for id in trade_ids {
+                if state.decisions.contains_key(*id) {
+                    loaded.decided.insert((*id).to_string());
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        state.counters.commits += 1;
+        let call = state.counters.commits;
+        let failure = state.commit_failures.remove(&call);
+        let transient = || {
+            let cause: BoxError = Box::new(ScriptedFailure {
+                operation: "commit",
+                call,
+            });
+            StoreError::Transient(cause)
+        };
+        if failure == Some(FailureMode::Transient) {
+            state.counters.transient_failures += 1;
+            return Err(transient());
+        }
+
+        let stored_version = state
+            .portfolios
+            .get(commit.user_id)
+            .map_or(0, |p| p.version);
+        let already_decided: Vec<String> = commit
+            .decisions
+            .iter()
+            .filter(|d| state.decisions.contains_key(d.trade.trade_id.as_str()))
+            .map(|d| d.trade.trade_id.clone())
+            .collect();
+        let version_moved = stored_version != commit.expected_version;
+        if version_moved || !already_decided.is_empty() {
+            state.counters.conflicts += 1;
+            return Ok(CommitOutcome::Conflict(Conflict {
+                version_moved,
+                already_decided,
+            }));
+        }
+
+        state.decisions.reserve(commit.decisions.len());
+        for d in commit.decisions {
+            let applied = matches!(d.outcome, DecisionOutcome::Applied(_));
+            state.decisions.insert(d.trade.trade_id.clone(), applied);
+        }
+        let stored = StoredPortfolio {
+            portfolio: commit.portfolio.clone(),
+            version: commit.new_version(),
+        };
+        match state.portfolios.get_mut(commit.user_id) {
+            Some(slot) => *slot = stored,
+            None => {
+                state.portfolios.insert(commit.user_id.to_string(), stored);
+            }
+        }
+        state.counters.committed += 1;
+        state.counters.items_written += commit.item_count() as u64;
+        if failure == Some(FailureMode::TransientAfterWrite) {
+            state.counters.transient_failures += 1;
+            return Err(transient());
+        }
+        Ok(CommitOutcome::Committed)
+    }
+}
+
+/// The archive on a local folder laid out like the bucket: `<root>/<key>`.
+#[derive(Debug, Clone)]
+pub struct LocalFolderArchive {
+    root: PathBuf,
+}
+
+impl LocalFolderArchive {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl TradeArchive for LocalFolderArchive {
+    async fn put(&self, key: &str, body: &[u8]) -> Result<(), SinkError> {
+        let path = self.root.join(key);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Write then rename, so a reader never sees half an object.
+        let tmp = path.with_extension("gz.partial");
+        std::fs::write(&tmp, body)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+}
+
+/// An archive that keeps the objects in memory, by key (a retry overwrites).
+#[derive(Debug, Default)]
+pub struct RecordingArchive {
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl RecordingArchive {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn objects(&self) -> BTreeMap<String, Vec<u8>> {
+        lock(&self.objects).clone()
+    }
+}
+
+impl TradeArchive for RecordingArchive {
+    async fn put(&self, key: &str, body: &[u8]) -> Result<(), SinkError> {
+        lock(&self.objects).insert(key.to_string(), body.to_vec());
+        Ok(())
+    }
+}
+
+/// A DLQ that records every dead letter.
+#[derive(Debug, Default)]
+pub struct RecordingDeadLetters {
+    letters: Mutex<Vec<DeadLetter>>,
+}
+
+impl RecordingDeadLetters {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn letters(&self) -> Vec<DeadLetter> {
+        lock(&self.letters).clone()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.letters).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl DeadLetterSink for RecordingDeadLetters {
+    async fn send(&self, letters: &[DeadLetter]) -> Result<(), SinkError> {
+        lock(&self.letters).extend_from_slice(letters);
+        Ok(())
+    }
+}
+
+/// A notifier that counts messages by kind and, unless built with
+/// [`RecordingNotifier::counting`], keeps them.
+#[derive(Debug)]
+pub struct RecordingNotifier {
+    keep: bool,
+    kept: Mutex<Vec<Notification>>,
+    counts: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Default for RecordingNotifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordingNotifier {
+    pub fn new() -> Self {
+        Self {
+            keep: true,
+            kept: Mutex::new(Vec::new()),
+            counts: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Counts only (for long replays).
+    pub fn counting() -> Self {
+        Self {
+            keep: false,
+            ..Self::new()
+        }
+    }
+
+    pub fn notifications(&self) -> Vec<Notification> {
+        lock(&self.kept).clone()
+    }
+
+    /// Messages published, by kind (`TradeConfirmed`, `TradeRejected`).
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        lock(&self.counts).clone()
+    }
+}
+
+impl Notifier for RecordingNotifier {
+    async fn publish(&self, notifications: &[Notification]) -> Result<(), SinkError> {
+        {
+            let mut counts = lock(&self.counts);
+            for n in notifications {
+                match counts.get_mut(n.kind.as_str()) {
+                    Some(count) => *count += 1,
+                    None => {
+                        counts.insert(n.kind.as_str().to_string(), 1);
+                    }
+                }
+            }
+        }
+        if self.keep {
+            lock(&self.kept).extend_from_slice(notifications);
+        }
+        Ok(())
+    }
+}

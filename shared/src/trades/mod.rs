@@ -1,0 +1,51 @@
+//! Dollar trades: exactly-once, in-order portfolios from an at-least-once stream.
+//!
+//! The app's COP↔USD trades arrive on Kinesis (partition key `user_id`) in batches. The
+//! [`TradeProcessor`] decodes and validates every record ([`Trade::parse`]), applies each
+//! `trade_id` at most once, ever, to its user's [`Portfolio`] (average-cost method, exact
+//! decimals), and writes through the [`PortfolioStore`] port in conditional transactions so a
+//! redelivered batch, a retried suffix or a concurrent writer cannot apply anything twice.
+//! Nothing is dropped: every record ends applied, duplicate, rejected (dead letter with a
+//! reason) or reported back for a retry ([`BatchOutcome::batch_item_failure`]).
+//!
+//! Side outputs go through their own ports ([`TradeArchive`], [`DeadLetterSink`], [`Notifier`],
+//! [`Recommender`]); [`deliver`] sends a batch's outcome to them. The `trades-stream` Lambda
+//! implements the ports on DynamoDB, S3, SQS, SNS and SageMaker; [`memory`] implements them in
+//! memory and on a local folder for the `lago trades` commands ([`replay()`], [`generate_trades`],
+//! [`run_bench`]) and the tests.
+
+pub mod archive;
+pub mod bench;
+pub mod generate;
+pub mod memory;
+pub mod portfolio;
+pub mod ports;
+pub mod processor;
+pub mod recommend;
+pub mod replay;
+pub mod trade;
+
+#[cfg(test)]
+mod properties;
+
+pub use archive::{archive_key, encode_ndjson_gz};
+pub use bench::{run_bench, BenchReport};
+pub use generate::{generate_trades, GenerateOptions, GenerateReport};
+pub use memory::{
+    FailureMode, LocalFolderArchive, MemoryPortfolioStore, RecordingArchive,
+    RecordingDeadLetters, RecordingNotifier, StoreCounters,
+};
+pub use portfolio::{Applied, Portfolio, Rejection};
+pub use ports::{
+    Action, Commit, CommitOutcome, Conflict, DeadLetterSink, Decision, DecisionOutcome, Loaded,
+    ModelRequest, ModelResponse, Notifier, PortfolioStore, Recommendation, RecommendationRequest,
+    RecommendationSource, Recommender, RecommendError, SinkError, StoreError, StoredPortfolio,
+    TradeArchive,
+};
+pub use processor::{
+    deliver, BatchOutcome, DataEncoding, DeadLetter, DeliveryError, Notification,
+    NotificationKind, ProcessorConfig, Record, RecordData, TradeProcessor, UserRecommendation,
+};
+pub use recommend::{RuleConfig, RuleRecommender, WithRuleFallback};
+pub use replay::{replay, PortfolioView, ReplayError, ReplaySummary};
+pub use trade::{InvalidReason, InvalidTrade, Side, Trade};

@@ -1,0 +1,83 @@
+//! The manifest written for every source file: what came in, what went out, and why.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::contract::Dataset;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Rejected,
+}
+
+/// The source file as it was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub key: String,
+    pub size: u64,
+    /// ETag or content hash the caller identified the object by.
+    pub version: String,
+    /// `xxh3-128:<hex>` of the bytes as stored (compressed if they were).
+    pub checksum: String,
+    pub compression: Option<String>,
+    pub encoding: Option<String>,
+    pub delimiter: Option<String>,
+    pub decimal_separator: Option<String>,
+    pub bom: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputObject {
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Outputs {
+    pub processed: Vec<OutputObject>,
+    pub rejected: Option<OutputObject>,
+    pub manifest: String,
+}
+
+/// One JSON document per source file under `manifests/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub dataset: Dataset,
+    pub load_date: NaiveDate,
+    pub source: SourceInfo,
+    pub status: Status,
+    /// File-level reason (`missing_columns`, `empty_file`, `unreadable`) when rejected whole.
+    pub file_reason: Option<String>,
+    pub file_detail: Option<String>,
+    pub rows_in: u64,
+    pub rows_ok: u64,
+    pub rows_rejected: u64,
+    pub rejects_by_reason: BTreeMap<String, u64>,
+    pub ignored_columns: Vec<String>,
+    pub missing_optional_columns: Vec<String>,
+    pub outputs: Outputs,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub threads: usize,
+}
+
+impl Manifest {
+    /// The reconciliation invariant every manifest must hold.
+    pub fn balanced(&self) -> bool {
+        self.rows_in == self.rows_ok + self.rows_rejected
+            && self.rejects_by_reason.values().sum::<u64>() == self.rows_rejected
+            && self.outputs.processed.iter().map(|o| o.rows).sum::<u64>() == self.rows_ok
+            && self.outputs.rejected.as_ref().map_or(0, |r| r.rows)
+                == if self.status == Status::Ok {
+                    self.rows_rejected
+                } else {
+                    self.outputs.rejected.as_ref().map_or(0, |r| r.rows)
+                }
+    }
+}

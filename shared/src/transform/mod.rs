@@ -1,0 +1,737 @@
+//! The streaming CSV → Parquet transform of one source file.
+//!
+//! ```text
+//!  source ─► (gunzip) ─► sniff dialect + header ─► chunker ──► workers: parse, validate, build Arrow
+//!                                                    │                         │ (in any order)
+//!                                                    └── reorder ◄─────────────┘
+//!                                                          ▼
+//!                                   writer: first key wins, Parquet parts, rejected NDJSON, manifest
+//! ```
+//! Memory is bounded by the chunk size × chunks in flight, one row group, and the key set's budget;
+//! never by the size of the input. With one thread everything runs inline on the caller's thread.
+
+mod chunker;
+mod keys;
+pub mod manifest;
+mod output;
+mod rows;
+
+use std::collections::BTreeMap;
+use std::io::{self, Cursor, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::contract::{ColumnKind, Dataset, FileReason, SCHEMA_VERSION};
+use crate::dialect::{self, Encoding, GZIP_MAGIC, UTF8_BOM};
+use crate::lake::{self, LakeError, LakeStore, Zone};
+
+pub use chunker::{Chunk, Chunker};
+pub use keys::KeySet;
+pub use manifest::{Manifest, OutputObject, Outputs, SourceInfo, Status};
+pub use rows::{for_each_record, mul_round};
+
+use output::OutputWriter;
+use rows::{process_chunk, ChunkResult, FileContext};
+
+/// How the caller identifies the source object (S3: key, size and ETag; local: path, size and
+/// content hash). Output names derive from it, so a replay overwrites its own outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIdentity {
+    pub key: String,
+    pub size: u64,
+    pub version: String,
+}
+
+impl SourceIdentity {
+    /// 8 hex characters identifying the source, used in every output name.
+    pub fn tag(&self) -> String {
+        let mut h = Xxh3::new();
+        h.update(self.key.as_bytes());
+        h.update(&[0]);
+        h.update(self.version.as_bytes());
+        format!("{:016x}", h.digest())[..8].to_string()
+    }
+
+    /// The identity of a local file: its path as key and the xxh3-128 of its bytes as version.
+    pub fn of_local_file(path: &std::path::Path, key: &str) -> io::Result<SourceIdentity> {
+        let mut f = std::fs::File::open(path)?;
+        let mut h = Xxh3::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            h.update(&buf[..n]);
+        }
+        Ok(SourceIdentity {
+            key: key.to_string(),
+            size,
+            version: format!("{:032x}", h.digest128()),
+        })
+    }
+}
+
+/// What to transform.
+#[derive(Debug, Clone)]
+pub struct TransformRequest {
+    pub dataset: Dataset,
+    pub load_date: NaiveDate,
+    pub source: SourceIdentity,
+}
+
+/// How to transform it.
+#[derive(Debug, Clone)]
+pub struct TransformOptions {
+    /// Worker threads; 1 runs everything on the caller's thread.
+    pub threads: usize,
+    /// Target size of one Parquet part (COPY loads parts in parallel).
+    pub part_size: u64,
+    /// A row group is flushed when its buffered size reaches this.
+    pub row_group_bytes: usize,
+    /// Bytes of CSV per unit of parallel work.
+    pub chunk_size: usize,
+    /// Keys kept in memory before the key set spills to disk.
+    pub key_memory: usize,
+    /// Salt for hashing PII.
+    pub pii_salt: Vec<u8>,
+    /// Fail with [`TransformError::DeadlineExceeded`] rather than run past this.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for TransformOptions {
+    fn default() -> Self {
+        TransformOptions {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            part_size: 128 << 20,
+            row_group_bytes: 32 << 20,
+            chunk_size: 1 << 20,
+            key_memory: 900_000,
+            pii_salt: Vec::new(),
+            deadline: None,
+        }
+    }
+}
+
+/// Where the raw bytes come from; opened again to copy a rejected file whole.
+pub trait RawSource: Sync {
+    fn open(&self) -> io::Result<Box<dyn Read + Send>>;
+}
+
+/// A file on the local disk.
+#[derive(Debug, Clone)]
+pub struct LocalFile(pub PathBuf);
+
+impl RawSource for LocalFile {
+    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(std::fs::File::open(&self.0)?))
+    }
+}
+
+/// Why a transform could not finish. A file that is bad is not an error: it is rejected, with a
+/// manifest. These are the failures to retry or to report.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error("reading the source object failed: {0}")]
+    Source(#[source] io::Error),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("writing Parquet failed: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("the deadline was reached after {rows} rows; the file was not committed")]
+    DeadlineExceeded { rows: u64 },
+    #[error("the key set failed: {0}")]
+    KeySet(#[source] io::Error),
+    #[error("serializing the manifest failed: {0}")]
+    Manifest(#[from] serde_json::Error),
+    #[error("internal invariant broken: {0}")]
+    Invariant(String),
+}
+
+/// Reads the source, counting and hashing the stored bytes, and remembering whether an error
+/// came from the source itself (retryable) rather than from decoding its content.
+struct Counted<R> {
+    inner: R,
+    bytes: Arc<AtomicU64>,
+    hash: Xxh3,
+    source_failed: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hash.update(&buf[..n]);
+                self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.source_failed.store(true, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Shares the hasher state with the caller once reading is over.
+struct HashTap<R> {
+    inner: Counted<R>,
+    out: Arc<std::sync::Mutex<Option<u128>>>,
+    done: bool,
+}
+
+impl<R: Read> Read for HashTap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !self.done {
+            self.done = true;
+            if let Ok(mut g) = self.out.lock() {
+                *g = Some(self.inner.hash.digest128());
+            }
+        }
+        Ok(n)
+    }
+}
+
+const SAMPLE: usize = 64 * 1024;
+
+/// The encoding of a file, once decided.
+struct Dialect {
+    encoding: Option<Encoding>,
+}
+
+/// Transforms one source file into the lake. Returns the manifest that was written.
+pub fn transform(
+    source: &dyn RawSource,
+    req: &TransformRequest,
+    opts: &TransformOptions,
+    lake_store: &dyn LakeStore,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+) -> Result<Manifest, TransformError> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let tag = req.source.tag();
+    let stem = lake::output_stem(&req.source.key);
+    let names = Names {
+        processed: format!(
+            "{}{stem}-{tag}",
+            lake::partition_prefix(Zone::Processed, req.dataset, req.load_date)
+        ),
+        rejected: format!(
+            "{}{stem}-{tag}",
+            lake::partition_prefix(Zone::Rejected, req.dataset, req.load_date)
+        ),
+        manifest: format!(
+            "{}{stem}-{tag}.json",
+            lake::partition_prefix(Zone::Manifests, req.dataset, req.load_date)
+        ),
+    };
+
+    let raw_bytes = Arc::new(AtomicU64::new(0));
+    let source_failed = Arc::new(AtomicBool::new(false));
+    let digest = Arc::new(std::sync::Mutex::new(None));
+    let raw = source.open().map_err(TransformError::Source)?;
+    let mut counted = HashTap {
+        inner: Counted {
+            inner: raw,
+            bytes: raw_bytes.clone(),
+            hash: Xxh3::new(),
+            source_failed: source_failed.clone(),
+        },
+        out: digest.clone(),
+        done: false,
+    };
+
+    let mut base = Manifest {
+        schema_version: SCHEMA_VERSION,
+        dataset: req.dataset,
+        load_date: req.load_date,
+        source: SourceInfo {
+            key: req.source.key.clone(),
+            size: req.source.size,
+            version: req.source.version.clone(),
+            checksum: String::new(),
+            compression: None,
+            encoding: None,
+            delimiter: None,
+            decimal_separator: None,
+            bom: false,
+        },
+        status: Status::Ok,
+        file_reason: None,
+        file_detail: None,
+        rows_in: 0,
+        rows_ok: 0,
+        rows_rejected: 0,
+        rejects_by_reason: BTreeMap::new(),
+        ignored_columns: Vec::new(),
+        missing_optional_columns: Vec::new(),
+        outputs: Outputs {
+            manifest: names.manifest.clone(),
+            ..Outputs::default()
+        },
+        started_at,
+        duration_ms: 0,
+        threads: opts.threads.max(1),
+    };
+
+    // Compression by magic bytes.
+    let mut magic = [0u8; 2];
+    let got = chunker::read_full(&mut counted, &mut magic).map_err(TransformError::Source)?;
+    let prefix = Cursor::new(magic[..got].to_vec());
+    let gz = got == 2 && magic == GZIP_MAGIC;
+    let mut decoded: Box<dyn Read + Send> = if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(prefix.chain(counted)))
+    } else {
+        Box::new(prefix.chain(counted))
+    };
+    base.source.compression = gz.then(|| "gzip".to_string());
+
+    let fail_read =
+        |e: io::Error, base: &mut Manifest, rows: u64| -> Result<Manifest, TransformError> {
+            if source_failed.load(Ordering::Relaxed) {
+                return Err(TransformError::Source(e));
+            }
+            reject_file(
+                source,
+                req,
+                lake_store,
+                &names,
+                base,
+                FileReason::Unreadable,
+                format!("the content could not be read after {rows} records: {e}"),
+                rows,
+                started,
+            )
+        };
+
+    let mut sample = vec![0u8; SAMPLE];
+    let n = match chunker::read_full(&mut decoded, &mut sample) {
+        Ok(n) => n,
+        Err(e) => return fail_read(e, &mut base, 0),
+    };
+    sample.truncate(n);
+    let bom = sample.starts_with(&UTF8_BOM);
+    if bom {
+        sample.drain(..3);
+    }
+    if sample.iter().all(|b| b.is_ascii_whitespace()) {
+        let m = reject_file(
+            source,
+            req,
+            lake_store,
+            &names,
+            &mut base,
+            FileReason::EmptyFile,
+            "the file has no header and no records".into(),
+            0,
+            started,
+        );
+        return m;
+    }
+
+    let delimiter = dialect::sniff_delimiter(&sample);
+    let encoding = if bom {
+        Some(Encoding::Utf8)
+    } else if !sample.is_ascii() {
+        Some(dialect::decide_encoding(&sample))
+    } else {
+        None
+    };
+    base.source.bom = bom;
+    base.source.delimiter = Some((delimiter as char).to_string());
+
+    // Header and decimal evidence from the sample.
+    let contract = req.dataset.contract();
+    let mut header: Vec<String> = Vec::new();
+    let mut sample_rows: Vec<Vec<String>> = Vec::new();
+    for_each_record(&sample, delimiter, 1, |rec| {
+        let fields: Vec<String> = (0..rec.len())
+            .map(|i| dialect::lossy_text(rec.field(i), encoding.unwrap_or(Encoding::Utf8)))
+            .collect();
+        if header.is_empty() {
+            header = fields;
+        } else {
+            sample_rows.push(fields);
+        }
+        sample_rows.len() < 2000
+    });
+    let mut col_field: Vec<Option<usize>> = vec![None; contract.columns.len()];
+    for (fi, h) in header.iter().enumerate() {
+        match contract.match_header(h) {
+            Some(ci) if col_field[ci].is_none() => col_field[ci] = Some(fi),
+            _ => base.ignored_columns.push(h.trim().to_string()),
+        }
+    }
+    let missing: Vec<&str> = contract
+        .columns
+        .iter()
+        .zip(&col_field)
+        .filter(|(c, f)| c.required && f.is_none())
+        .map(|(c, _)| c.name)
+        .collect();
+    base.missing_optional_columns = contract
+        .columns
+        .iter()
+        .zip(&col_field)
+        .filter(|(c, f)| !c.required && f.is_none())
+        .map(|(c, _)| c.name.to_string())
+        .collect();
+    let numeric: Vec<usize> = contract
+        .columns
+        .iter()
+        .zip(&col_field)
+        .filter(|(c, _)| matches!(c.kind, ColumnKind::Decimal { .. }))
+        .filter_map(|(_, f)| *f)
+        .collect();
+    let decimal = dialect::decide_decimal_sep(
+        delimiter,
+        sample_rows
+            .iter()
+            .flat_map(|r| numeric.iter().filter_map(|&i| r.get(i).map(String::as_str))),
+    );
+    let mut dialect = Dialect { encoding };
+    base.source.decimal_separator = Some((decimal.decimal() as char).to_string());
+    if let Some(e) = encoding {
+        base.source.encoding = Some(e.label().to_string());
+    }
+
+    let input = Cursor::new(sample).chain(decoded);
+    if !missing.is_empty() {
+        // Count the records so the manifest still accounts for every one of them.
+        let mut chunks = Chunker::new(input, delimiter, opts.chunk_size, 1);
+        let mut rows = 0u64;
+        let mut first = true;
+        loop {
+            match chunks.next_chunk() {
+                Ok(Some(c)) => for_each_record(&c.bytes, delimiter, c.first_line, |_| {
+                    if first {
+                        first = false;
+                    } else {
+                        rows += 1;
+                    }
+                    true
+                }),
+                Ok(None) => break,
+                Err(e) => return fail_read(e, &mut base, rows),
+            }
+        }
+        let m = reject_file(
+            source,
+            req,
+            lake_store,
+            &names,
+            &mut base,
+            FileReason::MissingColumns,
+            format!(
+                "required columns missing: {} (header: {})",
+                missing.join(", "),
+                header.join(&(delimiter as char).to_string())
+            ),
+            rows,
+            started,
+        );
+        return m;
+    }
+
+    let ctx = FileContext {
+        contract,
+        col_field,
+        n_fields: header.len(),
+        delimiter,
+        decimal,
+        salt: opts.pii_salt.clone(),
+        source_key: req.source.key.clone(),
+        load_date_days: crate::parse::days_since_epoch(req.load_date),
+        enum_folded: FileContext::enums(contract),
+        key_col: contract.key_index(),
+        schema: contract.arrow_schema(),
+    };
+    let mut writer = OutputWriter::new(lake_store, &ctx, &names, opts, req.dataset);
+    let run = run_pipeline(
+        input,
+        &ctx,
+        opts,
+        &mut dialect,
+        &mut writer,
+        &raw_bytes,
+        progress,
+    );
+    match run {
+        Ok(()) => {}
+        Err(PipelineError::Read(e, rows)) => {
+            writer.abort();
+            return fail_read(e, &mut base, rows);
+        }
+        Err(PipelineError::Deadline(rows)) => {
+            writer.abort();
+            return Err(TransformError::DeadlineExceeded { rows });
+        }
+        Err(PipelineError::Transform(e)) => {
+            writer.abort();
+            return Err(e);
+        }
+    }
+    if let Some(e) = dialect.encoding {
+        base.source.encoding = Some(e.label().to_string());
+    } else {
+        base.source.encoding = Some(Encoding::Utf8.label().to_string());
+    }
+    if writer.rows_in() == 0 {
+        writer.abort();
+        let m = reject_file(
+            source,
+            req,
+            lake_store,
+            &names,
+            &mut base,
+            FileReason::EmptyFile,
+            "the file has a header but no records".into(),
+            0,
+            started,
+        );
+        return m;
+    }
+    let result = writer.finish()?;
+    base.rows_in = result.rows_in;
+    base.rows_ok = result.rows_ok;
+    base.rows_rejected = result.rows_rejected;
+    base.rejects_by_reason = result.by_reason;
+    base.outputs.processed = result.processed;
+    base.outputs.rejected = result.rejected;
+    // Remove what an earlier run of the same source left and this run did not write.
+    let keep: Vec<&str> = base
+        .outputs
+        .processed
+        .iter()
+        .map(|o| o.key.as_str())
+        .chain(base.outputs.rejected.iter().map(|o| o.key.as_str()))
+        .collect();
+    remove_stale(lake_store, &names, &keep)?;
+    if let Ok(g) = digest.lock() {
+        if let Some(d) = *g {
+            base.source.checksum = format!("xxh3-128:{d:032x}");
+        }
+    }
+    base.source.size = raw_bytes.load(Ordering::Relaxed);
+    write_manifest(lake_store, base, started)
+}
+
+/// Output name prefixes of one source file.
+pub(crate) struct Names {
+    pub processed: String,
+    pub rejected: String,
+    pub manifest: String,
+}
+
+fn remove_stale(lake_store: &dyn LakeStore, names: &Names, keep: &[&str]) -> Result<(), LakeError> {
+    for prefix in [&names.processed, &names.rejected] {
+        for key in lake_store.list(prefix)? {
+            if !keep.contains(&key.as_str()) {
+                lake_store.delete(&key)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_manifest(
+    lake_store: &dyn LakeStore,
+    mut m: Manifest,
+    started: Instant,
+) -> Result<Manifest, TransformError> {
+    m.duration_ms = started.elapsed().as_millis() as u64;
+    if !m.balanced() {
+        return Err(TransformError::Invariant(format!(
+            "rows_in {} != rows_ok {} + rows_rejected {} (or outputs disagree)",
+            m.rows_in, m.rows_ok, m.rows_rejected
+        )));
+    }
+    let body = serde_json::to_vec_pretty(&m)?;
+    lake_store.put(&m.outputs.manifest, &body)?;
+    Ok(m)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reject_file(
+    source: &dyn RawSource,
+    req: &TransformRequest,
+    lake_store: &dyn LakeStore,
+    names: &Names,
+    base: &mut Manifest,
+    reason: FileReason,
+    detail: String,
+    rows: u64,
+    started: Instant,
+) -> Result<Manifest, TransformError> {
+    let key = format!(
+        "{}{}",
+        names.rejected,
+        lake::original_extension(&req.source.key)
+    );
+    let mut sink = lake_store.create(&key)?;
+    let mut raw = source.open().map_err(TransformError::Source)?;
+    let mut hash = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = raw.read(&mut buf).map_err(TransformError::Source)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        io::Write::write_all(&mut sink, &buf[..n]).map_err(|source| LakeError::Io {
+            key: key.clone(),
+            source,
+        })?;
+    }
+    let bytes = sink.finish()?;
+    let mut m = base.clone();
+    m.status = Status::Rejected;
+    m.file_reason = Some(reason.code().to_string());
+    m.file_detail = Some(detail);
+    m.rows_in = rows;
+    m.rows_ok = 0;
+    m.rows_rejected = rows;
+    m.rejects_by_reason = if rows > 0 {
+        BTreeMap::from([(reason.code().to_string(), rows)])
+    } else {
+        BTreeMap::new()
+    };
+    m.outputs.processed = Vec::new();
+    m.outputs.rejected = Some(OutputObject {
+        key: key.clone(),
+        rows,
+        bytes,
+    });
+    m.source.checksum = format!("xxh3-128:{:032x}", hash.digest128());
+    m.source.size = bytes;
+    remove_stale(lake_store, names, &[key.as_str()])?;
+    write_manifest(lake_store, m, started)
+}
+
+enum PipelineError {
+    /// The input could not be read (source failure or undecodable content), after `rows` records.
+    Read(io::Error, u64),
+    Deadline(u64),
+    Transform(TransformError),
+}
+
+impl From<TransformError> for PipelineError {
+    fn from(e: TransformError) -> Self {
+        PipelineError::Transform(e)
+    }
+}
+
+/// Decides the encoding at the first chunk that needs it; returns the chunk's encoding.
+fn chunk_encoding(dialect: &mut Dialect, chunk: &Chunk) -> Encoding {
+    if let Some(e) = dialect.encoding {
+        return e;
+    }
+    if chunk.bytes.is_ascii() {
+        // Undecided, and nothing here needs deciding: ASCII reads the same either way.
+        return Encoding::Utf8;
+    }
+    let e = dialect::decide_encoding(&chunk.bytes);
+    dialect.encoding = Some(e);
+    e
+}
+
+fn run_pipeline<R: Read + Send>(
+    input: R,
+    ctx: &FileContext,
+    opts: &TransformOptions,
+    dialect: &mut Dialect,
+    writer: &mut OutputWriter<'_>,
+    raw_bytes: &AtomicU64,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+) -> Result<(), PipelineError> {
+    let mut chunks = Chunker::new(input, ctx.delimiter, opts.chunk_size, 1);
+    let threads = opts.threads.max(1);
+    let check = |rows: u64| -> Result<(), PipelineError> {
+        if let Some(p) = progress {
+            p(raw_bytes.load(Ordering::Relaxed));
+        }
+        match opts.deadline {
+            Some(d) if Instant::now() >= d => Err(PipelineError::Deadline(rows)),
+            _ => Ok(()),
+        }
+    };
+    if threads == 1 {
+        loop {
+            check(writer.rows_in())?;
+            let chunk = match chunks.next_chunk() {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(PipelineError::Read(e, writer.rows_in())),
+            };
+            let enc = chunk_encoding(dialect, &chunk);
+            let skip = chunk.seq == 0;
+            writer.accept(process_chunk(ctx, chunk, enc, skip))?;
+        }
+    }
+
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<(Chunk, Encoding)>(threads * 2);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<ChunkResult>(threads * 2);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let work_rx = work_rx.clone();
+            let done_tx = done_tx.clone();
+            s.spawn(move || {
+                for (chunk, enc) in work_rx {
+                    let skip = chunk.seq == 0;
+                    if done_tx.send(process_chunk(ctx, chunk, enc, skip)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        drop(work_rx);
+        let writer_thread = s.spawn(move || -> Result<(), TransformError> {
+            let mut failed = None;
+            for r in done_rx {
+                if failed.is_none() {
+                    if let Err(e) = writer.accept(r) {
+                        failed = Some(e);
+                    }
+                }
+                // After a failure keep draining so producers never block.
+            }
+            failed.map_or(Ok(()), Err)
+        });
+        let mut rows_estimate = 0u64;
+        let read_result = loop {
+            if let Err(e) = check(rows_estimate) {
+                break Err(e);
+            }
+            match chunks.next_chunk() {
+                Ok(Some(c)) => {
+                    rows_estimate += memchr::memchr_iter(b'\n', &c.bytes).count() as u64;
+                    let enc = chunk_encoding(dialect, &c);
+                    if work_tx.send((c, enc)).is_err() {
+                        break Ok(());
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(PipelineError::Read(e, rows_estimate)),
+            }
+        };
+        drop(work_tx);
+        let write_result = writer_thread.join().unwrap_or_else(|_| {
+            Err(TransformError::Invariant(
+                "the writer thread panicked".into(),
+            ))
+        });
+        read_result?;
+        write_result.map_err(PipelineError::Transform)
+    })
+}

@@ -1,0 +1,275 @@
+//! The writer side of the transform: keeps chunks in input order, applies "first key wins",
+//! writes Parquet parts row group by row group, and rejected rows as NDJSON.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use arrow_array::{BooleanArray, RecordBatch};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::contract::{Dataset, RowReason};
+use crate::dialect::lossy_text;
+use crate::lake::{LakeError, LakeStore, ObjectSink};
+
+use super::keys::KeySet;
+use super::manifest::OutputObject;
+use super::rows::{ChunkResult, FileContext, Reject};
+use super::{Names, TransformError, TransformOptions};
+
+/// What the writer produced.
+pub struct WriterResult {
+    pub rows_in: u64,
+    pub rows_ok: u64,
+    pub rows_rejected: u64,
+    pub by_reason: BTreeMap<String, u64>,
+    pub processed: Vec<OutputObject>,
+    pub rejected: Option<OutputObject>,
+}
+
+struct Part {
+    writer: ArrowWriter<Box<dyn ObjectSink>>,
+    key: String,
+    rows: u64,
+}
+
+pub struct OutputWriter<'a> {
+    lake: &'a dyn LakeStore,
+    schema: arrow_schema::SchemaRef,
+    props: WriterProperties,
+    processed_prefix: String,
+    rejected_key: String,
+    source_key: String,
+    key_column: Option<&'static str>,
+    part_size: u64,
+    row_group_bytes: usize,
+    keys: Option<KeySet>,
+    pending: HashMap<u64, ChunkResult>,
+    next_seq: u64,
+    part: Option<Part>,
+    parts: Vec<OutputObject>,
+    rejected: Option<(Box<dyn ObjectSink>, u64)>,
+    rejected_line: Vec<u8>,
+    rows_in: u64,
+    rows_ok: u64,
+    by_reason: BTreeMap<RowReason, u64>,
+    written: Vec<String>,
+}
+
+impl<'a> OutputWriter<'a> {
+    pub fn new(
+        lake: &'a dyn LakeStore,
+        ctx: &FileContext,
+        names: &Names,
+        opts: &TransformOptions,
+        _dataset: Dataset,
+    ) -> OutputWriter<'a> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(4 << 20))
+            .set_max_row_group_bytes(Some(opts.row_group_bytes.max(1 << 20)))
+            .set_created_by(format!("lago {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        OutputWriter {
+            lake,
+            schema: ctx.schema.clone(),
+            props,
+            processed_prefix: names.processed.clone(),
+            rejected_key: format!("{}.ndjson", names.rejected),
+            source_key: ctx.source_key.clone(),
+            key_column: ctx.key_col.map(|i| ctx.contract.columns[i].name),
+            part_size: opts.part_size.max(1 << 20),
+            row_group_bytes: opts.row_group_bytes.max(1 << 20),
+            keys: ctx.key_col.map(|_| KeySet::new(opts.key_memory)),
+            pending: HashMap::new(),
+            next_seq: 0,
+            part: None,
+            parts: Vec::new(),
+            rejected: None,
+            rejected_line: Vec::with_capacity(1024),
+            rows_in: 0,
+            rows_ok: 0,
+            by_reason: BTreeMap::new(),
+            written: Vec::new(),
+        }
+    }
+
+    pub fn rows_in(&self) -> u64 {
+        self.rows_in
+    }
+
+    /// Takes a chunk's result; results may arrive in any order and are applied in input order.
+    pub fn accept(&mut self, r: ChunkResult) -> Result<(), TransformError> {
+        if r.seq != self.next_seq {
+            self.pending.insert(r.seq, r);
+            return Ok(());
+        }
+        self.apply(r)?;
+        while let Some(next) = self.pending.remove(&self.next_seq) {
+            self.apply(next)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, r: ChunkResult) -> Result<(), TransformError> {
+        self.next_seq = r.seq + 1;
+        self.rows_in += r.rows_in;
+        let ChunkResult {
+            batch,
+            ok,
+            mut rejects,
+            bytes,
+            encoding,
+            ..
+        } = r;
+        let mut keep: Option<Vec<bool>> = None;
+        if let Some(keys) = self.keys.as_mut() {
+            for (i, row) in ok.iter().enumerate() {
+                let Some(fp) = row.key else { continue };
+                if !keys.insert(fp).map_err(TransformError::KeySet)? {
+                    keep.get_or_insert_with(|| vec![true; ok.len()])[i] = false;
+                    rejects.push(Reject {
+                        line: row.line,
+                        reason: RowReason::DuplicateKey,
+                        detail: format!(
+                            "{} already accepted earlier in this file; the first row wins",
+                            self.key_column.unwrap_or("key")
+                        ),
+                        record: lossy_text(&bytes[row.start as usize..row.end as usize], encoding),
+                    });
+                }
+            }
+        }
+        if !rejects.is_empty() {
+            rejects.sort_by_key(|r| r.line);
+            self.write_rejects(&rejects)?;
+        }
+        if let Some(batch) = batch {
+            let batch = match keep {
+                Some(mask) => {
+                    let mask = BooleanArray::from(mask);
+                    arrow_select::filter::filter_record_batch(&batch, &mask)
+                        .map_err(|e| TransformError::Parquet(e.into()))?
+                }
+                None => batch,
+            };
+            self.write_batch(&batch)?;
+        }
+        Ok(())
+    }
+
+    fn write_rejects(&mut self, rejects: &[Reject]) -> Result<(), TransformError> {
+        if self.rejected.is_none() {
+            let sink = self.lake.create(&self.rejected_key)?;
+            self.written.push(self.rejected_key.clone());
+            self.rejected = Some((sink, 0));
+        }
+        let Some((sink, rows)) = self.rejected.as_mut() else {
+            return Ok(());
+        };
+        for r in rejects {
+            self.rejected_line.clear();
+            let doc = serde_json::json!({
+                "line": r.line,
+                "reason": r.reason.code(),
+                "detail": r.detail,
+                "record": r.record,
+                "source_key": self.source_key,
+            });
+            serde_json::to_writer(&mut self.rejected_line, &doc)?;
+            self.rejected_line.push(b'\n');
+            sink.write_all(&self.rejected_line)
+                .map_err(|source| LakeError::Io {
+                    key: self.rejected_key.clone(),
+                    source,
+                })?;
+            *rows += 1;
+            *self.by_reason.entry(r.reason).or_insert(0) += 1;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), TransformError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.part.is_none() {
+            let key = format!("{}-{:05}.parquet", self.processed_prefix, self.parts.len());
+            let sink = self.lake.create(&key)?;
+            self.written.push(key.clone());
+            let writer = ArrowWriter::try_new(sink, self.schema.clone(), Some(self.props.clone()))?;
+            self.part = Some(Part {
+                writer,
+                key,
+                rows: 0,
+            });
+        }
+        let Some(part) = self.part.as_mut() else {
+            return Ok(());
+        };
+        part.writer.write(batch)?;
+        part.rows += batch.num_rows() as u64;
+        self.rows_ok += batch.num_rows() as u64;
+        if part.writer.in_progress_size() >= self.row_group_bytes {
+            part.writer.flush()?;
+        }
+        if part.writer.bytes_written() as u64 + part.writer.in_progress_size() as u64
+            >= self.part_size
+        {
+            self.close_part()?;
+        }
+        Ok(())
+    }
+
+    fn close_part(&mut self) -> Result<(), TransformError> {
+        if let Some(part) = self.part.take() {
+            let sink = part.writer.into_inner()?;
+            let bytes = sink.finish()?;
+            self.parts.push(OutputObject {
+                key: part.key,
+                rows: part.rows,
+                bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Completes every output.
+    pub fn finish(mut self) -> Result<WriterResult, TransformError> {
+        if !self.pending.is_empty() {
+            return Err(TransformError::Invariant(format!(
+                "{} chunks never applied",
+                self.pending.len()
+            )));
+        }
+        self.close_part()?;
+        let rejected = match self.rejected.take() {
+            Some((sink, rows)) => Some(OutputObject {
+                key: self.rejected_key.clone(),
+                rows,
+                bytes: sink.finish()?,
+            }),
+            None => None,
+        };
+        let rows_rejected = rejected.as_ref().map_or(0, |r| r.rows);
+        Ok(WriterResult {
+            rows_in: self.rows_in,
+            rows_ok: self.rows_ok,
+            rows_rejected,
+            by_reason: self.by_reason.iter().map(|(r, n)| (r.code(), *n)).collect(),
+            processed: std::mem::take(&mut self.parts),
+            rejected,
+        })
+    }
+
+    /// Drops everything written so far (objects in progress are never made visible).
+    pub fn abort(&mut self) {
+        self.part = None;
+        self.rejected = None;
+        for key in self.parts.drain(..).map(|p| p.key) {
+            let _ = self.lake.delete(&key);
+        }
+        self.written.clear();
+    }
+}
