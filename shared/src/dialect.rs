@@ -116,8 +116,8 @@ pub fn decide_decimal_sep<'a>(
     }
 }
 
-/// Decides the encoding from the first chunk holding non-ASCII bytes: UTF-8 when its valid
-/// multi-byte sequences outnumber its invalid bytes, Windows-1252 otherwise.
+/// Decides the encoding from the first chunk holding non-ASCII bytes: UTF-8 when it has valid
+/// multi-byte sequences at least as often as invalid bytes, Windows-1252 otherwise.
 pub fn decide_encoding(chunk: &[u8]) -> Encoding {
     let (mut valid, mut invalid) = (0usize, 0usize);
     let mut rest = chunk;
@@ -139,12 +139,19 @@ pub fn decide_encoding(chunk: &[u8]) -> Encoding {
             }
         }
     }
-    if valid > invalid {
+    // Valid multi-byte UTF-8 practically never occurs in Windows-1252 text, while a stray bad
+    // byte does occur in UTF-8 files: ties go to UTF-8.
+    if valid > 0 && valid >= invalid {
         Encoding::Utf8
     } else {
         Encoding::Windows1252
     }
 }
+
+/// A field whose bytes are not valid in the file's encoding (`invalid_encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("bytes that are not valid in the file's encoding")]
+pub struct InvalidEncoding;
 
 /// Windows-1252 bytes 0x80–0x9F; `None` marks the five bytes the code page leaves undefined.
 const CP1252_HIGH: [Option<char>; 32] = [
@@ -184,19 +191,19 @@ const CP1252_HIGH: [Option<char>; 32] = [
 
 /// Decodes one field of a Windows-1252 file. Fails on the undefined bytes, and on text that is
 /// valid multi-byte UTF-8 (mojibake in the making: a UTF-8 value inside a Windows-1252 file).
-pub fn decode_cp1252(bytes: &[u8], out: &mut String) -> Result<(), ()> {
+pub fn decode_cp1252(bytes: &[u8], out: &mut String) -> Result<(), InvalidEncoding> {
     if bytes.is_ascii() {
         // SAFETY-free path: ASCII is valid UTF-8.
-        out.push_str(std::str::from_utf8(bytes).map_err(|_| ())?);
+        out.push_str(std::str::from_utf8(bytes).map_err(|_| InvalidEncoding)?);
         return Ok(());
     }
     if std::str::from_utf8(bytes).is_ok() {
-        return Err(());
+        return Err(InvalidEncoding);
     }
     for &b in bytes {
         let c = match b {
             0x00..=0x7f => b as char,
-            0x80..=0x9f => CP1252_HIGH[usize::from(b - 0x80)].ok_or(())?,
+            0x80..=0x9f => CP1252_HIGH[usize::from(b - 0x80)].ok_or(InvalidEncoding)?,
             _ => char::from(b), // 0xA0–0xFF are Latin-1
         };
         out.push(c);
@@ -205,10 +212,14 @@ pub fn decode_cp1252(bytes: &[u8], out: &mut String) -> Result<(), ()> {
 }
 
 /// Decodes one field in the file's encoding into `out`; `Err` means `invalid_encoding`.
-pub fn decode_field(bytes: &[u8], encoding: Encoding, out: &mut String) -> Result<(), ()> {
+pub fn decode_field(
+    bytes: &[u8],
+    encoding: Encoding,
+    out: &mut String,
+) -> Result<(), InvalidEncoding> {
     match encoding {
         Encoding::Utf8 => {
-            out.push_str(std::str::from_utf8(bytes).map_err(|_| ())?);
+            out.push_str(std::str::from_utf8(bytes).map_err(|_| InvalidEncoding)?);
             Ok(())
         }
         Encoding::Windows1252 => decode_cp1252(bytes, out),

@@ -43,6 +43,12 @@ pub enum NumberError {
 /// Parses `1234.5`, `1,234.5`, `-12` (point files) or `1234,5`, `1.234,5` (comma files).
 /// Grouping separators must form groups of three digits before the decimal separator.
 pub fn parse_decimal(s: &str, sep: DecimalSep) -> Result<Decimal, NumberError> {
+    let (m, scale) = parse_decimal_parts(s, sep)?;
+    Decimal::try_from_i128_with_scale(m, scale).map_err(|_| NumberError::TooLarge)
+}
+
+/// Like [`parse_decimal`], as a mantissa and a scale (`12.50` → `(1250, 2)`).
+pub fn parse_decimal_parts(s: &str, sep: DecimalSep) -> Result<(i128, u32), NumberError> {
     let b = s.trim().as_bytes();
     let (neg, mut i) = match b.first() {
         Some(b'-') => (true, 1),
@@ -111,9 +117,7 @@ pub fn parse_decimal(s: &str, sep: DecimalSep) -> Result<Decimal, NumberError> {
         return Err(NumberError::Invalid);
     }
     let m = i128::try_from(mantissa).map_err(|_| NumberError::TooLarge)?;
-    let d = Decimal::try_from_i128_with_scale(if neg { -m } else { m }, scale)
-        .map_err(|_| NumberError::TooLarge)?;
-    Ok(d)
+    Ok((if neg { -m } else { m }, scale))
 }
 
 /// Evidence one value gives about the decimal separator, if any.

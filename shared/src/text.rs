@@ -52,16 +52,61 @@ pub fn fold_enum(s: &str) -> String {
     fold_key(s)
 }
 
+/// Byte classes for [`clean_text`]: 0 plain, 1 ASCII space, 2 other ASCII whitespace or control,
+/// 3 a lead byte that may start a Unicode space (U+0085, U+00A0, U+1680, U+2000–U+205F, U+3000).
+const CLEAN_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = 2;
+        i += 1;
+    }
+    t[b' ' as usize] = 1;
+    t[0x7f] = 2;
+    t[0xc2] = 3;
+    t[0xe1] = 3;
+    t[0xe2] = 3;
+    t[0xe3] = 3;
+    t
+};
+
 /// Trims and collapses inner runs of whitespace (including embedded line breaks) to one space.
 /// Returns the input unchanged (no allocation) when it is already clean.
 pub fn clean_text(s: &str) -> std::borrow::Cow<'_, str> {
-    let t = s.trim();
-    let needs = t
-        .as_bytes()
-        .windows(2)
-        .any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
-        || t.bytes().any(|b| b != b' ' && b.is_ascii_whitespace())
-        || t.contains(['\u{a0}', '\u{2007}', '\u{202f}']);
+    let mut t = s.trim_ascii();
+    let b = t.as_bytes();
+    if b.first().is_some_and(|c| *c >= 0x80) || b.last().is_some_and(|c| *c >= 0x80) {
+        t = t.trim();
+    }
+    let mut prev_space = false;
+    let mut needs = false;
+    let mut unicode_checked = false;
+    for &c in t.as_bytes() {
+        match CLEAN_CLASS[usize::from(c)] {
+            0 => prev_space = false,
+            1 => {
+                if prev_space {
+                    needs = true;
+                    break;
+                }
+                prev_space = true;
+            }
+            2 => {
+                needs = true;
+                break;
+            }
+            _ => {
+                prev_space = false;
+                if !unicode_checked {
+                    unicode_checked = true;
+                    if t.chars().any(|ch| ch.is_whitespace() && !ch.is_ascii()) {
+                        needs = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
     if !needs {
         return std::borrow::Cow::Borrowed(t);
     }

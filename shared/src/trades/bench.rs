@@ -4,6 +4,8 @@
 //! The input is generated (clean, seed 42) and split into records before the clock starts;
 //! the timed part is `process_batch` over every batch — decode, validate, group, load, apply,
 //! commit to the in-memory store, notifications and rule recommendations — on this thread.
+//! The store reads portfolios only, as the DynamoDB adapter does (duplicates are caught by the
+//! commit conditions), so the request counts are the ones DynamoDB would see.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -118,7 +120,7 @@ pub fn run_bench(trades: u64, users: u64, batch: usize) -> BenchReport {
     // The minimum requests, from each batch's per-user counts (untimed).
     let (mut min, mut min_consistent, mut batch_users) = (0u64, 0u64, 0u64);
     for chunk in lines.chunks(batch) {
-        let mut per_user: HashMap<String, u64> = HashMap::new();
+        let mut per_user: HashMap<std::sync::Arc<str>, u64> = HashMap::new();
         for line in chunk {
             if let Ok(t) = Trade::parse(line) {
                 *per_user.entry(t.user_id).or_default() += 1;
@@ -131,7 +133,10 @@ pub fn run_bench(trades: u64, users: u64, batch: usize) -> BenchReport {
         }
     }
 
-    let processor = TradeProcessor::new(MemoryPortfolioStore::new());
+    // Shaped like the DynamoDB adapter: the load reads portfolios only.
+    let store = MemoryPortfolioStore::without_decision_lookup()
+        .with_capacity(lines.len(), users as usize);
+    let processor = TradeProcessor::new(store);
     let now = DateTime::<Utc>::UNIX_EPOCH;
     let started = Instant::now();
     let mut applied = 0u64;

@@ -351,7 +351,7 @@ mod tests {
         assert_eq!(report.lines, 5_000);
         assert_eq!(report.valid, 5_000);
         assert!(report.buys > report.sells && report.sells > 1_000, "{report:?}");
-        let mut per_user = std::collections::HashMap::<String, u64>::new();
+        let mut per_user = std::collections::HashMap::<std::sync::Arc<str>, u64>::new();
         for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let t = Trade::parse(line)?;
             assert!(t.rate >= 3900.into() && t.rate <= 4400.into(), "{}", t.rate);

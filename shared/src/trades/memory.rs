@@ -1,12 +1,14 @@
 //! In-memory and local-folder adapters of the trade ports: the local twin's store, archive,
 //! DLQ and notifier, and the test doubles (scripted failures, request counters).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
+use super::hash::{FastMap, FastState};
+use std::hash::BuildHasher;
 use super::ports::{
     BoxError, Commit, CommitOutcome, Conflict, DeadLetterSink, DecisionOutcome, Loaded, Notifier,
     PortfolioStore, SinkError, StoreError, StoredPortfolio, TradeArchive,
@@ -65,9 +67,8 @@ pub struct ScriptedFailure {
 
 #[derive(Debug, Default)]
 struct MemoryState {
-    portfolios: HashMap<String, StoredPortfolio>,
-    /// trade id → applied (true) or rejected (false).
-    decisions: HashMap<String, bool>,
+    portfolios: FastMap<String, StoredPortfolio>,
+    decisions: DecisionIndex,
     counters: StoreCounters,
     load_failures: BTreeSet<u64>,
     commit_failures: BTreeMap<u64, FailureMode>,
@@ -104,6 +105,16 @@ impl MemoryPortfolioStore {
             lookup_decisions: false,
             ..Self::new()
         }
+    }
+
+    /// Room for `decisions` trade ids and `users` portfolios without rehashing (benchmarks).
+    pub fn with_capacity(self, decisions: usize, users: usize) -> Self {
+        {
+            let mut state = lock(&self.state);
+            state.decisions.reserve(decisions);
+            state.portfolios.reserve(users);
+        }
+        self
     }
 
     /// The commit call number `call` (1-based, counting every call) fails once with `mode`.
@@ -145,7 +156,7 @@ impl MemoryPortfolioStore {
 
     /// `Some(true)` applied, `Some(false)` rejected, `None` never decided.
     pub fn decision(&self, trade_id: &str) -> Option<bool> {
-        lock(&self.state).decisions.get(trade_id).copied()
+        lock(&self.state).decisions.get(trade_id)
     }
 
     pub fn decided_count(&self) -> usize {
@@ -168,23 +179,22 @@ impl PortfolioStore for MemoryPortfolioStore {
             });
             return Err(StoreError::Transient(cause));
         }
-        let mut loaded = Loaded {
-            portfolios: HashMap::with_capacity(user_ids.len()),
-            decided: HashSet::new(),
-        };
-        for user in user_ids {
-            if let Some(stored) = state.portfolios.get(*user) {
-                loaded.portfolios.insert((*user).to_string(), stored.clone());
-            }
-        }
-        if self.lookup_decisions && !state.decisions.is_empty() {
+        let portfolios = user_ids
+            .iter()
+            .map(|user| state.portfolios.get(*user).cloned())
+            .collect();
+        let mut decided = HashSet::new();
+        if self.lookup_decisions && state.decisions.len() > 0 {
             for id in trade_ids {
-                if state.decisions.contains_key(*id) {
-                    loaded.decided.insert((*id).to_string());
+                if state.decisions.get(id).is_some() {
+                    decided.insert((*id).to_string());
                 }
             }
         }
-        Ok(loaded)
+        Ok(Loaded {
+            portfolios,
+            decided,
+        })
     }
 
     async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {
@@ -205,38 +215,44 @@ impl PortfolioStore for MemoryPortfolioStore {
             return Err(transient());
         }
 
-        let stored_version = state
-            .portfolios
-            .get(commit.user_id)
-            .map_or(0, |p| p.version);
+        let MemoryState {
+            portfolios,
+            decisions,
+            counters,
+            ..
+        } = state;
+        let stored = portfolios.get_mut(commit.user_id);
+        let version_moved = stored.as_ref().map_or(0, |p| p.version) != commit.expected_version;
+        // Check every condition first, then write: all or nothing.
         let already_decided: Vec<String> = commit
             .decisions
             .iter()
-            .filter(|d| state.decisions.contains_key(d.trade.trade_id.as_str()))
-            .map(|d| d.trade.trade_id.clone())
+            .filter(|d| decisions.get(&d.trade.trade_id).is_some())
+            .map(|d| d.trade.trade_id.to_string())
             .collect();
-        let version_moved = stored_version != commit.expected_version;
         if version_moved || !already_decided.is_empty() {
-            state.counters.conflicts += 1;
+            counters.conflicts += 1;
             return Ok(CommitOutcome::Conflict(Conflict {
                 version_moved,
                 already_decided,
             }));
         }
-
-        state.decisions.reserve(commit.decisions.len());
+        decisions.reserve(commit.decisions.len());
         for d in commit.decisions {
             let applied = matches!(d.outcome, DecisionOutcome::Applied(_));
-            state.decisions.insert(d.trade.trade_id.clone(), applied);
+            decisions.insert_new(d.trade.trade_id.clone(), applied);
         }
-        let stored = StoredPortfolio {
-            portfolio: commit.portfolio.clone(),
-            version: commit.new_version(),
-        };
-        match state.portfolios.get_mut(commit.user_id) {
-            Some(slot) => *slot = stored,
+        match stored {
+            Some(slot) => {
+                slot.portfolio.clone_from(commit.portfolio);
+                slot.version = commit.new_version();
+            }
             None => {
-                state.portfolios.insert(commit.user_id.to_string(), stored);
+                let stored = StoredPortfolio {
+                    portfolio: commit.portfolio.clone(),
+                    version: commit.new_version(),
+                };
+                portfolios.insert(commit.user_id.to_string(), stored);
             }
         }
         state.counters.committed += 1;
@@ -246,6 +262,91 @@ impl PortfolioStore for MemoryPortfolioStore {
             return Err(transient());
         }
         Ok(CommitOutcome::Committed)
+    }
+}
+
+/// Decided trade ids, as a linear-probing table of fingerprints over an append-only list of
+/// ids: checking or adding an id touches one slot of the table (one cache miss on a table of
+/// millions) and reads the id itself only when fingerprints match.
+#[derive(Debug, Default)]
+struct DecisionIndex {
+    /// Length 0 or a power of two, at most half full; `fingerprint == 0` is empty.
+    slots: Vec<Slot>,
+    /// (trade id, applied) in decision order.
+    entries: Vec<(Arc<str>, bool)>,
+    hasher: FastState,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    fingerprint: u64,
+    entry: u32,
+}
+
+impl DecisionIndex {
+    fn fingerprint(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id).max(1)
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// `Some(applied)` when decided.
+    fn get(&self, id: &str) -> Option<bool> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let fingerprint = self.fingerprint(id);
+        let mask = self.slots.len() - 1;
+        let mut i = fingerprint as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot.fingerprint == 0 {
+                return None;
+            }
+            if slot.fingerprint == fingerprint {
+                let (known, applied) = &self.entries[slot.entry as usize];
+                if **known == *id {
+                    return Some(*applied);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds an id the caller has checked is not decided.
+    fn insert_new(&mut self, id: Arc<str>, applied: bool) {
+        self.reserve(1);
+        let fingerprint = self.fingerprint(&id);
+        let entry = self.entries.len() as u32;
+        self.place(Slot { fingerprint, entry });
+        self.entries.push((id, applied));
+    }
+
+    fn place(&mut self, slot: Slot) {
+        let mask = self.slots.len() - 1;
+        let mut i = slot.fingerprint as usize & mask;
+        while self.slots[i].fingerprint != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
+    }
+
+    /// Room for `more` ids at most half full.
+    fn reserve(&mut self, more: usize) {
+        let needed = (self.entries.len() + more) * 2;
+        if needed <= self.slots.len() {
+            return;
+        }
+        let old = std::mem::replace(
+            &mut self.slots,
+            vec![Slot::default(); needed.next_power_of_two().max(16)],
+        );
+        for slot in old.into_iter().filter(|s| s.fingerprint != 0) {
+            self.place(slot);
+        }
+        self.entries.reserve(more);
     }
 }
 

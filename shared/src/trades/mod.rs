@@ -17,6 +17,7 @@
 pub mod archive;
 pub mod bench;
 pub mod generate;
+pub mod hash;
 pub mod memory;
 pub mod portfolio;
 pub mod ports;

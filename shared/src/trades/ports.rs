@@ -5,7 +5,7 @@
 //! The traits use return-position `impl Future + Send` (native async in traits): adapters
 //! implement them with plain `async fn`, callers use them through generics, never `dyn`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 
 use rust_decimal::Decimal;
@@ -55,8 +55,9 @@ impl StoredPortfolio {
 /// The result of [`PortfolioStore::load`].
 #[derive(Debug, Default, Clone)]
 pub struct Loaded {
-    /// Stored portfolios by user id; absent users have none yet (version 0).
-    pub portfolios: HashMap<String, StoredPortfolio>,
+    /// The stored portfolio of each asked user, in the order of `user_ids` (`None`: no item
+    /// yet, version 0).
+    pub portfolios: Vec<Option<StoredPortfolio>>,
     /// Trade ids among those asked that the store *knows* to be decided. May be a subset:
     /// an adapter that only reads the portfolios (DynamoDB: one `BatchGetItem`) returns an
     /// empty set and lets [`PortfolioStore::commit`]'s conditions find duplicates instead.
@@ -123,7 +124,7 @@ pub enum CommitOutcome {
 /// Durable portfolios and trade decisions.
 pub trait PortfolioStore {
     /// One read of the touched users' portfolios (and, if cheap, of which `trade_ids` are
-    /// already decided).
+    /// already decided). `user_ids` are distinct.
     fn load(
         &self,
         user_ids: &[&str],
@@ -135,6 +136,24 @@ pub trait PortfolioStore {
         &self,
         commit: &Commit<'_>,
     ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
+}
+
+/// A shared store is a store (several processors over one store, as concurrent Lambdas are).
+impl<T: PortfolioStore + Sync> PortfolioStore for &T {
+    fn load(
+        &self,
+        user_ids: &[&str],
+        trade_ids: &[&str],
+    ) -> impl Future<Output = Result<Loaded, StoreError>> + Send {
+        (**self).load(user_ids, trade_ids)
+    }
+
+    fn commit(
+        &self,
+        commit: &Commit<'_>,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send {
+        (**self).commit(commit)
+    }
 }
 
 /// An output that could not be delivered.

@@ -15,8 +15,8 @@
 //!    `ceil((n + 1) / 100)` whenever `n ≤ 198`; for more, the extra transaction is the price of
 //!    keeping every transaction a consistent step (a portfolio put in each).
 //! 7. A conflict (a decision already recorded, or the version moved under a concurrent writer)
-//!    writes nothing: the processor learns which trades are decided, re-reads the portfolio if
-//!    the version moved, and redoes that user from the last committed point.
+//!    writes nothing: the processor learns which trades are decided, re-reads that user's
+//!    portfolio and redoes the user from what is stored.
 //! 8. A store error stops the batch. `batch_item_failure` is the sequence number of the first
 //!    record (in stream order) whose outcome is not durable — every record before it is
 //!    committed, a duplicate of something durable, or invalid — so Kinesis re-sends only what
@@ -25,7 +25,8 @@
 //! The outcome carries only what is settled: dead letters, archive and counts for the records
 //! before the failure point, notifications and recommendations for what was committed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -34,14 +35,15 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use super::archive::{archive_key, encode_ndjson_gz};
+use super::hash::{FastMap, FastSet, FastState};
 use super::portfolio::Portfolio;
 use super::ports::{
     BoxError, Commit, CommitOutcome, DeadLetterSink, Decision, DecisionOutcome, Notifier,
     PortfolioStore, Recommendation, RecommendationRequest, Recommender, SinkError, StoreError,
-    StoredPortfolio, TradeArchive,
+    TradeArchive,
 };
 use super::recommend::RuleRecommender;
-use super::trade::{InvalidReason, InvalidTrade, Side, Trade};
+use super::trade::{serialize_shared, InvalidReason, InvalidTrade, Side, Trade};
 
 /// One stream record, borrowed from the event.
 #[derive(Debug, Clone, Copy)]
@@ -110,8 +112,10 @@ impl NotificationKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Notification {
     pub kind: NotificationKind,
-    pub trade_id: String,
-    pub user_id: String,
+    #[serde(serialize_with = "serialize_shared")]
+    pub trade_id: Arc<str>,
+    #[serde(serialize_with = "serialize_shared")]
+    pub user_id: Arc<str>,
     pub side: Side,
     pub usd_amount: Decimal,
     pub rate: Decimal,
@@ -260,7 +264,7 @@ struct Plan<'t> {
 struct UserWork<'t> {
     user_id: &'t str,
     /// Indexes into the batch's trades, in stream order.
-    trades: Vec<u32>,
+    trades: &'t [u32],
 }
 
 /// What the commit phase left behind.
@@ -426,23 +430,44 @@ where
         if trades.is_empty() {
             return phase;
         }
-        let mut slots: HashMap<&str, usize> = HashMap::new();
-        let mut users: Vec<UserWork<'_>> = Vec::new();
-        for (k, trade) in trades.iter().enumerate() {
-            let slot = *slots.entry(trade.user_id.as_str()).or_insert_with(|| {
-                users.push(UserWork {
-                    user_id: trade.user_id.as_str(),
-                    trades: Vec::new(),
-                });
-                users.len() - 1
+        // Group by user with a counting sort: one flat index, no per-user allocation.
+        let mut slots: FastMap<&str, u32> = FastMap::default();
+        let mut user_ids: Vec<&str> = Vec::new();
+        let mut trade_slots: Vec<u32> = Vec::with_capacity(trades.len());
+        for trade in trades {
+            let next = user_ids.len() as u32;
+            let slot = *slots.entry(&*trade.user_id).or_insert_with(|| {
+                user_ids.push(&*trade.user_id);
+                next
             });
-            users[slot].trades.push(k as u32);
+            trade_slots.push(slot);
         }
         drop(slots);
+        let mut bounds = vec![0usize; user_ids.len() + 1];
+        for slot in &trade_slots {
+            bounds[*slot as usize + 1] += 1;
+        }
+        for u in 0..user_ids.len() {
+            bounds[u + 1] += bounds[u];
+        }
+        let mut fill = bounds.clone();
+        let mut order = vec![0u32; trades.len()];
+        for (k, slot) in trade_slots.iter().enumerate() {
+            order[fill[*slot as usize]] = k as u32;
+            fill[*slot as usize] += 1;
+        }
+        drop((fill, trade_slots));
+        let users: Vec<UserWork<'_>> = user_ids
+            .iter()
+            .enumerate()
+            .map(|(u, user_id)| UserWork {
+                user_id,
+                trades: &order[bounds[u]..bounds[u + 1]],
+            })
+            .collect();
 
-        let user_ids: Vec<&str> = users.iter().map(|u| u.user_id).collect();
-        let trade_ids: Vec<&str> = trades.iter().map(|t| t.trade_id.as_str()).collect();
-        let mut loaded = match self.store.load(&user_ids, &trade_ids).await {
+        let trade_ids: Vec<&str> = trades.iter().map(|t| &*t.trade_id).collect();
+        let loaded = match self.store.load(&user_ids, &trade_ids).await {
             Ok(loaded) => loaded,
             Err(e) => {
                 phase.halted_by = Some(e);
@@ -452,17 +477,18 @@ where
         drop(trade_ids);
 
         let max_decisions = self.config.max_transaction_items.max(2) - 1;
-        let no_known = HashSet::new();
-        let mut starts: Vec<StoredPortfolio> = Vec::with_capacity(users.len());
+        let no_known = FastSet::default();
+        let mut versions: Vec<u64> = Vec::with_capacity(users.len());
         let mut plans: Vec<Plan<'_>> = Vec::with_capacity(users.len());
+        let mut stored = loaded.portfolios.into_iter();
         for user in &users {
-            let start = loaded
-                .portfolios
-                .remove(user.user_id)
-                .unwrap_or_else(|| StoredPortfolio::empty(user.user_id));
+            let (start, version) = match stored.next().flatten() {
+                Some(s) => (s.portfolio, s.version),
+                None => (Portfolio::new(user.user_id), 0),
+            };
             plans.push(plan_user(
-                &start.portfolio,
-                &user.trades,
+                start,
+                user.trades,
                 trades,
                 trade_records,
                 records,
@@ -471,16 +497,16 @@ where
                 max_decisions,
                 now,
             ));
-            starts.push(start);
+            versions.push(version);
         }
         self.recommend(&mut plans).await;
 
-        for ((user, plan), start) in users.iter().zip(plans).zip(starts) {
+        for ((user, plan), version) in users.iter().zip(plans).zip(versions) {
             let done = self
                 .commit_user(
                     user,
                     plan,
-                    start,
+                    version,
                     records,
                     trades,
                     trade_records,
@@ -532,7 +558,7 @@ where
         &self,
         user: &UserWork<'t>,
         mut plan: Plan<'t>,
-        mut current: StoredPortfolio,
+        mut version: u64,
         records: &[Record<'t>],
         trades: &'t [Trade],
         trade_records: &[u32],
@@ -542,7 +568,7 @@ where
         max_decisions: usize,
         now: DateTime<Utc>,
     ) -> bool {
-        let mut known: HashSet<&'t str> = HashSet::new();
+        let mut known: FastSet<&'t str> = FastSet::default();
         let mut next = 0usize;
         let mut start = 0usize;
         let mut conflicts = 0u32;
@@ -551,7 +577,7 @@ where
             let chunk = &plan.chunks[next];
             let commit = Commit {
                 user_id: user.user_id,
-                expected_version: current.version,
+                expected_version: version,
                 portfolio: &chunk.portfolio,
                 decisions: &plan.decisions[start..chunk.end],
             };
@@ -573,10 +599,7 @@ where
                             });
                         }
                     }
-                    current = StoredPortfolio {
-                        portfolio: chunk.portfolio.clone(),
-                        version: current.version + 1,
-                    };
+                    version += 1;
                     start = chunk.end;
                     next += 1;
                 }
@@ -585,7 +608,7 @@ where
                     conflicts += 1;
                     warn!(
                         user_id = user.user_id,
-                        version = current.version,
+                        version,
                         version_moved = conflict.version_moved,
                         already_decided = conflict.already_decided.len(),
                         "portfolio commit conflict; redoing the user"
@@ -600,34 +623,40 @@ where
                         break;
                     }
                     for d in &plan.decisions[..start] {
-                        known.insert(d.trade.trade_id.as_str());
+                        known.insert(&*d.trade.trade_id);
                     }
                     learn_decided(&mut known, user, trades, &conflict.already_decided);
-                    if conflict.version_moved {
-                        let ids: Vec<&str> = user
-                            .trades
-                            .iter()
-                            .map(|k| trades[*k as usize].trade_id.as_str())
-                            .collect();
-                        match self.store.load(&[user.user_id], &ids).await {
-                            Ok(mut loaded) => {
-                                current = loaded
-                                    .portfolios
-                                    .remove(user.user_id)
-                                    .unwrap_or_else(|| StoredPortfolio::empty(user.user_id));
-                                let decided: Vec<String> = loaded.decided.into_iter().collect();
-                                learn_decided(&mut known, user, trades, &decided);
-                            }
-                            Err(e) => {
-                                phase.halted_by = Some(e);
-                                halted = true;
-                                break;
-                            }
+                    // Re-read the user (the version may have moved) and redo from there.
+                    let ids: Vec<&str> = user
+                        .trades
+                        .iter()
+                        .map(|k| &*trades[*k as usize].trade_id)
+                        .collect();
+                    let start_from = match self.store.load(&[user.user_id], &ids).await {
+                        Ok(loaded) => {
+                            let decided: Vec<String> = loaded.decided.into_iter().collect();
+                            learn_decided(&mut known, user, trades, &decided);
+                            loaded.portfolios.into_iter().next().flatten()
                         }
-                    }
+                        Err(e) => {
+                            phase.halted_by = Some(e);
+                            halted = true;
+                            break;
+                        }
+                    };
+                    let start_portfolio = match start_from {
+                        Some(stored) => {
+                            version = stored.version;
+                            stored.portfolio
+                        }
+                        None => {
+                            version = 0;
+                            Portfolio::new(user.user_id)
+                        }
+                    };
                     plan = plan_user(
-                        &current.portfolio,
-                        &user.trades,
+                        start_portfolio,
+                        user.trades,
                         trades,
                         trade_records,
                         records,
@@ -664,7 +693,7 @@ where
 
 /// Adds the user's trade ids among `ids` to `known`.
 fn learn_decided<'t>(
-    known: &mut HashSet<&'t str>,
+    known: &mut FastSet<&'t str>,
     user: &UserWork<'t>,
     trades: &'t [Trade],
     ids: &[String],
@@ -673,8 +702,8 @@ fn learn_decided<'t>(
         return;
     }
     let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
-    for k in &user.trades {
-        let id = trades[*k as usize].trade_id.as_str();
+    for k in user.trades {
+        let id = &*trades[*k as usize].trade_id;
         if ids.contains(id) {
             known.insert(id);
         }
@@ -684,17 +713,17 @@ fn learn_decided<'t>(
 /// Applies a user's trades in order from `start`, cutting chunks of `max_decisions`.
 #[allow(clippy::too_many_arguments)]
 fn plan_user<'t>(
-    start: &Portfolio,
+    start: Portfolio,
     user_trades: &[u32],
     trades: &'t [Trade],
     trade_records: &[u32],
     records: &[Record<'t>],
     durable: &HashSet<String>,
-    known: &HashSet<&str>,
+    known: &FastSet<&str>,
     max_decisions: usize,
     now: DateTime<Utc>,
 ) -> Plan<'t> {
-    let mut working = start.clone();
+    let mut working = start;
     let mut plan = Plan {
         decisions: Vec::with_capacity(user_trades.len()),
         decision_records: Vec::with_capacity(user_trades.len()),
@@ -703,14 +732,14 @@ fn plan_user<'t>(
         latest_rate: None,
     };
     // Trade ids decided in this plan, with their chunk. Small users scan the decisions.
-    let mut seen: HashMap<&'t str, u32> = if user_trades.len() > 8 {
-        HashMap::with_capacity(user_trades.len())
+    let mut seen: FastMap<&'t str, u32> = if user_trades.len() > 8 {
+        FastMap::with_capacity_and_hasher(user_trades.len(), FastState::default())
     } else {
-        HashMap::new()
+        FastMap::default()
     };
     for k in user_trades {
         let trade = &trades[*k as usize];
-        let id = trade.trade_id.as_str();
+        let id: &'t str = &trade.trade_id;
         if (!known.is_empty() && known.contains(id)) || (!durable.is_empty() && durable.contains(id))
         {
             plan.settle.push(Settle::Now);
@@ -721,7 +750,7 @@ fn plan_user<'t>(
         } else {
             plan.decisions
                 .iter()
-                .position(|d| d.trade.trade_id == id)
+                .position(|d| &*d.trade.trade_id == id)
                 .map(|p| (p / max_decisions) as u32)
         };
         if let Some(chunk) = repeated {
@@ -803,8 +832,8 @@ fn dead_letter(
         sequence_number: record.sequence_number.to_string(),
         data,
         data_encoding,
-        trade_id: trade.map(|t| t.trade_id.clone()),
-        user_id: trade.map(|t| t.user_id.clone()),
+        trade_id: trade.map(|t| t.trade_id.to_string()),
+        user_id: trade.map(|t| t.user_id.to_string()),
     }
 }
 
@@ -903,4 +932,518 @@ where
             .map_err(DeliveryError::Notify)
     };
     archived.and(dead).and(notified)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trades::memory::{
+        FailureMode, MemoryPortfolioStore, RecordingArchive, RecordingDeadLetters,
+        RecordingNotifier,
+    };
+    use crate::trades::ports::{Loaded, RecommendError, RecommendationSource};
+    use crate::trades::recommend::WithRuleFallback;
+    use std::str::FromStr;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    const SHARD: &str = "shardId-000000000000";
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).expect("test decimal")
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_795_900_000, 0).unwrap_or_default()
+    }
+
+    fn trade_line(id: &str, user: &str, side: &str, usd: &str, rate: &str) -> String {
+        format!(
+            r#"{{"trade_id":"{id}","user_id":"{user}","side":"{side}","usd_amount":"{usd}","rate":"{rate}","executed_at":"2026-11-28T17:00:00Z"}}"#
+        )
+    }
+
+    /// Records numbered from `first`, sequence numbers zero-padded.
+    struct Stream {
+        seqs: Vec<String>,
+        lines: Vec<Vec<u8>>,
+    }
+
+    impl Stream {
+        fn new(first: u64, lines: &[String]) -> Self {
+            Self {
+                seqs: (0..lines.len() as u64)
+                    .map(|i| format!("{:06}", first + i))
+                    .collect(),
+                lines: lines.iter().map(|l| l.as_bytes().to_vec()).collect(),
+            }
+        }
+
+        fn records(&self) -> Vec<Record<'_>> {
+            self.seqs
+                .iter()
+                .zip(&self.lines)
+                .map(|(seq, line)| Record {
+                    shard_id: SHARD,
+                    sequence_number: seq,
+                    data: RecordData::Bytes(line),
+                })
+                .collect()
+        }
+
+        /// The records from sequence number `seq` on (a Kinesis retry).
+        fn from(&self, seq: &str) -> Vec<Record<'_>> {
+            let at = self.seqs.iter().position(|s| s == seq).unwrap_or(0);
+            self.records().split_off(at)
+        }
+    }
+
+    fn run<S: PortfolioStore + Sync, R: Recommender + Sync>(
+        processor: &TradeProcessor<S, R>,
+        records: &[Record<'_>],
+    ) -> BatchOutcome {
+        pollster::block_on(processor.process_batch(records, now()))
+    }
+
+    fn balance(store: &MemoryPortfolioStore, user: &str) -> Option<(Decimal, Decimal, Decimal)> {
+        store.portfolio(user).map(|p| {
+            (
+                p.portfolio.usd_balance,
+                p.portfolio.cost_basis_cop,
+                p.portfolio.realized_pnl_cop,
+            )
+        })
+    }
+
+    #[test]
+    fn applies_a_batch_and_reports_every_output() {
+        // GIVEN two users' trades
+        let stream = Stream::new(
+            1,
+            &[
+                trade_line("t1", "ana", "BUY", "100.00", "4000.0000"),
+                trade_line("t2", "bo", "BUY", "10", "4100"),
+                trade_line("t3", "ana", "SELL", "40", "4200"),
+            ],
+        );
+        let processor = TradeProcessor::new(MemoryPortfolioStore::new());
+        // WHEN processed
+        let out = run(&processor, &stream.records());
+        // THEN all is applied, notified, archived and recommended
+        assert_eq!((out.applied, out.duplicates, out.retried), (3, 0, 0));
+        assert!(out.rejected.is_empty() && out.dead_letters.is_empty());
+        assert_eq!(out.batch_item_failure, None);
+        assert_eq!(out.notifications.len(), 3);
+        // users in order of first appearance: ana's two trades, then bo's
+        let ids: Vec<&str> = out.notifications.iter().map(|n| &*n.trade_id).collect();
+        assert_eq!(ids, ["t1", "t3", "t2"]);
+        assert_eq!(out.notifications[1].realized_pnl_cop, Some(dec("8000.00")));
+        assert_eq!(out.notifications[0].realized_pnl_cop, None);
+        assert_eq!(
+            out.archive.iter().map(|t| &*t.trade_id).collect::<Vec<_>>(),
+            ["t1", "t2", "t3"]
+        );
+        assert_eq!(
+            out.archive_key.as_deref(),
+            Some("raw/trades/year=2026/month=11/day=28/shardId-000000000000-000001-000003.ndjson.gz")
+        );
+        assert_eq!(out.recommendations.len(), 2);
+        let store = processor.store();
+        assert_eq!(
+            balance(store, "ana"),
+            Some((dec("60"), dec("240000"), dec("8000")))
+        );
+        let ana = store.portfolio("ana").map(|p| p.portfolio);
+        assert_eq!(ana.as_ref().map(|p| p.trades_applied), Some(2));
+        assert_eq!(ana.as_ref().and_then(|p| p.updated_at), Some(now()));
+        assert!(ana.and_then(|p| p.recommendation).is_some());
+        // one read, one transaction per user
+        let c = store.counters();
+        assert_eq!((c.loads, c.commits, c.items_written), (1, 2, 5));
+    }
+
+    #[test]
+    fn duplicates_within_and_across_batches_change_nothing() {
+        let processor = TradeProcessor::new(MemoryPortfolioStore::new());
+        let t1 = trade_line("t1", "ana", "BUY", "100", "4000");
+        // GIVEN t1 delivered twice in one batch
+        let first = Stream::new(1, &[t1.clone(), t1.clone()]);
+        let out = run(&processor, &first.records());
+        assert_eq!((out.applied, out.duplicates), (1, 1));
+        // WHEN it comes again in a later batch
+        let second = Stream::new(3, &[t1]);
+        let out = run(&processor, &second.records());
+        // THEN it is a duplicate and nothing is written
+        assert_eq!((out.applied, out.duplicates), (0, 1));
+        assert!(out.notifications.is_empty());
+        assert_eq!(out.archive.len(), 1, "the raw archive keeps redeliveries");
+        assert_eq!(processor.store().counters().commits, 1);
+        assert_eq!(
+            balance(processor.store(), "ana"),
+            Some((dec("100"), dec("400000"), dec("0")))
+        );
+    }
+
+    #[test]
+    fn a_rejected_trade_is_decided_once_and_never_redecided() {
+        let processor = TradeProcessor::new(MemoryPortfolioStore::new());
+        let oversell = trade_line("s1", "ana", "SELL", "50", "4000");
+        // GIVEN a sell without balance
+        let out = run(&processor, &Stream::new(1, &[oversell.clone()]).records());
+        assert_eq!(out.rejected.get("insufficient_balance"), Some(&1));
+        assert_eq!(out.dead_letters.len(), 1);
+        assert_eq!(out.dead_letters[0].reason, "insufficient_balance");
+        assert_eq!(out.dead_letters[0].trade_id.as_deref(), Some("s1"));
+        assert_eq!(out.dead_letters[0].data, oversell);
+        assert_eq!(out.notifications[0].kind, NotificationKind::TradeRejected);
+        assert_eq!(out.notifications[0].reason, Some("insufficient_balance"));
+        // WHEN the user buys, then the sell is redelivered
+        let buy = trade_line("b1", "ana", "BUY", "100", "4000");
+        let out = run(&processor, &Stream::new(2, &[buy, oversell]).records());
+        // THEN the sell stays rejected: a duplicate, not applied now
+        assert_eq!((out.applied, out.duplicates), (1, 1));
+        assert_eq!(processor.store().decision("s1"), Some(false));
+        assert_eq!(
+            balance(processor.store(), "ana"),
+            Some((dec("100"), dec("400000"), dec("0")))
+        );
+    }
+
+    #[test]
+    fn invalid_records_become_dead_letters_and_never_block() {
+        let good = trade_line("t1", "ana", "BUY", "1", "4000");
+        let bad_bytes: Vec<u8> = vec![b'{', 0xff, b'}'];
+        let seqs = ["1", "2", "3", "4", "5"];
+        let records = [
+            Record {
+                shard_id: SHARD,
+                sequence_number: seqs[0],
+                data: RecordData::Base64("%%% not base64"),
+            },
+            Record {
+                shard_id: SHARD,
+                sequence_number: seqs[1],
+                data: RecordData::Bytes(b"{\"trade_id\":"),
+            },
+            Record {
+                shard_id: SHARD,
+                sequence_number: seqs[2],
+                data: RecordData::Bytes(&bad_bytes),
+            },
+            Record {
+                shard_id: SHARD,
+                sequence_number: seqs[3],
+                data: RecordData::Bytes(good.as_bytes()),
+            },
+            Record {
+                shard_id: SHARD,
+                sequence_number: seqs[4],
+                data: RecordData::Base64("eyJ0cmFkZV9pZCI6MX0="), // {"trade_id":1}
+            },
+        ];
+        let processor = TradeProcessor::new(MemoryPortfolioStore::new());
+        let out = run(&processor, &records);
+        assert_eq!(out.applied, 1);
+        let reasons: Vec<&str> = out.dead_letters.iter().map(|d| d.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "invalid_base64",
+                "invalid_json",
+                "invalid_encoding",
+                "invalid_field:trade_id"
+            ]
+        );
+        assert_eq!(out.dead_letters[2].data_encoding, DataEncoding::Base64);
+        assert_eq!(out.dead_letters[2].data, "e/99");
+        assert_eq!(out.dead_letters[0].data, "%%% not base64");
+        assert_eq!(out.dead_letters[1].sequence_number, "2");
+        assert_eq!(out.rejected_total(), 4);
+        let json = out.dead_letters[1].to_json();
+        assert!(json.contains(r#""data_encoding":"utf8""#), "{json}");
+        assert_eq!(out.batch_item_failure, None);
+    }
+
+    #[test]
+    fn transactions_grow_with_users_not_trades() {
+        // GIVEN users with 150, 10 and 1 trades in one batch
+        let mut lines = Vec::new();
+        for i in 0..150 {
+            lines.push(trade_line(&format!("a{i}"), "ana", "BUY", "1", "4000"));
+            if i < 10 {
+                lines.push(trade_line(&format!("b{i}"), "bo", "BUY", "1", "4000"));
+            }
+        }
+        lines.push(trade_line("c0", "cy", "BUY", "1", "4000"));
+        let processor = TradeProcessor::new(MemoryPortfolioStore::new());
+        // WHEN processed
+        let out = run(&processor, &Stream::new(1, &lines).records());
+        // THEN ceil(150/99) + 1 + 1 transactions, each of at most 100 items
+        assert_eq!(out.applied, 161);
+        let c = processor.store().counters();
+        assert_eq!((c.loads, c.commits), (1, 4));
+        assert_eq!(c.items_written, 161 + 4);
+        let ana = processor.store().portfolio("ana");
+        assert_eq!(ana.map(|p| (p.version, p.portfolio.trades_applied)), Some((2, 150)));
+    }
+
+    #[test]
+    fn a_transient_failure_reports_the_first_record_not_yet_committed() {
+        // GIVEN interleaved users: ana commits first, bo's commit is throttled
+        let lines = [
+            trade_line("a1", "ana", "BUY", "10", "4000"), // 1
+            trade_line("b1", "bo", "BUY", "10", "4000"),  // 2
+            trade_line("a2", "ana", "SELL", "5", "4100"), // 3
+            "garbage".to_string(),                        // 4
+            trade_line("c1", "cy", "BUY", "1", "4000"),   // 5
+            trade_line("b2", "bo", "SELL", "5", "4200"),  // 6
+        ];
+        let stream = Stream::new(1, &lines);
+        let store = MemoryPortfolioStore::new();
+        store.fail_commit(2, FailureMode::Transient);
+        let processor = TradeProcessor::new(store);
+        // WHEN processed
+        let out = run(&processor, &stream.records());
+        // THEN the failure is bo's first record; ana's trades (even the later one) are durable
+        assert_eq!(out.batch_item_failure.as_deref(), Some("000002"));
+        assert!(out.halted_by.as_ref().is_some_and(StoreError::is_transient));
+        assert_eq!(out.applied, 2);
+        assert_eq!(out.committed_beyond_failure, 1);
+        assert_eq!(out.retried, 4);
+        assert_eq!(out.notifications.len(), 2);
+        assert!(out.dead_letters.is_empty(), "garbage is after the failure point");
+        assert_eq!(out.archive.len(), 1);
+        assert_eq!(
+            out.archive_key.as_deref(),
+            Some("raw/trades/year=2026/month=11/day=28/shardId-000000000000-000001-000001.ndjson.gz")
+        );
+
+        // WHEN Kinesis re-sends from the failed record
+        let out = run(&processor, &stream.from("000002"));
+        // THEN the rest is applied, ana's re-sent trade is a duplicate
+        assert_eq!(out.batch_item_failure, None);
+        assert_eq!((out.applied, out.duplicates), (3, 1));
+        assert_eq!(out.dead_letters.len(), 1);
+
+        // AND the state equals an unfailed run
+        let clean = TradeProcessor::new(MemoryPortfolioStore::new());
+        run(&clean, &stream.records());
+        for user in ["ana", "bo", "cy"] {
+            assert_eq!(
+                balance(processor.store(), user),
+                balance(clean.store(), user),
+                "{user}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_in_a_users_second_transaction_keeps_the_first() {
+        // GIVEN 150 trades of one user in transactions of 99 decisions
+        let lines: Vec<String> = (0..150)
+            .map(|i| trade_line(&format!("a{i}"), "ana", "BUY", "1", "4000"))
+            .collect();
+        let stream = Stream::new(1, &lines);
+        let store = MemoryPortfolioStore::new();
+        store.fail_commit(2, FailureMode::Transient);
+        let processor = TradeProcessor::new(store);
+        // WHEN the second transaction is throttled
+        let out = run(&processor, &stream.records());
+        // THEN the failure is the 100th record and the first 99 are applied
+        assert_eq!(out.batch_item_failure.as_deref(), Some("000100"));
+        assert_eq!(out.applied, 99);
+        let out = run(&processor, &stream.from("000100"));
+        assert_eq!((out.applied, out.batch_item_failure), (51, None));
+        assert_eq!(
+            balance(processor.store(), "ana"),
+            Some((dec("150"), dec("600000"), dec("0")))
+        );
+    }
+
+    #[test]
+    fn a_commit_that_landed_but_timed_out_is_safe_to_retry() {
+        let lines = [
+            trade_line("a1", "ana", "BUY", "10", "4000"),
+            trade_line("a2", "ana", "SELL", "4", "4100"),
+        ];
+        let stream = Stream::new(1, &lines);
+        for store in [
+            MemoryPortfolioStore::new(),
+            MemoryPortfolioStore::without_decision_lookup(),
+        ] {
+            // GIVEN a commit that is written but reported as a timeout
+            store.fail_commit(1, FailureMode::TransientAfterWrite);
+            let processor = TradeProcessor::new(store);
+            let out = run(&processor, &stream.records());
+            assert_eq!(out.batch_item_failure.as_deref(), Some("000001"));
+            // WHEN the whole batch is re-sent
+            let out = run(&processor, &stream.records());
+            // THEN nothing is applied twice
+            assert_eq!((out.applied, out.duplicates), (0, 2));
+            assert_eq!(
+                balance(processor.store(), "ana"),
+                Some((dec("6"), dec("24000"), dec("400")))
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_load_fails_at_the_first_valid_record() {
+        let lines = [
+            "nope".to_string(),
+            trade_line("a1", "ana", "BUY", "10", "4000"),
+        ];
+        let store = MemoryPortfolioStore::new();
+        store.fail_load(1);
+        let processor = TradeProcessor::new(store);
+        let out = run(&processor, &Stream::new(1, &lines).records());
+        assert_eq!(out.batch_item_failure.as_deref(), Some("000002"));
+        assert_eq!(out.dead_letters.len(), 1);
+        assert_eq!((out.applied, out.retried), (0, 1));
+        assert_eq!(out.archive_key, None);
+    }
+
+    /// A store where another writer applies a trade for the same user right before our
+    /// first commit.
+    struct RacingStore {
+        inner: MemoryPortfolioStore,
+        raced: std::sync::atomic::AtomicBool,
+    }
+
+    impl PortfolioStore for RacingStore {
+        async fn load(&self, users: &[&str], ids: &[&str]) -> Result<Loaded, StoreError> {
+            self.inner.load(users, ids).await
+        }
+
+        async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {
+            if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let line = trade_line("other", commit.user_id, "BUY", "5", "3000");
+                let other = TradeProcessor::new(&self.inner);
+                let stream = Stream::new(900, &[line]);
+                let out = pollster::block_on(other.process_batch(&stream.records(), now()));
+                assert_eq!(out.applied, 1);
+            }
+            self.inner.commit(commit).await
+        }
+    }
+
+    #[test]
+    fn a_concurrent_writer_is_detected_and_the_user_redone() {
+        // GIVEN a concurrent writer that changes ana's portfolio between our read and write
+        let store = RacingStore {
+            inner: MemoryPortfolioStore::new(),
+            raced: false.into(),
+        };
+        let processor = TradeProcessor::new(store);
+        let lines = [
+            trade_line("a1", "ana", "BUY", "10", "4000"),
+            trade_line("a2", "ana", "SELL", "15", "4100"),
+        ];
+        // WHEN processed
+        let out = run(&processor, &Stream::new(1, &lines).records());
+        // THEN the conflict is redone on the new state: the sell now fits the balance
+        assert_eq!(out.conflicts, 1);
+        assert_eq!(out.applied, 2);
+        let inner = &processor.store().inner;
+        // 5 @ 3000 + 10 @ 4000 = 55000 for 15 USD; the sell removes all of it
+        assert_eq!(
+            balance(inner, "ana"),
+            Some((dec("0"), dec("0"), dec("6500")))
+        );
+        assert_eq!(inner.portfolio("ana").map(|p| p.version), Some(2));
+    }
+
+    #[test]
+    fn without_a_decision_lookup_duplicates_are_found_by_the_conditions() {
+        // GIVEN a store that, like DynamoDB, only reads portfolios
+        let processor = TradeProcessor::new(MemoryPortfolioStore::without_decision_lookup());
+        let t1 = trade_line("t1", "ana", "BUY", "100", "4000");
+        run(&processor, &Stream::new(1, &[t1.clone()]).records());
+        // WHEN t1 is redelivered with a new trade
+        let t2 = trade_line("t2", "ana", "BUY", "1", "4000");
+        let out = run(&processor, &Stream::new(2, &[t1, t2]).records());
+        // THEN the refused commit teaches the processor, which redoes the user
+        assert_eq!((out.applied, out.duplicates, out.conflicts), (1, 1, 1));
+        assert_eq!(
+            balance(processor.store(), "ana"),
+            Some((dec("101"), dec("404000"), dec("0")))
+        );
+    }
+
+    #[test]
+    fn one_trade_id_under_two_users_is_decided_once() {
+        for store in [
+            MemoryPortfolioStore::new(),
+            MemoryPortfolioStore::without_decision_lookup(),
+        ] {
+            let processor = TradeProcessor::new(store);
+            let lines = [
+                trade_line("t1", "ana", "BUY", "1", "4000"),
+                trade_line("t1", "bo", "BUY", "2", "4000"),
+            ];
+            let out = run(&processor, &Stream::new(1, &lines).records());
+            assert_eq!((out.applied, out.duplicates), (1, 1));
+            assert_eq!(processor.store().decided_count(), 1);
+        }
+    }
+
+    struct BrokenModel;
+
+    impl Recommender for BrokenModel {
+        async fn recommend(
+            &self,
+            _requests: &[RecommendationRequest<'_>],
+        ) -> Result<Vec<Recommendation>, RecommendError> {
+            Err(RecommendError::WrongCount {
+                expected: 1,
+                got: 0,
+            })
+        }
+    }
+
+    #[test]
+    fn a_failing_model_never_fails_the_batch() {
+        // GIVEN a model that fails, used bare or wrapped
+        let bare = TradeProcessor::with_recommender(MemoryPortfolioStore::new(), BrokenModel);
+        let line = trade_line("t1", "ana", "BUY", "1", "4000");
+        // WHEN a batch is processed
+        let out = run(&bare, &Stream::new(1, &[line]).records());
+        // THEN the batch succeeds with the rule's recommendation
+        assert_eq!(out.applied, 1);
+        assert_eq!(
+            out.recommendations[0].recommendation.source,
+            RecommendationSource::Rule
+        );
+        let wrapped = TradeProcessor::with_recommender(
+            MemoryPortfolioStore::new(),
+            WithRuleFallback::new(Some(BrokenModel), Default::default()),
+        );
+        let line = trade_line("t1", "ana", "BUY", "1", "4000");
+        run(&wrapped, &Stream::new(1, &[line]).records());
+        let stored = wrapped.store().portfolio("ana").and_then(|p| p.portfolio.recommendation);
+        assert_eq!(stored.map(|r| r.source), Some(RecommendationSource::Rule));
+    }
+
+    #[test]
+    fn deliver_sends_archive_dead_letters_and_notifications() -> TestResult {
+        let processor = TradeProcessor::new(MemoryPortfolioStore::new());
+        let lines = [trade_line("t1", "ana", "BUY", "1", "4000"), "x".to_string()];
+        let out = run(&processor, &Stream::new(1, &lines).records());
+        let (archive, dlq, notifier) = (
+            RecordingArchive::new(),
+            RecordingDeadLetters::new(),
+            RecordingNotifier::new(),
+        );
+        pollster::block_on(deliver(&out, &archive, &dlq, &notifier))?;
+        assert_eq!(archive.objects().len(), 1);
+        assert_eq!(dlq.len(), 1);
+        let notes = notifier.notifications();
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].attributes(), [("user_id", "ana"), ("side", "BUY")]);
+        let body: serde_json::Value = serde_json::from_str(&notes[0].to_json())?;
+        assert_eq!(body["kind"], "TradeConfirmed");
+        assert_eq!(body["cop_amount"], "4000.00");
+        assert_eq!(body["usd_balance"], "1.00");
+        Ok(())
+    }
 }

@@ -414,7 +414,7 @@ mod tests {
         GzDecoder::new(std::fs::File::open(lake.path().join(key))?).read_to_string(&mut text)?;
         let ids: Vec<String> = text
             .lines()
-            .map(|l| Trade::parse(l.as_bytes()).map(|t| t.trade_id))
+            .map(|l| Trade::parse(l.as_bytes()).map(|t| t.trade_id.to_string()))
             .collect::<Result<_, _>>()?;
         assert_eq!(ids, ["a", "b"]);
         Ok(())

@@ -6,10 +6,11 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 /// Longest `trade_id` / `user_id` accepted, in characters.
@@ -44,11 +45,14 @@ impl fmt::Display for Side {
 }
 
 /// A validated trade. `usd_amount` always has scale 2 and `rate` scale 4, so they serialize as
-/// `"250.00"` and `"4012.3500"` whatever spelling came in.
+/// `"250.00"` and `"4012.3500"` whatever spelling came in. The ids are shared strings: the
+/// decision, the notification and the archive line of a trade all point at one allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Trade {
-    pub trade_id: String,
-    pub user_id: String,
+    #[serde(serialize_with = "serialize_shared")]
+    pub trade_id: Arc<str>,
+    #[serde(serialize_with = "serialize_shared")]
+    pub user_id: Arc<str>,
     pub side: Side,
     pub usd_amount: Decimal,
     pub rate: Decimal,
@@ -107,8 +111,43 @@ impl InvalidTrade {
     }
 }
 
-/// The wire shape, borrowed: every field is kept as raw JSON text so that a wrong type is
-/// reported against its field, and numbers are never converted through `f64`.
+/// Serializes an `Arc<str>` as a plain string (without serde's `rc` feature).
+pub(crate) fn serialize_shared<S: Serializer>(value: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value)
+}
+
+/// One field's JSON value: a string's content, or the text of any other token (number,
+/// `true`, `false`, or a whole nested value). `null` is never a value: it reads as absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Json<'a> {
+    Str(Cow<'a, str>),
+    Token(&'a str),
+}
+
+impl Json<'_> {
+    /// As shown in a detail: strings quoted, tokens as written.
+    fn shown(&self) -> String {
+        match self {
+            Json::Str(s) => format!("{s:?}"),
+            Json::Token(t) => (*t).to_string(),
+        }
+    }
+}
+
+/// The fields a trade is made of, before validation.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Fields<'a> {
+    trade_id: Option<Json<'a>>,
+    user_id: Option<Json<'a>>,
+    side: Option<Json<'a>>,
+    usd_amount: Option<Json<'a>>,
+    rate: Option<Json<'a>>,
+    executed_at: Option<Json<'a>>,
+    channel: Option<Json<'a>>,
+}
+
+/// The wire shape for serde_json, borrowed: every field kept as raw JSON text, so a wrong type
+/// is reported against its field and numbers never go through `f64`.
 #[derive(Deserialize)]
 struct RawTrade<'a> {
     #[serde(borrow, default)]
@@ -134,41 +173,58 @@ impl Trade {
     /// in any case; `usd_amount` > 0 with at most 2 decimals; `rate` > 0 with at most 4 decimals
     /// (both as decimal strings or JSON numbers, trailing zeros allowed); `executed_at` RFC 3339
     /// (any offset, stored as UTC); `channel` an optional string (`null` or `""` = absent).
-    /// Unknown fields are ignored. The first failing field, in that order, is reported.
+    /// Unknown fields are ignored; a repeated field is invalid JSON. The first failing field,
+    /// in that order, is reported.
     pub fn parse(data: &[u8]) -> Result<Trade, InvalidTrade> {
+        Self::parse_with(data, true)
+    }
+
+    /// Either path, for the property test that compares them.
+    #[cfg(test)]
+    pub(crate) fn parse_for_tests(data: &[u8], fast: bool) -> Result<Trade, InvalidTrade> {
+        Self::parse_with(data, fast)
+    }
+
+    /// `fast`: try the single-pass scanner first. Both paths give the same result (tested).
+    fn parse_with(data: &[u8], fast: bool) -> Result<Trade, InvalidTrade> {
         let text = std::str::from_utf8(data).map_err(|e| {
             InvalidTrade::new(
                 InvalidReason::InvalidEncoding,
                 format!("record is not UTF-8: {e}"),
             )
         })?;
-        let raw: RawTrade<'_> = serde_json::from_str(text).map_err(|e| {
-            let detail = if e.is_data() {
-                format!("expected a JSON object: {e}")
-            } else {
-                e.to_string()
-            };
-            InvalidTrade::new(InvalidReason::InvalidJson, detail)
-        })?;
+        // A derived struct would also accept a JSON array; only an object is a trade.
+        if !text.trim_start_matches(is_json_space).starts_with('{') {
+            let shown: String = text.chars().take(40).collect();
+            return Err(InvalidTrade::new(
+                InvalidReason::InvalidJson,
+                format!("expected a JSON object, got {shown:?}"),
+            ));
+        }
+        let fields = match fast.then(|| scan_object(text)).flatten() {
+            Some(fields) => fields,
+            None => serde_fields(text)?,
+        };
+        Self::from_fields(fields)
+    }
 
-        let trade_id = id_field("trade_id", raw.trade_id)?;
-        let user_id = id_field("user_id", raw.user_id)?;
-        let side = side_field(raw.side)?;
-        let usd_amount = amount_field("usd_amount", raw.usd_amount, USD_DECIMALS)?;
-        let rate = amount_field("rate", raw.rate, RATE_DECIMALS)?;
-        let executed_at = time_field(raw.executed_at)?;
-        let channel = match raw.channel {
+    fn from_fields(f: Fields<'_>) -> Result<Trade, InvalidTrade> {
+        let trade_id = id_field("trade_id", f.trade_id)?;
+        let user_id = id_field("user_id", f.user_id)?;
+        let side = side_field(f.side)?;
+        let usd_amount = amount_field("usd_amount", f.usd_amount, USD_DECIMALS)?;
+        let rate = amount_field("rate", f.rate, RATE_DECIMALS)?;
+        let executed_at = time_field(f.executed_at)?;
+        let channel = match f.channel {
             None => None,
-            Some(value) => match json_str(value) {
-                Some(s) if s.is_empty() => None,
-                Some(s) => Some(s.into_owned()),
-                None => {
-                    return Err(InvalidTrade::new(
-                        InvalidReason::InvalidField("channel"),
-                        format!("expected a string, got {}", value.get()),
-                    ))
-                }
-            },
+            Some(Json::Str(s)) if s.is_empty() => None,
+            Some(Json::Str(s)) => Some(s.into_owned()),
+            Some(other) => {
+                return Err(invalid(
+                    "channel",
+                    format!("expected a string, got {}", other.shown()),
+                ))
+            }
         };
         Ok(Trade {
             trade_id,
@@ -188,10 +244,171 @@ impl Trade {
     }
 }
 
-fn required<'a>(
-    field: &'static str,
-    value: Option<&'a RawValue>,
-) -> Result<&'a RawValue, InvalidTrade> {
+fn is_json_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+/// The general path: serde_json with every field as a raw value.
+fn serde_fields(text: &str) -> Result<Fields<'_>, InvalidTrade> {
+    let raw: RawTrade<'_> = serde_json::from_str(text)
+        .map_err(|e| InvalidTrade::new(InvalidReason::InvalidJson, e.to_string()))?;
+    fn json(value: Option<&RawValue>) -> Option<Json<'_>> {
+        value.map(|v| {
+            let raw = v.get();
+            if raw.starts_with('"') {
+                // A string serde_json accepted decodes.
+                Json::Str(serde_json::from_str::<Cow<'_, str>>(raw).unwrap_or(Cow::Borrowed("")))
+            } else {
+                Json::Token(raw)
+            }
+        })
+    }
+    Ok(Fields {
+        trade_id: json(raw.trade_id),
+        user_id: json(raw.user_id),
+        side: json(raw.side),
+        usd_amount: json(raw.usd_amount),
+        rate: json(raw.rate),
+        executed_at: json(raw.executed_at),
+        channel: json(raw.channel),
+    })
+}
+
+/// The fast path: one pass over a flat object whose strings have no escapes. `None` for
+/// anything else — escapes, nested values, invalid JSON, a repeated field — which the serde
+/// path then accepts or rejects.
+fn scan_object(text: &str) -> Option<Fields<'_>> {
+    let b = text.as_bytes();
+    let mut f = Fields::default();
+    let mut seen = [false; 7];
+    let mut i = skip_space(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_space(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let (key, next) = scan_string(text, i)?;
+            i = skip_space(b, next);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_space(b, i + 1);
+            let (value, next) = scan_value(text, i)?;
+            i = skip_space(b, next);
+            let slot = match key {
+                "trade_id" => Some((0, &mut f.trade_id)),
+                "user_id" => Some((1, &mut f.user_id)),
+                "side" => Some((2, &mut f.side)),
+                "usd_amount" => Some((3, &mut f.usd_amount)),
+                "rate" => Some((4, &mut f.rate)),
+                "executed_at" => Some((5, &mut f.executed_at)),
+                "channel" => Some((6, &mut f.channel)),
+                _ => None,
+            };
+            if let Some((k, slot)) = slot {
+                if seen[k] {
+                    return None;
+                }
+                seen[k] = true;
+                *slot = value;
+            }
+            match b.get(i) {
+                Some(b',') => i = skip_space(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_space(b, i) == b.len()).then_some(f)
+}
+
+fn skip_space(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// A string without escapes or control characters starting at `i`: its content and the
+/// index after the closing quote.
+fn scan_string(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let start = i + 1;
+    let mut j = start;
+    loop {
+        match *b.get(j)? {
+            b'"' => return Some((&text[start..j], j + 1)),
+            b'\\' | 0..=0x1f => return None,
+            _ => j += 1,
+        }
+    }
+}
+
+/// A flat value at `i`: `None` inside for `null`.
+fn scan_value(text: &str, i: usize) -> Option<(Option<Json<'_>>, usize)> {
+    let b = text.as_bytes();
+    match *b.get(i)? {
+        b'"' => {
+            let (s, next) = scan_string(text, i)?;
+            Some((Some(Json::Str(Cow::Borrowed(s))), next))
+        }
+        b'-' | b'0'..=b'9' => {
+            let end = scan_number(b, i)?;
+            Some((Some(Json::Token(&text[i..end])), end))
+        }
+        _ => {
+            for literal in ["true", "false", "null"] {
+                if b[i..].starts_with(literal.as_bytes()) {
+                    let end = i + literal.len();
+                    let value = (literal != "null").then_some(Json::Token(&text[i..end]));
+                    return Some((value, end));
+                }
+            }
+            None
+        }
+    }
+}
+
+/// The end of a JSON number token starting at `i` (strict JSON grammar).
+fn scan_number(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |b: &[u8], mut i: usize| {
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        (i > start).then_some(i)
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    i = match b.get(i)? {
+        b'0' => i + 1,
+        b'1'..=b'9' => digits(b, i)?,
+        _ => return None,
+    };
+    if b.get(i) == Some(&b'.') {
+        i = digits(b, i + 1)?;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        i = digits(b, i)?;
+    }
+    Some(i)
+}
+
+fn required<'a>(field: &'static str, value: Option<Json<'a>>) -> Result<Json<'a>, InvalidTrade> {
     value.ok_or_else(|| {
         InvalidTrade::new(
             InvalidReason::MissingField(field),
@@ -204,20 +421,16 @@ fn invalid(field: &'static str, detail: String) -> InvalidTrade {
     InvalidTrade::new(InvalidReason::InvalidField(field), detail)
 }
 
-/// A JSON string's content, borrowed when it has no escapes. `None` when not a string.
-fn json_str(value: &RawValue) -> Option<Cow<'_, str>> {
-    let raw = value.get();
-    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    if !inner.contains('\\') {
-        return Some(Cow::Borrowed(inner));
-    }
-    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
-}
-
-fn id_field(field: &'static str, value: Option<&RawValue>) -> Result<String, InvalidTrade> {
-    let value = required(field, value)?;
-    let s = json_str(value)
-        .ok_or_else(|| invalid(field, format!("expected a string, got {}", value.get())))?;
+fn id_field(field: &'static str, value: Option<Json<'_>>) -> Result<Arc<str>, InvalidTrade> {
+    let s = match required(field, value)? {
+        Json::Str(s) => s,
+        other => {
+            return Err(invalid(
+                field,
+                format!("expected a string, got {}", other.shown()),
+            ))
+        }
+    };
     if s.trim().is_empty() {
         return Err(invalid(field, "must not be empty".to_string()));
     }
@@ -228,82 +441,177 @@ fn id_field(field: &'static str, value: Option<&RawValue>) -> Result<String, Inv
             format!("longer than {MAX_ID_CHARS} characters"),
         ));
     }
-    Ok(s.into_owned())
+    Ok(Arc::from(&*s))
 }
 
-fn side_field(value: Option<&RawValue>) -> Result<Side, InvalidTrade> {
+fn side_field(value: Option<Json<'_>>) -> Result<Side, InvalidTrade> {
     let value = required("side", value)?;
-    let s = json_str(value).unwrap_or(Cow::Borrowed(value.get()));
+    let s: &str = match &value {
+        Json::Str(s) => s,
+        Json::Token(t) => t,
+    };
     if s.eq_ignore_ascii_case("buy") {
         Ok(Side::Buy)
     } else if s.eq_ignore_ascii_case("sell") {
         Ok(Side::Sell)
     } else {
-        Err(invalid("side", format!("expected BUY or SELL, got {s:?}")))
+        Err(invalid(
+            "side",
+            format!("expected BUY or SELL, got {}", value.shown()),
+        ))
     }
 }
 
-/// A positive amount with at most `decimals` places, rescaled to exactly `decimals` places.
+/// A positive amount with at most `decimals` places, at exactly `decimals` places.
 fn amount_field(
     field: &'static str,
-    value: Option<&RawValue>,
+    value: Option<Json<'_>>,
     decimals: u32,
 ) -> Result<Decimal, InvalidTrade> {
     let value = required(field, value)?;
-    let raw = value.get();
-    let parsed = if raw.starts_with('"') {
-        let s = json_str(value)
-            .ok_or_else(|| invalid(field, format!("not a decimal string: {raw}")))?;
-        parse_plain_decimal(&s)
-    } else {
-        parse_json_number(raw)
+    let parts = match &value {
+        Json::Str(s) => decimal_parts(s),
+        Json::Token(t) if t.contains(['e', 'E']) => Decimal::from_scientific(t)
+            .ok()
+            .map(|d| (d.is_sign_negative(), d.mantissa().unsigned_abs(), d.scale())),
+        Json::Token(t) if t.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) => {
+            decimal_parts(t)
+        }
+        Json::Token(_) => None,
     };
-    let mut amount = parsed.ok_or_else(|| invalid(field, format!("not a decimal: {raw}")))?;
-    if amount <= Decimal::ZERO {
-        return Err(invalid(field, format!("must be greater than 0, got {raw}")));
-    }
-    if amount.normalize().scale() > decimals {
+    let (negative, mut mantissa, mut scale) =
+        parts.ok_or_else(|| invalid(field, format!("not a decimal: {}", value.shown())))?;
+    if negative || mantissa == 0 {
         return Err(invalid(
             field,
-            format!("at most {decimals} decimal places, got {raw}"),
+            format!("must be greater than 0, got {}", value.shown()),
         ));
     }
-    amount.rescale(decimals);
-    Ok(amount)
+    // Trailing zeros are not decimals: 10.500 has 1.
+    while scale > decimals && mantissa % 10 == 0 {
+        mantissa /= 10;
+        scale -= 1;
+    }
+    if scale > decimals {
+        return Err(invalid(
+            field,
+            format!("at most {decimals} decimal places, got {}", value.shown()),
+        ));
+    }
+    mantissa = 10u128
+        .checked_pow(decimals - scale)
+        .and_then(|p| mantissa.checked_mul(p))
+        .filter(|m| *m < 1u128 << 96)
+        .ok_or_else(|| invalid(field, format!("too large: {}", value.shown())))?;
+    Ok(Decimal::from_i128_with_scale(mantissa as i128, decimals))
 }
 
-/// `123`, `123.45`, `-1.5` — the decimal-string form (no exponent, no spaces, no `_`).
-fn parse_plain_decimal(s: &str) -> Option<Decimal> {
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    let (int, frac) = match digits.split_once('.') {
-        Some((int, frac)) => (int, Some(frac)),
-        None => (digits, None),
+/// `123`, `123.45`, `-1.5` — the decimal-string form (no exponent, no spaces, no `_`) — as
+/// (negative, mantissa, scale). `None` on bad syntax or more than 38 digits.
+fn decimal_parts(s: &str) -> Option<(bool, u128, u32)> {
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
     };
-    let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(int) || frac.is_some_and(|f| !all_digits(f)) {
+    let (int, frac) = match digits.split_once('.') {
+        Some((int, frac)) => (int, frac),
+        None => (digits, ""),
+    };
+    if int.is_empty() || (digits.len() > int.len() && frac.is_empty()) {
         return None;
     }
-    Decimal::from_str_exact(s).ok()
-}
-
-/// A JSON number token (already validated by the JSON parser), parsed from its text.
-fn parse_json_number(raw: &str) -> Option<Decimal> {
-    if raw.bytes().any(|b| b == b'e' || b == b'E') {
-        Decimal::from_scientific(raw).ok()
-    } else if raw.starts_with('-') || raw.starts_with(|c: char| c.is_ascii_digit()) {
-        parse_plain_decimal(raw)
-    } else {
-        None
+    let mut mantissa: u128 = 0;
+    for c in int.bytes().chain(frac.bytes()) {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        mantissa = mantissa.checked_mul(10)?.checked_add(u128::from(c - b'0'))?;
     }
+    Some((negative, mantissa, frac.len() as u32))
 }
 
-fn time_field(value: Option<&RawValue>) -> Result<DateTime<Utc>, InvalidTrade> {
-    let value = required("executed_at", value)?;
-    let s = json_str(value)
-        .ok_or_else(|| invalid("executed_at", format!("expected a string, got {}", value.get())))?;
+fn time_field(value: Option<Json<'_>>) -> Result<DateTime<Utc>, InvalidTrade> {
+    let s = match required("executed_at", value)? {
+        Json::Str(s) => s,
+        other => {
+            return Err(invalid(
+                "executed_at",
+                format!("expected a string, got {}", other.shown()),
+            ))
+        }
+    };
+    if let Some(t) = rfc3339_fast(&s) {
+        return Ok(t);
+    }
     DateTime::parse_from_rfc3339(&s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| invalid("executed_at", format!("not RFC 3339 ({e}): {s:?}")))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` exactly; `None` for anything else (lower-case
+/// separators, leap seconds, out-of-range fields…), which chrono then parses or rejects.
+fn rfc3339_fast(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<u32> {
+        let mut v = 0u32;
+        for c in b.get(from..from + len)? {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u32::from(c - b'0');
+        }
+        Some(v)
+    };
+    let sep = |at: usize, c: u8| (b.get(at) == Some(&c)).then_some(());
+    let year = num(0, 4)?;
+    sep(4, b'-')?;
+    let month = num(5, 2)?;
+    sep(7, b'-')?;
+    let day = num(8, 2)?;
+    sep(10, b'T')?;
+    let hour = num(11, 2)?;
+    sep(13, b':')?;
+    let minute = num(14, 2)?;
+    sep(16, b':')?;
+    let second = num(17, 2)?;
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 || len > 9 {
+            return None;
+        }
+        nanos = num(start, len)? * 10u32.pow(9 - len as u32);
+    }
+    let offset_secs: i64 = match b.get(i)? {
+        b'Z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() => {
+            sep(i + 3, b':')?;
+            let (h, m) = (num(i + 1, 2)?, num(i + 4, 2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let secs = i64::from(h * 3600 + m * 60);
+            if *sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    if second > 59 {
+        return None;
+    }
+    let local = NaiveDate::from_ymd_opt(year as i32, month, day)?
+        .and_time(NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?);
+    let utc = local.checked_sub_signed(TimeDelta::seconds(offset_secs))?;
+    Some(utc.and_utc())
 }
 
 #[cfg(test)]
@@ -329,8 +637,8 @@ mod tests {
     #[test]
     fn parses_the_documented_event() -> TestResult {
         let t = Trade::parse(VALID.as_bytes())?;
-        assert_eq!(t.trade_id, "t-1");
-        assert_eq!(t.user_id, "u-1");
+        assert_eq!(&*t.trade_id, "t-1");
+        assert_eq!(&*t.user_id, "u-1");
         assert_eq!(t.side, Side::Buy);
         assert_eq!(t.usd_amount.to_string(), "250.00");
         assert_eq!(t.rate.to_string(), "4012.3500");
@@ -433,7 +741,7 @@ mod tests {
     fn escaped_strings_are_decoded() -> TestResult {
         let json = VALID.replace(r#""t-1""#, r#""t\u002d1\"q""#);
         let t = Trade::parse(json.as_bytes())?;
-        assert_eq!(t.trade_id, "t-1\"q");
+        assert_eq!(&*t.trade_id, "t-1\"q");
         Ok(())
     }
 

@@ -41,33 +41,42 @@ const BLOOM_BITS_PER_KEY: u64 = 10;
 const BLOOM_MAX_BITS: u64 = 256 * 1024 * 1024;
 const BLOOM_HASHES: u32 = 7;
 
+/// A blocked Bloom filter: all the bits of one key live in one 512-bit block (one cache line),
+/// so a probe costs one memory access.
 struct Bloom {
-    bits: Vec<u64>,
-    nbits: u64,
+    blocks: Vec<[u64; 8]>,
 }
 
 impl Bloom {
     fn new(keys: u64) -> Bloom {
-        let nbits = (keys * BLOOM_BITS_PER_KEY).clamp(64, BLOOM_MAX_BITS);
+        let nbits = (keys * BLOOM_BITS_PER_KEY).clamp(512, BLOOM_MAX_BITS);
         Bloom {
-            bits: vec![0; nbits.div_ceil(64) as usize],
-            nbits,
+            blocks: vec![[0; 8]; nbits.div_ceil(512) as usize],
         }
     }
-    fn positions(&self, fp: u128) -> impl Iterator<Item = u64> + '_ {
-        let h1 = fp as u64;
-        let h2 = (fp >> 64) as u64 | 1;
-        (0..BLOOM_HASHES).map(move |i| h1.wrapping_add(h2.wrapping_mul(u64::from(i))) % self.nbits)
+    /// The block and, for each of the `BLOOM_HASHES` bits, its word and mask.
+    fn locate(&self, fp: u128) -> (usize, [(usize, u64); BLOOM_HASHES as usize]) {
+        let block = ((fp as u64) % self.blocks.len() as u64) as usize;
+        let mut h = (fp >> 64) as u64;
+        let mut bits = [(0usize, 0u64); BLOOM_HASHES as usize];
+        for b in bits.iter_mut() {
+            let pos = (h & 511) as usize;
+            *b = (pos / 64, 1u64 << (pos % 64));
+            h >>= 9;
+        }
+        (block, bits)
     }
     fn insert(&mut self, fp: u128) {
-        let pos: Vec<u64> = self.positions(fp).collect();
-        for p in pos {
-            self.bits[(p / 64) as usize] |= 1 << (p % 64);
+        let (block, bits) = self.locate(fp);
+        let words = &mut self.blocks[block];
+        for (w, m) in bits {
+            words[w] |= m;
         }
     }
     fn may_contain(&self, fp: u128) -> bool {
-        self.positions(fp)
-            .all(|p| self.bits[(p / 64) as usize] & (1 << (p % 64)) != 0)
+        let (block, bits) = self.locate(fp);
+        let words = &self.blocks[block];
+        bits.iter().all(|(w, m)| words[*w] & m != 0)
     }
 }
 
@@ -94,13 +103,11 @@ impl Run {
         let n = (self.len - start).min(BLOCK_KEYS as u64) as usize;
         buf.resize(n * 16, 0);
         self.file.read_exact_at(buf, start * 16)?;
-        let keys = buf.chunks_exact(16).map(read_fp);
         let mut lo = 0usize;
         let mut hi = n;
-        let all: Vec<u128> = keys.collect();
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match all[mid].cmp(&fp) {
+            match read_fp(&buf[mid * 16..mid * 16 + 16]).cmp(&fp) {
                 std::cmp::Ordering::Equal => return Ok(true),
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
@@ -181,7 +188,7 @@ impl KeySet {
     /// `memory_keys` bounds the in-memory set (about 20 bytes a key).
     pub fn new(memory_keys: usize) -> KeySet {
         KeySet {
-            mem: FpSet::default(),
+            mem: FpSet::with_capacity_and_hasher(memory_keys.max(1024), Default::default()),
             memory_keys: memory_keys.max(1024),
             runs: Vec::new(),
             probe: Vec::new(),
@@ -213,7 +220,6 @@ impl KeySet {
 
     fn spill(&mut self) -> io::Result<()> {
         let mut keys: Vec<u128> = self.mem.drain().collect();
-        self.mem.shrink_to_fit();
         keys.sort_unstable();
         let len = keys.len() as u64;
         let run = write_run(keys.into_iter().map(Ok), len, 0)?;

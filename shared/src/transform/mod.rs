@@ -111,9 +111,9 @@ impl Default for TransformOptions {
         TransformOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             part_size: 128 << 20,
-            row_group_bytes: 32 << 20,
+            row_group_bytes: 16 << 20,
             chunk_size: 1 << 20,
-            key_memory: 900_000,
+            key_memory: 450_000,
             pii_salt: Vec::new(),
             deadline: None,
         }
@@ -455,6 +455,8 @@ pub fn transform(
         enum_folded: FileContext::enums(contract),
         key_col: contract.key_index(),
         schema: contract.arrow_schema(),
+        total_inputs: FileContext::total_inputs(contract).0,
+        total_scales: FileContext::total_inputs(contract).1,
     };
     let mut writer = OutputWriter::new(lake_store, &ctx, &names, opts, req.dataset);
     let run = run_pipeline(

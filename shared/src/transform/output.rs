@@ -8,8 +8,9 @@ use arrow_array::{BooleanArray, RecordBatch};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
-use crate::contract::{Dataset, RowReason};
+use crate::contract::{Dataset, OutType, RowReason};
 use crate::dialect::lossy_text;
 use crate::lake::{LakeError, LakeStore, ObjectSink};
 
@@ -65,12 +66,26 @@ impl<'a> OutputWriter<'a> {
         opts: &TransformOptions,
         _dataset: Dataset,
     ) -> OutputWriter<'a> {
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(4 << 20))
             .set_max_row_group_bytes(Some(opts.row_group_bytes.max(1 << 20)))
-            .set_created_by(format!("lago {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("lago {}", env!("CARGO_PKG_VERSION")));
+        // Dictionaries pay off for repeated values (enums, names, lineage), not for keys,
+        // amounts, timestamps and line numbers: skip the work of trying them there.
+        let key = ctx.key_col.map(|i| ctx.contract.columns[i].name);
+        for c in ctx.contract.output_columns() {
+            let unique_ish = matches!(
+                c.ty,
+                OutType::Decimal(..) | OutType::TimestampUtc | OutType::Int64
+            ) || Some(c.name.as_str()) == key
+                || c.name.ends_with("_hash");
+            if unique_ish {
+                props =
+                    props.set_column_dictionary_enabled(ColumnPath::from(c.name.as_str()), false);
+            }
+        }
+        let props = props.build();
         OutputWriter {
             lake,
             schema: ctx.schema.clone(),

@@ -7,12 +7,12 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
-use rust_decimal::Decimal;
 
 use crate::contract::{ColumnKind, Contract, OutType, RowReason};
 use crate::dialect::{decode_field, lossy_text, Encoding};
 use crate::parse::{
-    days_since_epoch, parse_date, parse_decimal, parse_timestamp_micros, DecimalSep, NumberError,
+    days_since_epoch, parse_date, parse_decimal_parts, parse_timestamp_micros, DecimalSep,
+    NumberError,
 };
 use crate::text::{clean_text, fold_enum, is_valid_email, mask_email, normalized_name, pii_hash};
 
@@ -33,9 +33,37 @@ pub struct FileContext {
     pub enum_folded: Vec<Vec<String>>,
     pub key_col: Option<usize>,
     pub schema: SchemaRef,
+    /// Columns of `cantidad_comprada` and `precio`, and their scales, when `total` is computed.
+    pub total_inputs: Option<(usize, usize)>,
+    pub total_scales: (u32, u32),
 }
 
 impl FileContext {
+    /// Positions and scales of the inputs of `total`.
+    pub fn total_inputs(contract: &Contract) -> (Option<(usize, usize)>, (u32, u32)) {
+        let find = |name: &str| {
+            contract
+                .columns
+                .iter()
+                .position(|c| c.name == name)
+                .map(|i| {
+                    let scale = match contract.columns[i].kind {
+                        ColumnKind::Decimal { scale, .. } => u32::from(scale),
+                        _ => 0,
+                    };
+                    (i, scale)
+                })
+        };
+        match (
+            contract.computes_total,
+            find("cantidad_comprada"),
+            find("precio"),
+        ) {
+            (true, Some((c, cs)), Some((p, ps))) => (Some((c, p)), (cs, ps)),
+            _ => (None, (0, 0)),
+        }
+    }
+
     pub fn enums(contract: &Contract) -> Vec<Vec<String>> {
         contract
             .columns
@@ -88,8 +116,11 @@ pub struct RawRecord<'a> {
 
 impl RawRecord<'_> {
     pub fn field(&self, i: usize) -> &[u8] {
+        &self.fields[self.field_range(i)]
+    }
+    pub fn field_range(&self, i: usize) -> std::ops::Range<usize> {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.fields[start..self.ends[i]]
+        start..self.ends[i]
     }
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -137,7 +168,8 @@ pub fn for_each_record(
                         break;
                     }
                 }
-                let newlines = memchr::memchr_iter(b'\n', raw).count() as u64;
+                // Short slices: a plain loop beats a SIMD search's set-up.
+                let newlines = raw.iter().filter(|&&c| c == b'\n').count() as u64;
                 let trimmed = trim_terminator(raw);
                 let keep_going = f(RawRecord {
                     raw: trimmed,
@@ -272,6 +304,7 @@ pub fn process_chunk(
     let mut scratch = String::with_capacity(1024);
     let mut field_buf = String::with_capacity(256);
     let mut vals: Vec<Val> = Vec::with_capacity(cols.len());
+    let mut spellings: Vec<Vec<(Box<str>, usize)>> = vec![Vec::new(); ctx.contract.columns.len()];
     let key_col = ctx.key_col;
     for_each_record(&chunk.bytes, ctx.delimiter, chunk.first_line, |rec| {
         if first {
@@ -281,7 +314,15 @@ pub fn process_chunk(
         rows_in += 1;
         scratch.clear();
         vals.clear();
-        match validate(ctx, &rec, encoding, &mut scratch, &mut field_buf, &mut vals) {
+        match validate(
+            ctx,
+            &rec,
+            encoding,
+            &mut scratch,
+            &mut field_buf,
+            &mut vals,
+            &mut spellings,
+        ) {
             Ok(key) => {
                 let key = key.map(|(s, e)| {
                     xxhash_rust::xxh3::xxh3_128(&scratch.as_bytes()[s as usize..e as usize])
@@ -368,6 +409,7 @@ fn validate(
     scratch: &mut String,
     field: &mut String,
     vals: &mut Vec<Val>,
+    spellings: &mut [Vec<(Box<str>, usize)>],
 ) -> Result<Option<(u32, u32)>, RowError> {
     if rec.len() != ctx.n_fields {
         return Err(RowError {
@@ -375,22 +417,46 @@ fn validate(
             detail: format!("{} fields where the header has {}", rec.len(), ctx.n_fields),
         });
     }
+    // One UTF-8 check for the whole record; fields are then sliced from it. Field boundaries
+    // are where ASCII delimiters and quotes were, so they are always char boundaries.
+    let record_text = if encoding == Encoding::Utf8 || rec.fields.is_ascii() {
+        std::str::from_utf8(rec.fields).ok()
+    } else {
+        None
+    };
     let mut key_span = None;
     let mut cantidad: Option<i128> = None;
     let mut precio: Option<i128> = None;
     for (ci, spec) in ctx.contract.columns.iter().enumerate() {
-        field.clear();
-        if let Some(fi) = ctx.col_field[ci] {
-            decode_field(rec.field(fi), encoding, field).map_err(|_| RowError {
-                reason: RowReason::InvalidEncoding,
-                detail: format!(
-                    "{}: bytes that are not valid {}",
-                    spec.name,
-                    encoding.label()
-                ),
-            })?;
-        }
-        let text = clean_text(field);
+        let raw: &str = match ctx.col_field[ci] {
+            None => "",
+            Some(fi) => {
+                let bytes = rec.field(fi);
+                let utf8 = match record_text {
+                    Some(t) => t.get(rec.field_range(fi)),
+                    None if encoding == Encoding::Utf8 || bytes.is_ascii() => {
+                        std::str::from_utf8(bytes).ok()
+                    }
+                    None => None,
+                };
+                match utf8 {
+                    Some(s) => s,
+                    None => {
+                        field.clear();
+                        decode_field(bytes, encoding, field).map_err(|_| RowError {
+                            reason: RowReason::InvalidEncoding,
+                            detail: format!(
+                                "{}: bytes that are not valid {}",
+                                spec.name,
+                                encoding.label()
+                            ),
+                        })?;
+                        field.as_str()
+                    }
+                }
+            }
+        };
+        let text = clean_text(raw);
         let text: &str = &text;
         if text.is_empty() {
             if spec.required {
@@ -422,10 +488,20 @@ fn validate(
             }
             ColumnKind::Enum(values) => {
                 let canon = &ctx.enum_folded[ci];
-                let found = values.iter().position(|v| *v == text).or_else(|| {
-                    let f = fold_enum(text);
-                    canon.iter().position(|c| *c == f)
-                });
+                let seen = &mut spellings[ci];
+                let found = values
+                    .iter()
+                    .position(|v| v.eq_ignore_ascii_case(text))
+                    .or_else(|| seen.iter().find(|(s, _)| **s == *text).map(|(_, i)| *i))
+                    .or_else(|| {
+                        let f = fold_enum(text);
+                        let i = canon.iter().position(|c| *c == f)?;
+                        // Remember this spelling ("Eólica", "HIDROELÉCTRICA"): exports repeat them.
+                        if seen.len() < 64 {
+                            seen.push((text.into(), i));
+                        }
+                        Some(i)
+                    });
                 match found {
                     Some(i) => vals.push(push_str(scratch, values[i])),
                     None => {
@@ -447,9 +523,9 @@ fn validate(
                 min_exclusive,
             } => {
                 let m = decimal_value(ctx, spec.name, text, precision, scale, min_exclusive)?;
-                if spec.name == "cantidad_comprada" {
+                if Some(ci) == ctx.total_inputs.map(|t| t.0) {
                     cantidad = Some(m);
-                } else if spec.name == "precio" {
+                } else if Some(ci) == ctx.total_inputs.map(|t| t.1) {
                     precio = Some(m);
                 }
                 vals.push(Val::Dec(m));
@@ -499,7 +575,7 @@ fn validate(
                 detail: "total needs cantidad_comprada and precio".into(),
             });
         };
-        let (cs, ps) = (scale_of(ctx, "cantidad_comprada"), scale_of(ctx, "precio"));
+        let (cs, ps) = ctx.total_scales;
         match mul_round(c, cs, p, ps, u32::from(crate::contract::TOTAL_SCALE)) {
             Some(t) if t.abs() < POW10[crate::contract::TOTAL_PRECISION as usize] => {
                 vals.push(Val::Dec(t))
@@ -515,18 +591,6 @@ fn validate(
     Ok(key_span)
 }
 
-fn scale_of(ctx: &FileContext, name: &str) -> u32 {
-    ctx.contract
-        .columns
-        .iter()
-        .find(|c| c.name == name)
-        .and_then(|c| match c.kind {
-            ColumnKind::Decimal { scale, .. } => Some(u32::from(scale)),
-            _ => None,
-        })
-        .unwrap_or(0)
-}
-
 fn decimal_value(
     ctx: &FileContext,
     name: &'static str,
@@ -536,7 +600,7 @@ fn decimal_value(
     min_exclusive: bool,
 ) -> Result<i128, RowError> {
     let sep = ctx.decimal.decimal() as char;
-    let d = parse_decimal(text, ctx.decimal).map_err(|e| match e {
+    let (mut m, mut have) = parse_decimal_parts(text, ctx.decimal).map_err(|e| match e {
         NumberError::Invalid => RowError {
             reason: RowReason::InvalidNumber(name),
             detail: format!(
@@ -549,17 +613,23 @@ fn decimal_value(
             detail: format!("{name}: '{}' has too many digits", shown(text)),
         },
     })?;
-    if d.is_sign_negative() && !d.is_zero() || (min_exclusive && d <= Decimal::ZERO) {
+    if m < 0 || (min_exclusive && m == 0) {
         return Err(RowError {
             reason: RowReason::OutOfRange(name),
             detail: format!(
-                "{name}: {d} must be {} 0",
+                "{name}: '{}' must be {} 0",
+                shown(text),
                 if min_exclusive { ">" } else { "≥" }
             ),
         });
     }
-    let n = d.normalize();
-    if n.scale() > u32::from(scale) {
+    let scale = u32::from(scale);
+    // Trailing zeros past the column's scale carry no information (`1.50000`).
+    while have > scale && m % 10 == 0 {
+        m /= 10;
+        have -= 1;
+    }
+    if have > scale {
         return Err(RowError {
             reason: RowReason::InvalidNumber(name),
             detail: format!(
@@ -568,25 +638,24 @@ fn decimal_value(
             ),
         });
     }
-    let mut r = n;
-    r.rescale(u32::from(scale));
-    let m = r.mantissa();
-    if m.abs() >= POW10[usize::from(precision)] {
-        return Err(RowError {
-            reason: RowReason::OutOfRange(name),
-            detail: format!(
-                "{name}: {d} has more than {} integer digits",
-                precision - scale
-            ),
-        });
-    }
-    Ok(m)
+    let m = m
+        .checked_mul(POW10[(scale - have) as usize])
+        .filter(|m| *m < POW10[usize::from(precision)]);
+    m.ok_or_else(|| RowError {
+        reason: RowReason::OutOfRange(name),
+        detail: format!(
+            "{name}: '{}' has more than {} integer digits",
+            shown(text),
+            u32::from(precision) - scale
+        ),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rust_decimal::Decimal;
     use std::str::FromStr;
 
     #[test]

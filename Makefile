@@ -1,0 +1,26 @@
+# lago — the two commands:
+#   make demo   runs the product end to end on embedded defaults (no AWS account)
+#   make test   sets up everything the tests need and runs every test
+#
+# Builds go to a directory outside the clone so repeated runs (and CI on the same machine) reuse
+# them; override with CARGO_TARGET_DIR. The Python tools live in a venv keyed by the pins.
+
+LAGO_CACHE ?= $(HOME)/.cache/lago
+export CARGO_TARGET_DIR ?= $(LAGO_CACHE)/target
+
+.PHONY: demo test bench lint fmt
+demo:
+	cargo run --release -p lago -- demo
+
+test:
+	bash scripts/test.sh
+
+bench:
+	bash scripts/bench.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all

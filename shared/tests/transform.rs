@@ -1,0 +1,558 @@
+//! Behaviour of the transform on real-world dialects, every reject reason and whole-file
+//! failures, run on a temporary local lake.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::RecordBatch;
+use chrono::NaiveDate;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use lago::contract::Dataset;
+use lago::generate::{generate, GenerateOptions, TextEncoding};
+use lago::lake::LocalLake;
+use lago::transform::{
+    transform, LocalFile, Manifest, SourceIdentity, Status, TransformOptions, TransformRequest,
+};
+
+struct Run {
+    _dir: tempfile::TempDir,
+    lake: PathBuf,
+    manifest: Manifest,
+}
+
+fn date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2025, 5, 10).unwrap_or_default()
+}
+
+fn opts(threads: usize) -> TransformOptions {
+    TransformOptions {
+        threads,
+        pii_salt: b"test-salt".to_vec(),
+        ..TransformOptions::default()
+    }
+}
+
+fn run_bytes(dataset: Dataset, name: &str, bytes: &[u8], o: &TransformOptions) -> Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let lake = dir.path().join("lake");
+    let raw = dir.path().join(name);
+    fs::write(&raw, bytes)?;
+    let manifest = run_file(dataset, &raw, &lake, o)?;
+    Ok(Run {
+        _dir: dir,
+        lake,
+        manifest,
+    })
+}
+
+fn run_file(dataset: Dataset, raw: &Path, lake: &Path, o: &TransformOptions) -> Result<Manifest> {
+    let key = format!(
+        "raw/{}/year=2025/month=05/day=10/{}",
+        dataset.name(),
+        raw.file_name().and_then(|n| n.to_str()).unwrap_or("x.csv")
+    );
+    let req = TransformRequest {
+        dataset,
+        load_date: date(),
+        source: SourceIdentity::of_local_file(raw, &key)?,
+    };
+    let m = transform(
+        &LocalFile(raw.to_path_buf()),
+        &req,
+        o,
+        &LocalLake::new(lake),
+        None,
+    )?;
+    Ok(m)
+}
+
+fn read_rows(run: &Run) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for part in &run.manifest.outputs.processed {
+        let f = fs::File::open(run.lake.join(&part.key))?;
+        for b in ParquetRecordBatchReaderBuilder::try_new(f)?.build()? {
+            out.push(b?);
+        }
+    }
+    Ok(out)
+}
+
+fn strings(batches: &[RecordBatch], col: &str) -> Vec<Option<String>> {
+    let mut v = Vec::new();
+    for b in batches {
+        let a = b.column_by_name(col).map(|c| c.as_string::<i32>().clone());
+        if let Some(a) = a {
+            v.extend(a.iter().map(|s| s.map(str::to_string)));
+        }
+    }
+    v
+}
+
+fn decimals(batches: &[RecordBatch], col: &str) -> Vec<Option<i128>> {
+    let mut v = Vec::new();
+    for b in batches {
+        if let Some(c) = b.column_by_name(col) {
+            v.extend(c.as_primitive::<Decimal128Type>().iter());
+        }
+    }
+    v
+}
+
+fn rejected(run: &Run) -> Result<Vec<serde_json::Value>> {
+    let Some(r) = &run.manifest.outputs.rejected else {
+        return Ok(Vec::new());
+    };
+    let text = fs::read_to_string(run.lake.join(&r.key))?;
+    text.lines()
+        .map(|l| serde_json::from_str(l).context("rejected line is JSON"))
+        .collect()
+}
+
+fn reasons(run: &Run) -> BTreeMap<String, u64> {
+    run.manifest.rejects_by_reason.clone()
+}
+
+const TX_HEADER: &str =
+    "id_transaccion,fecha_transaccion,tipo_transaccion,nombre_cliente_proveedor,cantidad_comprada,precio,tipo_energia\n";
+
+#[test]
+fn every_row_reject_reason_is_reported_with_its_line_and_record() -> Result<()> {
+    // GIVEN one bad row of every kind among good ones
+    let mut csv = String::from(TX_HEADER);
+    csv.push_str("T1,2025-05-10,compra,Ana,10,200.5,solar\n"); // line 2 ok
+    csv.push_str("T2,2025-05-10,,Ana,10,200,solar\n"); // 3 missing_required
+    csv.push_str("T3,2025-05-10,venta,Ana,diez,200,solar\n"); // 4 invalid_number
+    csv.push_str("T4,2025-05-10,venta,Ana,0,200,solar\n"); // 5 out_of_range (> 0)
+    csv.push_str("T5,2025-05-10,venta,Ana,5,-1,solar\n"); // 6 out_of_range (≥ 0)
+    csv.push_str("T6,2025-05-10,alquiler,Ana,5,1,solar\n"); // 7 invalid_enum
+    csv.push_str("T7,2025-13-45,venta,Ana,5,1,solar\n"); // 8 invalid_date
+    csv.push_str("T8,2025-05-10,venta,Ana,5,1\n"); // 9 ragged_row
+    csv.push_str("T1,2025-05-11,venta,Luis,1,1,eolica\n"); // 10 duplicate_key
+    let mut bytes = csv.into_bytes();
+    bytes.extend_from_slice("T9,2025-05-10,venta,Jos\u{e9},5,1,solar\n".as_bytes()); // 11 ok (UTF-8)
+    bytes.extend_from_slice(b"T10,2025-05-10,venta,Jo\xffs,5,1,solar\n"); // 12 invalid_encoding
+    bytes.extend_from_slice(b"T11,2025-05-10,venta,Ana,5.12345,1,solar\n"); // 13 invalid_number (scale)
+                                                                            // WHEN it is transformed
+    let run = run_bytes(Dataset::Transacciones, "tx.csv", &bytes, &opts(1))?;
+    // THEN each bad row is rejected with its stable code, line and original text
+    let m = &run.manifest;
+    assert_eq!(m.status, Status::Ok);
+    assert_eq!((m.rows_in, m.rows_ok, m.rows_rejected), (12, 2, 10));
+    let expected: BTreeMap<String, u64> = [
+        ("missing_required:tipo_transaccion", 1),
+        ("invalid_number:cantidad_comprada", 2),
+        ("out_of_range:cantidad_comprada", 1),
+        ("out_of_range:precio", 1),
+        ("invalid_enum:tipo_transaccion", 1),
+        ("invalid_date:fecha_transaccion", 1),
+        ("ragged_row", 1),
+        ("duplicate_key", 1),
+        ("invalid_encoding", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(reasons(&run), expected);
+    let rej = rejected(&run)?;
+    let lines: Vec<u64> = rej.iter().filter_map(|r| r["line"].as_u64()).collect();
+    assert_eq!(lines, vec![3, 4, 5, 6, 7, 8, 9, 10, 12, 13]);
+    assert_eq!(rej[7]["reason"], "duplicate_key");
+    assert_eq!(rej[7]["record"], "T1,2025-05-11,venta,Luis,1,1,eolica");
+    assert!(rej[1]["detail"].as_str().unwrap_or("").contains("diez"));
+    let rows = read_rows(&run)?;
+    assert_eq!(
+        strings(&rows, "nombre_cliente_proveedor"),
+        vec![Some("Ana".into()), Some("José".into())]
+    );
+    // 10 × 200.5 = 2005.00
+    assert_eq!(decimals(&rows, "total"), vec![Some(200_500), Some(500)]);
+    Ok(())
+}
+
+#[test]
+fn clientes_protect_pii_and_reject_bad_emails_and_enums() -> Result<()> {
+    let csv = "id_cliente,Nombre,Tipo Cliente,tipo_identificacion,numero_identificacion,email,ciudad,fecha_registro\n\
+               C1,  José   Núñez ,Residencial,cc,1020304050,jose.nunez@correo.com.co,Bogotá,10/05/2025\n\
+               C2,Ana,comercial,XX,1,ana@x.co,Cali,2025-05-10\n\
+               C3,Ana,gobierno,CC,1,ana@x.co,Cali,2025-05-10\n\
+               C4,Ana,comercial,CC,1,ana@,Cali,2025-05-10\n\
+               C5,Ana,comercial,,,,Cali,\n";
+    let run = run_bytes(Dataset::Clientes, "clientes.csv", csv.as_bytes(), &opts(1))?;
+    assert_eq!(run.manifest.rows_ok, 2);
+    let r = reasons(&run);
+    assert_eq!(r.get("invalid_enum:tipo_identificacion"), Some(&1));
+    assert_eq!(r.get("invalid_enum:segmento"), Some(&1));
+    assert_eq!(r.get("invalid_email"), Some(&1));
+    let rows = read_rows(&run)?;
+    assert_eq!(
+        strings(&rows, "nombre_cliente")[0].as_deref(),
+        Some("José Núñez")
+    );
+    assert_eq!(
+        strings(&rows, "nombre_normalizado")[0].as_deref(),
+        Some("JOSE NUNEZ")
+    );
+    assert_eq!(
+        strings(&rows, "segmento")[0].as_deref(),
+        Some("residencial")
+    );
+    assert_eq!(
+        strings(&rows, "tipo_identificacion")[0].as_deref(),
+        Some("CC")
+    );
+    assert_eq!(
+        strings(&rows, "email_masked")[0].as_deref(),
+        Some("j***@correo.com.co")
+    );
+    assert_eq!(
+        strings(&rows, "numero_identificacion_hash")[0].as_deref(),
+        Some(lago::text::pii_hash(b"test-salt", "1020304050").as_str())
+    );
+    // Empty optional cells are nulls.
+    assert_eq!(strings(&rows, "email_masked")[1], None);
+    let schema = rows[0].schema();
+    assert!(schema.field_with_name("email").is_err());
+    assert!(schema.field_with_name("numero_identificacion").is_err());
+    let days: Vec<Option<i32>> = rows[0]
+        .column_by_name("fecha_registro")
+        .map(|c| c.as_primitive::<Date32Type>().iter().collect())
+        .unwrap_or_default();
+    assert_eq!(days[0], Some(lago::parse::days_since_epoch(date())));
+    Ok(())
+}
+
+#[test]
+fn excel_windows_1252_semicolon_decimal_comma_with_first_accent_after_one_mib() -> Result<()> {
+    // GIVEN a Windows-1252, `;`, decimal-comma, CRLF file whose first accent is past 1 MiB
+    let mut bytes = b"nombre_proveedor;tipo_energia;id_proveedor;capacidad_mw;ciudad\r\n".to_vec();
+    let mut n = 0;
+    while bytes.len() < (1 << 20) + 1000 {
+        n += 1;
+        bytes.extend_from_slice(format!("Proveedor {n};solar;P{n};1.234,5;Cali\r\n").as_bytes());
+    }
+    bytes.extend_from_slice(b"Energ\xeda del Caf\xe9;E\xd3LICA;PX;12,25;Medell\xedn\r\n");
+    // WHEN transformed with small chunks so the decision happens in a later chunk
+    let o = TransformOptions {
+        chunk_size: 64 * 1024,
+        ..opts(2)
+    };
+    let run = run_bytes(Dataset::Proveedores, "prov.csv", &bytes, &o)?;
+    // THEN nothing is rejected, the accents are decoded, and numbers use the decimal comma
+    let m = &run.manifest;
+    assert_eq!(m.rows_rejected, 0, "{:?}", m.rejects_by_reason);
+    assert_eq!(m.source.encoding.as_deref(), Some("windows-1252"));
+    assert_eq!(m.source.delimiter.as_deref(), Some(";"));
+    assert_eq!(m.source.decimal_separator.as_deref(), Some(","));
+    let rows = read_rows(&run)?;
+    let names = strings(&rows, "nombre_proveedor");
+    assert_eq!(
+        names.last().cloned().flatten().as_deref(),
+        Some("Energía del Café")
+    );
+    assert_eq!(
+        strings(&rows, "ciudad")
+            .last()
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("Medellín")
+    );
+    assert_eq!(
+        strings(&rows, "tipo_energia")
+            .last()
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("eolica")
+    );
+    let mw = decimals(&rows, "capacidad_mw");
+    assert_eq!(mw[0], Some(1_234_500));
+    assert_eq!(mw.last().copied().flatten(), Some(12_250));
+    Ok(())
+}
+
+#[test]
+fn bom_crlf_quoted_newlines_and_accented_aliases() -> Result<()> {
+    let mut bytes = vec![0xef, 0xbb, 0xbf];
+    bytes.extend_from_slice(
+        "ID Transacción?,Fecha Transaccion,Tipo Transacción,Contraparte,Cantidad kWh,Precio kWh,Tipo Energía,Observaciones\r\n\
+         T1,2025-05-10T13:45:00Z,VENTA,\"Hidro \"\"El Peñol\"\",\r\n S.A.\",\"1,234.5\",300,HIDROELÉCTRICA,\"nota, con coma\"\r\n\
+         T2,10/05/2025,Compra,Ana,1,2,Eólica,\r\n"
+            .as_bytes(),
+    );
+    let run = run_bytes(Dataset::Transacciones, "bom.csv", &bytes, &opts(1))?;
+    let m = &run.manifest;
+    assert!(m.source.bom);
+    assert_eq!(m.rows_ok, 2, "{:?}", m.rejects_by_reason);
+    // `ID Transacción?` does not match a column: it is ignored and listed, like Observaciones.
+    assert_eq!(m.ignored_columns, vec!["ID Transacción?", "Observaciones"]);
+    assert_eq!(m.missing_optional_columns, vec!["id_transaccion"]);
+    let rows = read_rows(&run)?;
+    assert_eq!(
+        strings(&rows, "nombre_cliente_proveedor")[0].as_deref(),
+        Some("Hidro \"El Peñol\", S.A.")
+    );
+    assert_eq!(
+        strings(&rows, "tipo_transaccion"),
+        vec![Some("venta".into()), Some("compra".into())]
+    );
+    assert_eq!(
+        strings(&rows, "tipo_energia"),
+        vec![Some("hidroelectrica".into()), Some("eolica".into())]
+    );
+    assert_eq!(decimals(&rows, "cantidad_comprada")[0], Some(1_234_500));
+    assert_eq!(decimals(&rows, "total")[0], Some(37_035_000));
+    let ts: Vec<Option<i64>> = rows[0]
+        .column_by_name("fecha_transaccion")
+        .map(|c| {
+            c.as_primitive::<TimestampMicrosecondType>()
+                .iter()
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ts[0], Some(1_746_884_700_000_000));
+    let lines: Vec<Option<i64>> = rows[0]
+        .column_by_name("_source_line")
+        .map(|c| c.as_primitive::<Int64Type>().iter().collect())
+        .unwrap_or_default();
+    // The second record starts on line 4: the first spans lines 2–3.
+    assert_eq!(lines, vec![Some(2), Some(4)]);
+    Ok(())
+}
+
+#[test]
+fn gzip_is_detected_by_magic_bytes_not_by_name() -> Result<()> {
+    let plain = format!("{TX_HEADER}T1,2025-05-10,compra,Ana,10,2,solar\n");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(plain.as_bytes())?;
+    let bytes = gz.finish()?;
+    let run = run_bytes(Dataset::Transacciones, "no_extension", &bytes, &opts(1))?;
+    assert_eq!(run.manifest.source.compression.as_deref(), Some("gzip"));
+    assert_eq!(run.manifest.rows_ok, 1);
+    Ok(())
+}
+
+#[test]
+fn missing_required_columns_reject_the_whole_file_and_keep_its_bytes() -> Result<()> {
+    let csv = "id_transaccion,fecha,tipo_transaccion,contraparte,precio\nT1,2025-05-10,compra,Ana,2\nT2,2025-05-10,compra,Ana,2\n";
+    let run = run_bytes(Dataset::Transacciones, "bad.csv", csv.as_bytes(), &opts(1))?;
+    let m = &run.manifest;
+    assert_eq!(m.status, Status::Rejected);
+    assert_eq!(m.file_reason.as_deref(), Some("missing_columns"));
+    assert!(m
+        .file_detail
+        .as_deref()
+        .unwrap_or("")
+        .contains("cantidad_comprada"));
+    assert!(m
+        .file_detail
+        .as_deref()
+        .unwrap_or("")
+        .contains("tipo_energia"));
+    assert_eq!((m.rows_in, m.rows_ok, m.rows_rejected), (2, 0, 2));
+    assert!(m.outputs.processed.is_empty());
+    let copy = m.outputs.rejected.as_ref().map(|r| run.lake.join(&r.key));
+    assert_eq!(
+        copy.map(fs::read).transpose()?,
+        Some(csv.as_bytes().to_vec())
+    );
+    assert!(run.lake.join(&m.outputs.manifest).exists());
+    Ok(())
+}
+
+#[test]
+fn empty_and_header_only_files_are_rejected_as_empty() -> Result<()> {
+    for body in [&b""[..], b"\r\n\n", TX_HEADER.as_bytes()] {
+        let run = run_bytes(Dataset::Transacciones, "empty.csv", body, &opts(1))?;
+        assert_eq!(run.manifest.status, Status::Rejected);
+        assert_eq!(run.manifest.file_reason.as_deref(), Some("empty_file"));
+        assert_eq!(run.manifest.rows_in, 0);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_gzip_is_rejected_as_unreadable_and_leaves_no_partial_output() -> Result<()> {
+    let mut plain = String::from(TX_HEADER);
+    for i in 0..50_000 {
+        plain.push_str(&format!("T{i},2025-05-10,compra,Ana,10,2,solar\n"));
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(plain.as_bytes())?;
+    let mut bytes = gz.finish()?;
+    let cut = bytes.len() * 2 / 3;
+    bytes.truncate(cut);
+    let o = TransformOptions {
+        chunk_size: 16 * 1024,
+        part_size: 1 << 20,
+        ..opts(2)
+    };
+    let run = run_bytes(Dataset::Transacciones, "cut.csv.gz", &bytes, &o)?;
+    assert_eq!(run.manifest.status, Status::Rejected);
+    assert_eq!(run.manifest.file_reason.as_deref(), Some("unreadable"));
+    assert!(!run.lake.join("processed").exists() || walk(&run.lake.join("processed"))?.is_empty());
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for e in fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn generated(
+    dataset: Dataset,
+    rows: u64,
+    dirty: f64,
+    enc: TextEncoding,
+    delim: u8,
+) -> Result<(Vec<u8>, lago::generate::GenerateReport)> {
+    let mut buf = Vec::new();
+    let report = generate(
+        &GenerateOptions {
+            dataset,
+            rows,
+            seed: rows ^ 0x5eed,
+            dirty_pct: dirty,
+            encoding: enc,
+            delimiter: delim,
+        },
+        &mut buf,
+    )?;
+    Ok((buf, report))
+}
+
+#[test]
+fn generated_dirty_files_reconcile_at_several_sizes_and_thread_counts() -> Result<()> {
+    let cases = [
+        (Dataset::Transacciones, 1_000, TextEncoding::Utf8, b','),
+        (Dataset::Clientes, 20_000, TextEncoding::Windows1252, b';'),
+        (Dataset::Proveedores, 5_000, TextEncoding::Utf8, b'|'),
+        (
+            Dataset::Transacciones,
+            120_000,
+            TextEncoding::Windows1252,
+            b';',
+        ),
+    ];
+    for (dataset, rows, enc, delim) in cases {
+        let (bytes, report) = generated(dataset, rows, 7.0, enc, delim)?;
+        for threads in [1, 3] {
+            // Small chunks, parts and key memory exercise the parallel, split and spill paths.
+            let o = TransformOptions {
+                chunk_size: 32 * 1024,
+                part_size: 1 << 20,
+                key_memory: 2048,
+                ..opts(threads)
+            };
+            let run = run_bytes(dataset, "gen.csv", &bytes, &o)?;
+            let m = &run.manifest;
+            assert_eq!(m.rows_in, report.rows, "{dataset} {rows} threads={threads}");
+            assert_eq!(
+                m.rows_ok, report.clean,
+                "{dataset} {rows} threads={threads}"
+            );
+            assert_eq!(
+                m.rejects_by_reason, report.dirty_by_reason,
+                "{dataset} {rows} threads={threads}"
+            );
+            assert_eq!(m.rows_in, m.rows_ok + m.rows_rejected);
+            let parquet_rows: usize = read_rows(&run)?.iter().map(RecordBatch::num_rows).sum();
+            assert_eq!(parquet_rows as u64, m.rows_ok);
+            assert_eq!(rejected(&run)?.len() as u64, m.rows_rejected);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn one_thread_and_many_threads_write_the_same_rows_in_the_same_order() -> Result<()> {
+    let (bytes, _) = generated(
+        Dataset::Transacciones,
+        30_000,
+        5.0,
+        TextEncoding::Utf8,
+        b',',
+    )?;
+    let small = |t| TransformOptions {
+        chunk_size: 16 * 1024,
+        ..opts(t)
+    };
+    let a = run_bytes(Dataset::Transacciones, "x.csv", &bytes, &small(1))?;
+    let b = run_bytes(Dataset::Transacciones, "x.csv", &bytes, &small(4))?;
+    let (ra, rb) = (read_rows(&a)?, read_rows(&b)?);
+    let concat = |v: &[RecordBatch]| arrow_select::concat::concat_batches(&v[0].schema(), v);
+    assert_eq!(concat(&ra)?, concat(&rb)?);
+    assert_eq!(rejected(&a)?, rejected(&b)?);
+    Ok(())
+}
+
+#[test]
+fn a_replay_overwrites_the_same_outputs_and_leaves_no_stale_parts() -> Result<()> {
+    let (bytes, _) = generated(
+        Dataset::Transacciones,
+        40_000,
+        2.0,
+        TextEncoding::Utf8,
+        b',',
+    )?;
+    let dir = tempfile::tempdir()?;
+    let raw = dir.path().join("ventas.csv");
+    fs::write(&raw, &bytes)?;
+    let lake = dir.path().join("lake");
+    let small_parts = TransformOptions {
+        part_size: 1 << 20,
+        ..opts(2)
+    };
+    let first = run_file(Dataset::Transacciones, &raw, &lake, &small_parts)?;
+    assert!(first.outputs.processed.len() > 1, "expected several parts");
+    let files_first = walk(&lake)?;
+    let second = run_file(Dataset::Transacciones, &raw, &lake, &small_parts)?;
+    assert_eq!(first.outputs, second.outputs);
+    assert_eq!(walk(&lake)?, files_first);
+    // Replaying with bigger parts removes the parts the first runs wrote and this one did not.
+    let third = run_file(Dataset::Transacciones, &raw, &lake, &opts(2))?;
+    assert_eq!(third.outputs.processed.len(), 1);
+    let parquet: Vec<PathBuf> = walk(&lake)?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert_eq!(parquet.len(), 1);
+    assert_eq!(third.rows_ok, first.rows_ok);
+    Ok(())
+}
+
+#[test]
+fn ambiguous_thousands_follow_the_file_convention() -> Result<()> {
+    // In a comma-delimited file with a decimal point, `"1,234"` is one thousand two hundred and
+    // thirty-four; `1,5` is not a number (it is never read as 15).
+    let csv = format!("{TX_HEADER}T1,2025-05-10,compra,Ana,\"1,234\",1.5,solar\nT2,2025-05-10,compra,Ana,\"1,5\",2.25,solar\n");
+    let run = run_bytes(Dataset::Transacciones, "amb.csv", csv.as_bytes(), &opts(1))?;
+    assert_eq!(run.manifest.source.decimal_separator.as_deref(), Some("."));
+    assert_eq!(
+        decimals(&read_rows(&run)?, "cantidad_comprada"),
+        vec![Some(1_234_000)]
+    );
+    assert_eq!(
+        reasons(&run).get("invalid_number:cantidad_comprada"),
+        Some(&1)
+    );
+    Ok(())
+}
