@@ -4,17 +4,15 @@
 //! generated row is accounted for.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use chrono::{Datelike, NaiveDate};
 use clap::{Parser, ValueEnum};
 
 use lago::contract::Dataset;
-use lago::generate::{generate, GenerateOptions, GenerateReport, TextEncoding};
+use lago::generate::{GenerateOptions, TextEncoding};
 use lago::lake::{partition_prefix, Zone};
 use lago::transform::{Status, TransformOptions};
 
@@ -37,31 +35,6 @@ pub struct DemoArgs {
     /// Worker threads for the transform (default: the available cores).
     #[arg(long)]
     threads: Option<usize>,
-}
-
-/// Writes a generated file; `.gz` paths are gzipped.
-pub fn generate_to(opts: &GenerateOptions, out: &Path) -> Result<GenerateReport> {
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let report = if out.extension().is_some_and(|e| e == "gz") {
-        let mut gz = flate2_writer(file);
-        let r = generate(opts, &mut gz)?;
-        gz.finish()
-            .with_context(|| format!("writing {}", out.display()))?;
-        r
-    } else {
-        let mut w = BufWriter::new(file);
-        let r = generate(opts, &mut w)?;
-        w.flush()?;
-        r
-    };
-    Ok(report)
-}
-
-fn flate2_writer(file: File) -> flate2::write::GzEncoder<BufWriter<File>> {
-    flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::fast())
 }
 
 struct Planned {
@@ -147,7 +120,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     };
     if let Some(t) = args.threads {
         if t == 0 {
-            bail!("--threads must be at least 1");
+            return Err(crate::usage("--threads must be at least 1"));
         }
         opts.threads = t;
     }
@@ -160,7 +133,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let gen_started = Instant::now();
     let mut reports = Vec::new();
     for p in &planned {
-        reports.push(generate_to(&p.opts, &p.path)?);
+        reports.push(crate::generate_to(&p.opts, &p.path)?);
     }
     let gen_secs = gen_started.elapsed().as_secs_f64();
 

@@ -5,8 +5,10 @@
 //! manifest; `lago generate` writes realistic synthetic exports; `lago demo` does both end to end.
 
 mod demo;
+mod trades;
 
-use std::io::{self, IsTerminal, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -16,7 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lago::contract::Dataset;
-use lago::generate::{GenerateOptions, TextEncoding};
+use lago::generate::{generate, GenerateOptions, GenerateReport, TextEncoding};
 use lago::lake::{self, LocalLake};
 use lago::transform::{
     self, LocalFile, Manifest, SourceIdentity, Status, TransformOptions, TransformRequest,
@@ -24,6 +26,17 @@ use lago::transform::{
 
 /// Exit status when the whole file was rejected (the manifest is still written and printed).
 const EXIT_FILE_REJECTED: u8 = 3;
+/// Exit status of usage errors (as clap uses for its own).
+const EXIT_USAGE: u8 = 2;
+
+/// An error in how the command was called, rather than in what it did.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(String);
+
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
 
 #[derive(Parser)]
 #[command(name = "lago", version, about = "The lago energy lake, locally: transform raw CSV exports into typed Parquet, generate realistic data, run the demo.", long_about = None)]
@@ -40,6 +53,8 @@ enum Command {
     Generate(GenerateArgs),
     /// Generate data for every dataset into a lake folder and transform it all, end to end.
     Demo(demo::DemoArgs),
+    /// Dollar trades locally: generate a stream, replay it through the processor, benchmark it.
+    Trades(trades::TradesArgs),
 }
 
 #[derive(Parser)]
@@ -107,12 +122,17 @@ fn main() -> ExitCode {
         Command::Transform(args) => run_transform(args),
         Command::Generate(args) => run_generate(args).map(|_| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Trades(args) => trades::run(args).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             let _ = writeln!(io::stderr(), "error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -201,10 +221,12 @@ fn run_transform(args: TransformArgs) -> Result<ExitCode> {
     let path_text = args.input.to_string_lossy();
     let dataset = match args.dataset.or_else(|| lake::dataset_from_key(&path_text)) {
         Some(d) => d,
-        None => bail!(
-            "cannot tell the dataset of {}: pass --dataset (clientes, proveedores or transacciones) or put the file under raw/<dataset>/",
-            args.input.display()
-        ),
+        None => {
+            return Err(usage(format!(
+                "cannot tell the dataset of {}: pass --dataset (clientes, proveedores or transacciones) or put the file under raw/<dataset>/",
+                args.input.display()
+            )))
+        }
     };
     let load_date = args
         .load_date
@@ -217,7 +239,7 @@ fn run_transform(args: TransformArgs) -> Result<ExitCode> {
     };
     if let Some(t) = args.threads {
         if t == 0 {
-            bail!("--threads must be at least 1");
+            return Err(usage("--threads must be at least 1"));
         }
         opts.threads = t;
     }
@@ -302,10 +324,14 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         ";" => b';',
         "|" => b'|',
         "\\t" | "\t" | "tab" => b'\t',
-        other => bail!("unsupported delimiter {other:?}: use , ; | or tab"),
+        other => {
+            return Err(usage(format!(
+                "unsupported delimiter {other:?}: use , ; | or tab"
+            )))
+        }
     };
     if !(0.0..=100.0).contains(&args.dirty) {
-        bail!("--dirty is a percentage between 0 and 100");
+        return Err(usage("--dirty is a percentage between 0 and 100"));
     }
     let opts = GenerateOptions {
         dataset: args.dataset,
@@ -318,7 +344,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         },
         delimiter,
     };
-    let report = demo::generate_to(&opts, &args.out)?;
+    let report = generate_to(&opts, &args.out)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -333,4 +359,27 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes a generated file; `.gz` paths are gzipped.
+pub(crate) fn generate_to(opts: &GenerateOptions, out: &Path) -> Result<GenerateReport> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let report = if out.extension().is_some_and(|e| e == "gz") {
+        let mut gz =
+            flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::fast());
+        let r = generate(opts, &mut gz)?;
+        gz.finish()
+            .and_then(|mut w| w.flush())
+            .with_context(|| format!("writing {}", out.display()))?;
+        r
+    } else {
+        let mut w = BufWriter::new(file);
+        let r = generate(opts, &mut w)?;
+        w.flush()?;
+        r
+    };
+    Ok(report)
 }

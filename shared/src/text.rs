@@ -175,7 +175,8 @@ pub fn is_valid_email(s: &str) -> bool {
 pub fn mask_email(s: &str) -> String {
     match s.split_once('@') {
         Some((local, domain)) => {
-            let first = local.chars().next().unwrap_or('*');
+            // Lower case on both sides, so spellings of one address mask the same.
+            let first: String = local.chars().take(1).flat_map(char::to_lowercase).collect();
             format!("{first}***@{}", domain.to_lowercase())
         }
         None => "***".to_string(),
@@ -220,6 +221,7 @@ mod tests {
         assert!(!is_valid_email("a b@x.com"));
         assert!(!is_valid_email("a@x"));
         assert_eq!(mask_email("juan.perez@Dominio.com"), "j***@dominio.com");
+        assert_eq!(mask_email("Juan.Perez@DOMINIO.com"), "j***@dominio.com");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! the timed part is `process_batch` over every batch — decode, validate, group, load, apply,
 //! commit to the in-memory store, notifications and rule recommendations — on this thread.
 //! The store reads portfolios only, as the DynamoDB adapter does (duplicates are caught by the
-//! commit conditions), so the request counts are the ones DynamoDB would see.
+//! commit conditions), and counts requests as DynamoDB would see them: one `BatchGetItem` per
+//! 100 touched users, one `TransactWriteItems` per commit.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -133,9 +134,10 @@ pub fn run_bench(trades: u64, users: u64, batch: usize) -> BenchReport {
         }
     }
 
-    // Shaped like the DynamoDB adapter: the load reads portfolios only.
-    let store = MemoryPortfolioStore::without_decision_lookup()
-        .with_capacity(lines.len(), users as usize);
+    // Shaped like the DynamoDB adapter: the load reads portfolios only and the commit
+    // conditions find duplicates.
+    let store =
+        MemoryPortfolioStore::without_decision_lookup().with_capacity(lines.len(), users as usize);
     let processor = TradeProcessor::new(store);
     let now = DateTime::<Utc>::UNIX_EPOCH;
     let started = Instant::now();

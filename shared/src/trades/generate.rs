@@ -350,7 +350,10 @@ mod tests {
         // THEN every line parses, rates stay in range, buys outnumber sells
         assert_eq!(report.lines, 5_000);
         assert_eq!(report.valid, 5_000);
-        assert!(report.buys > report.sells && report.sells > 1_000, "{report:?}");
+        assert!(
+            report.buys > report.sells && report.sells > 1_000,
+            "{report:?}"
+        );
         let mut per_user = std::collections::HashMap::<std::sync::Arc<str>, u64>::new();
         for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let t = Trade::parse(line)?;

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 
 use super::hash::{FastMap, FastState};
-use std::hash::BuildHasher;
 use super::ports::{
     BoxError, Commit, CommitOutcome, Conflict, DeadLetterSink, DecisionOutcome, Loaded, Notifier,
     PortfolioStore, SinkError, StoreError, StoredPortfolio, TradeArchive,
 };
 use super::processor::{DeadLetter, Notification};
+use std::hash::BuildHasher;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere cannot leave these maps half-updated in a way that matters to a test

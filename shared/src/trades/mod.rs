@@ -17,7 +17,7 @@
 pub mod archive;
 pub mod bench;
 pub mod generate;
-pub mod hash;
+mod hash;
 pub mod memory;
 pub mod portfolio;
 pub mod ports;
@@ -33,19 +33,19 @@ pub use archive::{archive_key, encode_ndjson_gz};
 pub use bench::{run_bench, BenchReport};
 pub use generate::{generate_trades, GenerateOptions, GenerateReport};
 pub use memory::{
-    FailureMode, LocalFolderArchive, MemoryPortfolioStore, RecordingArchive,
-    RecordingDeadLetters, RecordingNotifier, StoreCounters,
+    FailureMode, LocalFolderArchive, MemoryPortfolioStore, RecordingArchive, RecordingDeadLetters,
+    RecordingNotifier, StoreCounters,
 };
 pub use portfolio::{Applied, Portfolio, Rejection};
 pub use ports::{
     Action, Commit, CommitOutcome, Conflict, DeadLetterSink, Decision, DecisionOutcome, Loaded,
-    ModelRequest, ModelResponse, Notifier, PortfolioStore, Recommendation, RecommendationRequest,
-    RecommendationSource, Recommender, RecommendError, SinkError, StoreError, StoredPortfolio,
-    TradeArchive,
+    ModelRequest, ModelResponse, Notifier, PortfolioStore, RecommendError, Recommendation,
+    RecommendationRequest, RecommendationSource, Recommender, SinkError, StoreError,
+    StoredPortfolio, TradeArchive,
 };
 pub use processor::{
-    deliver, BatchOutcome, DataEncoding, DeadLetter, DeliveryError, Notification,
-    NotificationKind, ProcessorConfig, Record, RecordData, TradeProcessor, UserRecommendation,
+    deliver, BatchOutcome, DataEncoding, DeadLetter, DeliveryError, Notification, NotificationKind,
+    ProcessorConfig, Record, RecordData, TradeProcessor, UserRecommendation,
 };
 pub use recommend::{RuleConfig, RuleRecommender, WithRuleFallback};
 pub use replay::{replay, PortfolioView, ReplayError, ReplaySummary};

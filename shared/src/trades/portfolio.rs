@@ -136,7 +136,9 @@ impl Portfolio {
         }
         self.cost_basis_cop
             .checked_div(self.usd_balance)
-            .map(|avg| avg.round_dp_with_strategy(4, rust_decimal::RoundingStrategy::MidpointAwayFromZero))
+            .map(|avg| {
+                avg.round_dp_with_strategy(4, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+            })
     }
 
     /// Applies one trade (the caller has made sure it was never decided before). On `Err`

@@ -43,7 +43,7 @@ use super::ports::{
     TradeArchive,
 };
 use super::recommend::RuleRecommender;
-use super::trade::{serialize_shared, InvalidReason, InvalidTrade, Side, Trade};
+use super::trade::{serialize_shared, Interner, InvalidReason, InvalidTrade, Side, Trade};
 
 /// One stream record, borrowed from the event.
 #[derive(Debug, Clone, Copy)]
@@ -333,8 +333,9 @@ where
         let mut trades: Vec<Trade> = Vec::with_capacity(n);
         let mut trade_records: Vec<u32> = Vec::with_capacity(n);
         let mut invalid: Vec<(usize, InvalidTrade)> = Vec::new();
+        let mut interner = Interner::default();
         for (i, record) in records.iter().enumerate() {
-            match decode(record) {
+            match decode(record, &mut interner) {
                 Ok(trade) => {
                     trades.push(trade);
                     trade_records.push(i as u32);
@@ -384,12 +385,9 @@ where
                 Status::Invalid | Status::Decided => {}
             }
         }
-        outcome.archive = trades
-            .into_iter()
-            .zip(trade_records)
-            .filter(|(_, r)| (*r as usize) < consumed)
-            .map(|(t, _)| t)
-            .collect();
+        // Trades are in record order: the archived ones are a prefix.
+        trades.truncate(trade_records.partition_point(|r| (*r as usize) < consumed));
+        outcome.archive = trades;
         if let Some(first) = outcome.archive.first() {
             outcome.archive_key = Some(archive_key(
                 records[0].shard_id,
@@ -740,7 +738,8 @@ fn plan_user<'t>(
     for k in user_trades {
         let trade = &trades[*k as usize];
         let id: &'t str = &trade.trade_id;
-        if (!known.is_empty() && known.contains(id)) || (!durable.is_empty() && durable.contains(id))
+        if (!known.is_empty() && known.contains(id))
+            || (!durable.is_empty() && durable.contains(id))
         {
             plan.settle.push(Settle::Now);
             continue;
@@ -792,9 +791,9 @@ fn plan_user<'t>(
     plan
 }
 
-fn decode(record: &Record<'_>) -> Result<Trade, InvalidTrade> {
+fn decode(record: &Record<'_>, interner: &mut Interner) -> Result<Trade, InvalidTrade> {
     match record.data {
-        RecordData::Bytes(bytes) => Trade::parse(bytes),
+        RecordData::Bytes(bytes) => Trade::parse_interned(bytes, interner),
         RecordData::Base64(text) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(text)
@@ -804,7 +803,7 @@ fn decode(record: &Record<'_>) -> Result<Trade, InvalidTrade> {
                         format!("record data is not base64: {e}"),
                     )
                 })?;
-            Trade::parse(&bytes)
+            Trade::parse_interned(&bytes, interner)
         }
     }
 }
@@ -1045,7 +1044,9 @@ mod tests {
         );
         assert_eq!(
             out.archive_key.as_deref(),
-            Some("raw/trades/year=2026/month=11/day=28/shardId-000000000000-000001-000003.ndjson.gz")
+            Some(
+                "raw/trades/year=2026/month=11/day=28/shardId-000000000000-000001-000003.ndjson.gz"
+            )
         );
         assert_eq!(out.recommendations.len(), 2);
         let store = processor.store();
@@ -1089,7 +1090,10 @@ mod tests {
         let processor = TradeProcessor::new(MemoryPortfolioStore::new());
         let oversell = trade_line("s1", "ana", "SELL", "50", "4000");
         // GIVEN a sell without balance
-        let out = run(&processor, &Stream::new(1, &[oversell.clone()]).records());
+        let out = run(
+            &processor,
+            &Stream::new(1, std::slice::from_ref(&oversell)).records(),
+        );
         assert_eq!(out.rejected.get("insufficient_balance"), Some(&1));
         assert_eq!(out.dead_letters.len(), 1);
         assert_eq!(out.dead_letters[0].reason, "insufficient_balance");
@@ -1184,7 +1188,10 @@ mod tests {
         assert_eq!((c.loads, c.commits), (1, 4));
         assert_eq!(c.items_written, 161 + 4);
         let ana = processor.store().portfolio("ana");
-        assert_eq!(ana.map(|p| (p.version, p.portfolio.trades_applied)), Some((2, 150)));
+        assert_eq!(
+            ana.map(|p| (p.version, p.portfolio.trades_applied)),
+            Some((2, 150))
+        );
     }
 
     #[test]
@@ -1211,11 +1218,16 @@ mod tests {
         assert_eq!(out.committed_beyond_failure, 1);
         assert_eq!(out.retried, 4);
         assert_eq!(out.notifications.len(), 2);
-        assert!(out.dead_letters.is_empty(), "garbage is after the failure point");
+        assert!(
+            out.dead_letters.is_empty(),
+            "garbage is after the failure point"
+        );
         assert_eq!(out.archive.len(), 1);
         assert_eq!(
             out.archive_key.as_deref(),
-            Some("raw/trades/year=2026/month=11/day=28/shardId-000000000000-000001-000001.ndjson.gz")
+            Some(
+                "raw/trades/year=2026/month=11/day=28/shardId-000000000000-000001-000001.ndjson.gz"
+            )
         );
 
         // WHEN Kinesis re-sends from the failed record
@@ -1358,7 +1370,10 @@ mod tests {
         // GIVEN a store that, like DynamoDB, only reads portfolios
         let processor = TradeProcessor::new(MemoryPortfolioStore::without_decision_lookup());
         let t1 = trade_line("t1", "ana", "BUY", "100", "4000");
-        run(&processor, &Stream::new(1, &[t1.clone()]).records());
+        run(
+            &processor,
+            &Stream::new(1, std::slice::from_ref(&t1)).records(),
+        );
         // WHEN t1 is redelivered with a new trade
         let t2 = trade_line("t2", "ana", "BUY", "1", "4000");
         let out = run(&processor, &Stream::new(2, &[t1, t2]).records());
@@ -1420,7 +1435,10 @@ mod tests {
         );
         let line = trade_line("t1", "ana", "BUY", "1", "4000");
         run(&wrapped, &Stream::new(1, &[line]).records());
-        let stored = wrapped.store().portfolio("ana").and_then(|p| p.portfolio.recommendation);
+        let stored = wrapped
+            .store()
+            .portfolio("ana")
+            .and_then(|p| p.portfolio.recommendation);
         assert_eq!(stored.map(|r| r.source), Some(RecommendationSource::Rule));
     }
 

@@ -184,8 +184,7 @@ fn deliver_all(
                 data: RecordData::Bytes(built.lines[i].as_bytes()),
             })
             .collect();
-        let outcome: BatchOutcome =
-            pollster::block_on(processor.process_batch(&records, start()));
+        let outcome: BatchOutcome = pollster::block_on(processor.process_batch(&records, start()));
         out.applied += outcome.applied;
         out.rejected += outcome.rejected_total();
         out.archived
@@ -223,7 +222,16 @@ fn deliver_all(
     Ok((processor, out))
 }
 
-fn money(p: &Portfolio) -> (Decimal, Decimal, Decimal, u64, Option<String>, Option<Decimal>) {
+fn money(
+    p: &Portfolio,
+) -> (
+    Decimal,
+    Decimal,
+    Decimal,
+    u64,
+    Option<String>,
+    Option<Decimal>,
+) {
     (
         p.usd_balance,
         p.cost_basis_cop,
@@ -354,7 +362,10 @@ fn trade_like_line() -> impl Strategy<Value = String> {
             // Replace one value with raw text.
             0 | 1 => {
                 let marker = "\"__VALUE__\"";
-                v.insert(field.to_string(), serde_json::Value::String("__VALUE__".into()));
+                v.insert(
+                    field.to_string(),
+                    serde_json::Value::String("__VALUE__".into()),
+                );
                 text(&v).replace(marker, &value)
             }
             // Remove a field.
@@ -385,7 +396,10 @@ fn trade_like_line() -> impl Strategy<Value = String> {
 #[test]
 fn build_keeps_each_users_order() -> Result<(), TestCaseError> {
     let s = Scenario {
-        users: vec![vec![(true, 100, 40_000_000); 3], vec![(true, 100, 40_000_000); 2]],
+        users: vec![
+            vec![(true, 100, 40_000_000); 3],
+            vec![(true, 100, 40_000_000); 2],
+        ],
         picks: vec![1, 0, 1, 0, 0],
         redeliveries: vec![(0, 0)],
         batch_sizes: vec![2],
@@ -402,7 +416,14 @@ fn build_keeps_each_users_order() -> Result<(), TestCaseError> {
         .collect();
     assert_eq!(
         ids,
-        ["user-1-t0", "user-1-t0", "user-0-t0", "user-1-t1", "user-0-t1", "user-0-t2"]
+        [
+            "user-1-t0",
+            "user-1-t0",
+            "user-0-t0",
+            "user-1-t1",
+            "user-0-t1",
+            "user-0-t2"
+        ]
     );
     Ok(())
 }

@@ -15,7 +15,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use tracing::warn;
 
 use super::ports::{
-    Action, Recommendation, RecommendError, RecommendationRequest, RecommendationSource,
+    Action, RecommendError, Recommendation, RecommendationRequest, RecommendationSource,
     Recommender,
 };
 

@@ -331,10 +331,7 @@ mod tests {
             summary.applied + summary.duplicates + summary.rejected.values().sum::<u64>()
         );
         assert_eq!(summary.portfolios.len() as u64, report.users);
-        assert_eq!(
-            summary.dead_letters,
-            summary.rejected.values().sum::<u64>()
-        );
+        assert_eq!(summary.dead_letters, summary.rejected.values().sum::<u64>());
         assert_eq!(
             summary.notifications.get("TradeConfirmed").copied(),
             Some(report.valid)
@@ -390,10 +387,7 @@ mod tests {
         assert_eq!(json["portfolios"][1]["cost_basis_cop"], "400000.00");
         assert_eq!(json["portfolios"][1]["realized_pnl_cop"], "0.00");
         assert_eq!(json["portfolios"][1]["last_rate"], "4000.0000");
-        assert_eq!(
-            json["portfolios"][1]["updated_at"],
-            "2026-11-28T17:00:01Z"
-        );
+        assert_eq!(json["portfolios"][1]["updated_at"], "2026-11-28T17:00:01Z");
         Ok(())
     }
 

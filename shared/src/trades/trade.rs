@@ -13,6 +13,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use super::hash::FastSet;
+
 /// Longest `trade_id` / `user_id` accepted, in characters.
 pub const MAX_ID_CHARS: usize = 64;
 /// Decimal places accepted in `usd_amount` (cents).
@@ -57,8 +59,11 @@ pub struct Trade {
     pub usd_amount: Decimal,
     pub rate: Decimal,
     pub executed_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_shared_opt"
+    )]
+    pub channel: Option<Arc<str>>,
 }
 
 /// The stable reason code of an invalid record. `Display` gives the code
@@ -114,6 +119,31 @@ impl InvalidTrade {
 /// Serializes an `Arc<str>` as a plain string (without serde's `rc` feature).
 pub(crate) fn serialize_shared<S: Serializer>(value: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(value)
+}
+
+fn serialize_shared_opt<S: Serializer>(value: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.serialize_some(&**v),
+        None => s.serialize_none(),
+    }
+}
+
+/// Shares the strings that repeat within a batch (user ids, channels), so a parsed trade
+/// costs one allocation (its `trade_id`) instead of three.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    strings: FastSet<Arc<str>>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(known) = self.strings.get(s) {
+            return Arc::clone(known);
+        }
+        let fresh: Arc<str> = Arc::from(s);
+        self.strings.insert(Arc::clone(&fresh));
+        fresh
+    }
 }
 
 /// One field's JSON value: a string's content, or the text of any other token (number,
@@ -176,17 +206,29 @@ impl Trade {
     /// Unknown fields are ignored; a repeated field is invalid JSON. The first failing field,
     /// in that order, is reported.
     pub fn parse(data: &[u8]) -> Result<Trade, InvalidTrade> {
-        Self::parse_with(data, true)
+        Self::parse_with(data, true, None)
+    }
+
+    /// [`Trade::parse`], sharing repeated strings through `interner` (one per batch).
+    pub(crate) fn parse_interned(
+        data: &[u8],
+        interner: &mut Interner,
+    ) -> Result<Trade, InvalidTrade> {
+        Self::parse_with(data, true, Some(interner))
     }
 
     /// Either path, for the property test that compares them.
     #[cfg(test)]
     pub(crate) fn parse_for_tests(data: &[u8], fast: bool) -> Result<Trade, InvalidTrade> {
-        Self::parse_with(data, fast)
+        Self::parse_with(data, fast, None)
     }
 
     /// `fast`: try the single-pass scanner first. Both paths give the same result (tested).
-    fn parse_with(data: &[u8], fast: bool) -> Result<Trade, InvalidTrade> {
+    fn parse_with(
+        data: &[u8],
+        fast: bool,
+        interner: Option<&mut Interner>,
+    ) -> Result<Trade, InvalidTrade> {
         let text = std::str::from_utf8(data).map_err(|e| {
             InvalidTrade::new(
                 InvalidReason::InvalidEncoding,
@@ -205,12 +247,19 @@ impl Trade {
             Some(fields) => fields,
             None => serde_fields(text)?,
         };
-        Self::from_fields(fields)
+        Self::from_fields(fields, interner)
     }
 
-    fn from_fields(f: Fields<'_>) -> Result<Trade, InvalidTrade> {
-        let trade_id = id_field("trade_id", f.trade_id)?;
-        let user_id = id_field("user_id", f.user_id)?;
+    fn from_fields(
+        f: Fields<'_>,
+        mut interner: Option<&mut Interner>,
+    ) -> Result<Trade, InvalidTrade> {
+        let mut share = |s: &str| match interner.as_deref_mut() {
+            Some(interner) => interner.intern(s),
+            None => Arc::from(s),
+        };
+        let trade_id = Arc::from(&*id_field("trade_id", f.trade_id)?);
+        let user_id = share(&id_field("user_id", f.user_id)?);
         let side = side_field(f.side)?;
         let usd_amount = amount_field("usd_amount", f.usd_amount, USD_DECIMALS)?;
         let rate = amount_field("rate", f.rate, RATE_DECIMALS)?;
@@ -218,7 +267,7 @@ impl Trade {
         let channel = match f.channel {
             None => None,
             Some(Json::Str(s)) if s.is_empty() => None,
-            Some(Json::Str(s)) => Some(s.into_owned()),
+            Some(Json::Str(s)) => Some(share(&s)),
             Some(other) => {
                 return Err(invalid(
                     "channel",
@@ -421,7 +470,10 @@ fn invalid(field: &'static str, detail: String) -> InvalidTrade {
     InvalidTrade::new(InvalidReason::InvalidField(field), detail)
 }
 
-fn id_field(field: &'static str, value: Option<Json<'_>>) -> Result<Arc<str>, InvalidTrade> {
+fn id_field<'a>(
+    field: &'static str,
+    value: Option<Json<'a>>,
+) -> Result<Cow<'a, str>, InvalidTrade> {
     let s = match required(field, value)? {
         Json::Str(s) => s,
         other => {
@@ -441,7 +493,7 @@ fn id_field(field: &'static str, value: Option<Json<'_>>) -> Result<Arc<str>, In
             format!("longer than {MAX_ID_CHARS} characters"),
         ));
     }
-    Ok(Arc::from(&*s))
+    Ok(s)
 }
 
 fn side_field(value: Option<Json<'_>>) -> Result<Side, InvalidTrade> {
@@ -474,7 +526,9 @@ fn amount_field(
         Json::Token(t) if t.contains(['e', 'E']) => Decimal::from_scientific(t)
             .ok()
             .map(|d| (d.is_sign_negative(), d.mantissa().unsigned_abs(), d.scale())),
-        Json::Token(t) if t.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) => {
+        Json::Token(t)
+            if t.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) =>
+        {
             decimal_parts(t)
         }
         Json::Token(_) => None,
@@ -525,7 +579,9 @@ fn decimal_parts(s: &str) -> Option<(bool, u128, u32)> {
         if !c.is_ascii_digit() {
             return None;
         }
-        mantissa = mantissa.checked_mul(10)?.checked_add(u128::from(c - b'0'))?;
+        mantissa = mantissa
+            .checked_mul(10)?
+            .checked_add(u128::from(c - b'0'))?;
     }
     Some((negative, mantissa, frac.len() as u32))
 }
@@ -716,7 +772,9 @@ mod tests {
     #[test]
     fn missing_and_null_fields_are_reported_by_name() {
         assert_eq!(
-            reason_of(r#"{"user_id":"u","side":"BUY","usd_amount":"1","rate":"1","executed_at":"2026-01-01T00:00:00Z"}"#),
+            reason_of(
+                r#"{"user_id":"u","side":"BUY","usd_amount":"1","rate":"1","executed_at":"2026-01-01T00:00:00Z"}"#
+            ),
             "missing_field:trade_id"
         );
         let json = VALID.replace(r#""rate":"4012.3500""#, r#""rate":null"#);

@@ -29,6 +29,16 @@ pub struct WriterResult {
     pub rejected: Option<OutputObject>,
 }
 
+/// One line of the rejected NDJSON.
+#[derive(serde::Serialize)]
+struct RejectedLine<'a> {
+    line: u64,
+    reason: String,
+    detail: &'a str,
+    record: &'a str,
+    source_key: &'a str,
+}
+
 struct Part {
     writer: ArrowWriter<Box<dyn ObjectSink>>,
     key: String,
@@ -185,13 +195,13 @@ impl<'a> OutputWriter<'a> {
         };
         for r in rejects {
             self.rejected_line.clear();
-            let doc = serde_json::json!({
-                "line": r.line,
-                "reason": r.reason.code(),
-                "detail": r.detail,
-                "record": r.record,
-                "source_key": self.source_key,
-            });
+            let doc = RejectedLine {
+                line: r.line,
+                reason: r.reason.code(),
+                detail: &r.detail,
+                record: &r.record,
+                source_key: &self.source_key,
+            };
             serde_json::to_writer(&mut self.rejected_line, &doc)?;
             self.rejected_line.push(b'\n');
             sink.write_all(&self.rejected_line)
