@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of lago with all set-up included: formatting and lints, the Rust unit and
-# integration tests, and the interop tests that read lago's Parquet with pyarrow and DuckDB.
+# integration tests (the AWS adapters against a moto server on loopback), the interop tests that
+# read lago's Parquet with pyarrow and DuckDB, the demo and its dashboard in headless Chromium, and
+# the infrastructure checks (template lints, the state machine executed in moto).
 source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/moto.sh"
 cd "$ROOT"
 
 if ! command -v cargo >/dev/null; then
@@ -10,13 +13,45 @@ if ! command -v cargo >/dev/null; then
 fi
 ensure_venv
 
-echo "== format and lints"
+# Headless Chromium renders the dashboard in the tests (Debian's package).
+if [ -z "${LAGO_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing chromium"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium is required for the dashboard test: install Debian's chromium package or set LAGO_CHROMIUM" >&2
+    exit 1
+  fi
+fi
+
+echo "== format"
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== Rust tests"
-cargo test --workspace --locked
+# Clippy lints every target of the workspace while it is compiled for the tests, with warnings as
+# errors: one build instead of `cargo clippy`'s separate check build, which would compile DuckDB's
+# C++ a second time.
+echo "== build with lints (clippy, -D warnings)"
+RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
+export RUSTC_WORKSPACE_WRAPPER
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+cargo build --workspace --all-targets --locked
 
-echo "== interop tests (pyarrow, DuckDB)"
-cargo build -p lago --locked
-LAGO_BIN="$CARGO_TARGET_DIR/debug/lago" "$VENV/bin/python" -m pytest -q tests/python
+echo "== Rust tests (AWS adapters against moto on loopback)"
+moto_start
+trap moto_stop EXIT
+LAGO_REQUIRE_MOTO=1 cargo test --workspace --locked
+moto_stop
+
+echo "== interop, demo and dashboard tests (pyarrow, DuckDB, Chromium)"
+cargo build --workspace --bins --locked
+export LAGO_BIN="$CARGO_TARGET_DIR/debug/lago"
+"$VENV/bin/python" -m pytest -q tests/python
+
+# sam build cross-compiles the functions for Lambda's arm64.
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+  rustup target add aarch64-unknown-linux-gnu
+fi
+
+echo "== infrastructure tests (lints, state machine and end to end in moto, sam build for arm64)"
+LAGO_FUNCTIONS_DIR="$CARGO_TARGET_DIR/debug" LAGO_SAM_BUILD="${LAGO_SAM_BUILD:-0}" \
+  "$VENV/bin/python" -m pytest -q -rP tests/infra

@@ -4,8 +4,15 @@
 //! lake bucket: `lago transform` turns one raw CSV into processed Parquet, rejected rows and a
 //! manifest; `lago generate` writes realistic synthetic exports; `lago demo` does both end to end.
 
+#[cfg(feature = "warehouse")]
+mod dashboard;
+#[cfg(feature = "warehouse")]
 mod demo;
+#[cfg(feature = "warehouse")]
+mod report;
 mod trades;
+#[cfg(feature = "warehouse")]
+mod warehouse;
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -51,8 +58,18 @@ enum Command {
     Transform(TransformArgs),
     /// Write a deterministic synthetic export of one dataset, optionally with dirty rows.
     Generate(GenerateArgs),
-    /// Generate data for every dataset into a lake folder and transform it all, end to end.
+    /// The whole product on embedded defaults: generate, transform, catalog, load, replay trades, dashboard.
+    #[cfg(feature = "warehouse")]
     Demo(demo::DemoArgs),
+    /// Render the KPI dashboard again from an existing warehouse.
+    #[cfg(feature = "warehouse")]
+    Report(report::ReportArgs),
+    /// Load every processed file of a lake folder into a DuckDB warehouse (the Redshift load plan, rendered for DuckDB).
+    #[cfg(feature = "warehouse")]
+    Load(warehouse::LoadArgs),
+    /// Run one SQL query on a DuckDB warehouse written by `lago load` and print the result.
+    #[cfg(feature = "warehouse")]
+    Sql(warehouse::SqlArgs),
     /// Dollar trades locally: generate a stream, replay it through the processor, benchmark it.
     Trades(trades::TradesArgs),
 }
@@ -121,7 +138,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Transform(args) => run_transform(args),
         Command::Generate(args) => run_generate(args).map(|_| ExitCode::SUCCESS),
+        #[cfg(feature = "warehouse")]
         Command::Demo(args) => demo::run(args).map(|_| ExitCode::SUCCESS),
+        #[cfg(feature = "warehouse")]
+        Command::Report(args) => report::run(args).map(|_| ExitCode::SUCCESS),
+        #[cfg(feature = "warehouse")]
+        Command::Load(args) => warehouse::run_load(args).map(|_| ExitCode::SUCCESS),
+        #[cfg(feature = "warehouse")]
+        Command::Sql(args) => warehouse::run_sql(args).map(|_| ExitCode::SUCCESS),
         Command::Trades(args) => trades::run(args).map(|_| ExitCode::SUCCESS),
     };
     match result {

@@ -37,7 +37,7 @@ pub struct BenchReport {
     pub store: StoreCounters,
     /// `TransactWriteItems` calls per batch.
     pub transactions_per_batch: f64,
-    /// The minimum, `Σ users ceil((trades_u + 1) / 100)`, per batch.
+    /// The stated minimum, `Σ users ceil((trades_u + 1) / 100)`, per batch.
     pub min_transactions_per_batch: f64,
     /// The minimum with a portfolio put in every transaction, `Σ users ceil(trades_u / 99)`.
     pub min_consistent_transactions_per_batch: f64,

@@ -11,7 +11,7 @@
 //! 5. One recommendation call for every user with a decision (the rule when the model fails).
 //! 6. Per user, commit in transactions of at most `max_transaction_items` items: each is its
 //!    decisions plus the portfolio as it stands after them, conditioned on the version read.
-//!    A user with `n` decisions costs `ceil(n / (max − 1))` transactions — the issue's
+//!    A user with `n` decisions costs `ceil(n / (max − 1))` transactions — the stated
 //!    `ceil((n + 1) / 100)` whenever `n ≤ 198`; for more, the extra transaction is the price of
 //!    keeping every transaction a consistent step (a portfolio put in each).
 //! 7. A conflict (a decision already recorded, or the version moved under a concurrent writer)

@@ -1,0 +1,34 @@
+//! `redshift-load` — the load branch's task. Invoked by the ingest state machine (and once by
+//! the deployment for `setup`) with `{action: "setup" | "submit" | "status", …}`: `setup` applies
+//! the warehouse DDL, `submit` runs the load plan of one transformed file as one Data API batch
+//! (a single transaction), `status` reports the batch's state for the state machine's poll.
+//! See `docs/functions.md`.
+
+use lago::aws::redshift::RedshiftDataApi;
+use lago::aws::s3::S3Manifests;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use redshift_load::{handle, Config, Deps};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lago::aws::init_logging();
+    let config = Config::from_env()?;
+    let sdk = lago::aws::sdk_config().await;
+    let api = RedshiftDataApi::new(
+        aws_sdk_redshiftdata::Client::new(&sdk),
+        config.target.clone(),
+        &config.database,
+    );
+    api.warm().await;
+    let deps = Deps {
+        api,
+        manifests: S3Manifests::new(lago::aws::s3::client(&sdk)),
+        warehouse: config.warehouse.clone(),
+    };
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle(deps, event).await
+    }))
+    .await
+}

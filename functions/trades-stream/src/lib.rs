@@ -1,0 +1,366 @@
+//! trades-stream: the Kinesis consumer of the app's dollar trades.
+//!
+//! Invoked by a Kinesis event source mapping (batches of up to 10,000 records, partition key
+//! `user_id`, `FunctionResponseTypes: [ReportBatchItemFailures]`). Each batch goes through the
+//! library's [`TradeProcessor`] — decode, validate, apply each `trade_id` exactly once to its
+//! user's portfolio in conditional DynamoDB transactions — and [`deliver`] sends what settled:
+//! the archive object to the lake, dead letters to SQS, `TradeConfirmed` / `TradeRejected` to
+//! SNS. A transient store failure answers `batchItemFailures` with the first record not yet
+//! durable, so Kinesis re-sends only from there; whatever was committed comes back as
+//! duplicates. One EMF record per batch carries the counts.
+//!
+//! [`TradeStream`] is generic over the ports, so the tests drive it with the in-memory
+//! adapters, with SDK clients on `aws-smithy-mocks`, and with SDK clients on a moto server.
+
+pub mod config;
+pub mod event;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_lambda_events::streams::KinesisEventResponse;
+use chrono::{DateTime, Utc};
+use lago::aws::trades::{
+    DynamoDbPortfolioStore, S3TradeArchive, SageMakerRecommender, SnsNotifier, SqsDeadLetterSink,
+};
+use lago::ingest::metrics::{Emf, Unit};
+use lago::trades::{
+    deliver, BatchOutcome, DeadLetter, DeadLetterSink, DeliveryError, Notification, Notifier,
+    PortfolioStore, Recommender, SinkError, StoreError, TradeArchive, TradeProcessor,
+    WithRuleFallback,
+};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use tracing::{debug, error, info, warn};
+
+pub use config::{Config, ConfigError};
+pub use event::KinesisTradeEvent;
+
+/// The function's name in metrics and logs.
+pub const FUNCTION: &str = "trades-stream";
+
+/// Why an invocation failed. Each has a stable `errorType` ([`HandlerError::error_type`]).
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The store refused for a reason that will not pass (permissions, a missing table, an
+    /// item that does not decode): someone has to look. The batch is retried whole.
+    #[error("the portfolio store failed")]
+    Store(#[source] StoreError),
+    /// The archive or the dead letters could not be written; a retry of the batch writes
+    /// them again (the archive key is deterministic, invalid records are re-decoded).
+    #[error("the batch's outputs could not be delivered")]
+    Delivery(#[source] DeliveryError),
+}
+
+impl HandlerError {
+    /// `StoreFailure`, `Retryable` (delivery failed transiently) or `DeliveryFailed`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            HandlerError::Store(_) => "StoreFailure",
+            HandlerError::Delivery(e) if delivery_is_transient(e) => "Retryable",
+            HandlerError::Delivery(_) => "DeliveryFailed",
+        }
+    }
+}
+
+fn delivery_is_transient(e: &DeliveryError) -> bool {
+    match e {
+        DeliveryError::Archive(s) | DeliveryError::DeadLetters(s) | DeliveryError::Notify(s) => {
+            matches!(s, SinkError::Transient(_) | SinkError::Io(_))
+        }
+        DeliveryError::Encode(_) => false,
+    }
+}
+
+/// The error and its causes, outermost first, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(e: HandlerError) -> Diagnostic {
+        Diagnostic {
+            error_type: e.error_type().to_string(),
+            error_message: chain(&e),
+        }
+    }
+}
+
+/// A port that remembers whether a call failed, so the handler knows which outputs of a batch
+/// were lost and which a retry recreates.
+struct Tracked<'a, T> {
+    inner: &'a T,
+    failed: AtomicBool,
+}
+
+impl<'a, T> Tracked<'a, T> {
+    fn new(inner: &'a T) -> Self {
+        Self {
+            inner,
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    fn note<R>(&self, result: Result<R, SinkError>) -> Result<R, SinkError> {
+        if result.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl<T: TradeArchive + Sync> TradeArchive for Tracked<'_, T> {
+    async fn put(&self, key: &str, body: &[u8]) -> Result<(), SinkError> {
+        self.note(self.inner.put(key, body).await)
+    }
+}
+
+impl<T: DeadLetterSink + Sync> DeadLetterSink for Tracked<'_, T> {
+    async fn send(&self, letters: &[DeadLetter]) -> Result<(), SinkError> {
+        self.note(self.inner.send(letters).await)
+    }
+}
+
+impl<T: Notifier + Sync> Notifier for Tracked<'_, T> {
+    async fn publish(&self, notifications: &[Notification]) -> Result<(), SinkError> {
+        self.note(self.inner.publish(notifications).await)
+    }
+}
+
+/// The handler with its ports: the trade processor (store + recommender) and the three outputs.
+pub struct TradeStream<S, R, A, D, N> {
+    processor: TradeProcessor<S, R>,
+    archive: A,
+    dead_letters: D,
+    notifier: N,
+}
+
+/// The function as deployed.
+pub type AwsTradeStream = TradeStream<
+    DynamoDbPortfolioStore,
+    WithRuleFallback<SageMakerRecommender>,
+    S3TradeArchive,
+    SqsDeadLetterSink,
+    SnsNotifier,
+>;
+
+impl<S, R, A, D, N> TradeStream<S, R, A, D, N>
+where
+    S: PortfolioStore + Sync,
+    R: Recommender + Sync,
+    A: TradeArchive + Sync,
+    D: DeadLetterSink + Sync,
+    N: Notifier + Sync,
+{
+    pub fn new(processor: TradeProcessor<S, R>, archive: A, dead_letters: D, notifier: N) -> Self {
+        Self {
+            processor,
+            archive,
+            dead_letters,
+            notifier,
+        }
+    }
+
+    pub fn processor(&self) -> &TradeProcessor<S, R> {
+        &self.processor
+    }
+
+    /// The archive, dead-letter sink and notifier.
+    pub fn outputs(&self) -> (&A, &D, &N) {
+        (&self.archive, &self.dead_letters, &self.notifier)
+    }
+
+    /// Processes one batch at `now` (stamped on the portfolios written). The metrics are
+    /// returned even when the invocation fails, so the caller emits them either way.
+    pub async fn handle(
+        &self,
+        event: &KinesisTradeEvent,
+        now: DateTime<Utc>,
+    ) -> (Result<KinesisEventResponse, HandlerError>, Emf) {
+        let records = event.records();
+        let mut outcome = self.processor.process_batch(&records, now).await;
+        let (archive, dead_letters, notifier) = (
+            Tracked::new(&self.archive),
+            Tracked::new(&self.dead_letters),
+            Tracked::new(&self.notifier),
+        );
+        let delivered = deliver(&outcome, &archive, &dead_letters, &notifier).await;
+        // What a retry cannot recreate: notifications and the dead letters of rejected trades
+        // are produced only by the commit that decided them. Logged whole, to replay by hand.
+        let mut undelivered = 0u64;
+        if notifier.failed() {
+            for n in &outcome.notifications {
+                error!(notification = %n.to_json(), "undelivered notification");
+            }
+            undelivered += outcome.notifications.len() as u64;
+        }
+        if dead_letters.failed() {
+            for letter in outcome.dead_letters.iter().filter(|l| l.trade_id.is_some()) {
+                error!(dead_letter = %letter.to_json(), "undelivered dead letter");
+                undelivered += 1;
+            }
+        }
+        let metrics = batch_metrics(&outcome, event.shard_id(), undelivered);
+        info!(
+            shard_id = event.shard_id(),
+            records = outcome.records,
+            applied = outcome.applied,
+            duplicates = outcome.duplicates,
+            rejected = outcome.rejected_total(),
+            dead_letters = outcome.dead_letters.len(),
+            conflicts = outcome.conflicts,
+            retried = outcome.retried,
+            failure = outcome.batch_item_failure.as_deref().unwrap_or(""),
+            "trade batch"
+        );
+        let mut response = KinesisEventResponse::default();
+        if let Some(sequence_number) = &outcome.batch_item_failure {
+            response.add_failure(sequence_number.clone());
+        }
+        if let Some(halt) = outcome.halted_by.take() {
+            if halt.is_transient() {
+                warn!(error = %chain(&halt), "transient store failure; Kinesis re-sends from the failed record");
+            } else {
+                error!(error = %chain(&halt), "portfolio store failure");
+                return (Err(HandlerError::Store(halt)), metrics);
+            }
+        }
+        match delivered {
+            Err(e) if archive.failed() || dead_letters.failed() => {
+                error!(error = %chain(&e), "delivery failed; the batch will be retried");
+                (Err(HandlerError::Delivery(e)), metrics)
+            }
+            Err(e) => {
+                // Only the notifications failed: a retry would not send them (the trades are
+                // duplicates by then), so the batch succeeds and they are in the log.
+                error!(error = %chain(&e), undelivered, "notifications lost");
+                (Ok(response), metrics)
+            }
+            Ok(()) => (Ok(response), metrics),
+        }
+    }
+
+    /// The Lambda entry: handles the event at the wall clock, emits the batch's EMF record.
+    pub async fn handle_event(
+        &self,
+        event: LambdaEvent<KinesisTradeEvent>,
+    ) -> Result<KinesisEventResponse, HandlerError> {
+        debug!(
+            request_id = %event.context.request_id,
+            records = event.payload.records.len(),
+            "invoked"
+        );
+        let (result, metrics) = self.handle(&event.payload, Utc::now()).await;
+        metrics.emit();
+        result
+    }
+}
+
+/// The EMF record of one batch.
+fn batch_metrics(outcome: &BatchOutcome, shard_id: &str, undelivered: u64) -> Emf {
+    let mut emf = Emf::for_function(FUNCTION)
+        .metric("Records", Unit::Count, outcome.records)
+        .metric("Applied", Unit::Count, outcome.applied)
+        .metric("Duplicates", Unit::Count, outcome.duplicates)
+        .metric("Rejected", Unit::Count, outcome.rejected_total())
+        .metric(
+            "DeadLetters",
+            Unit::Count,
+            outcome.dead_letters.len() as u64,
+        )
+        .metric("Conflicts", Unit::Count, outcome.conflicts)
+        .metric("Retried", Unit::Count, outcome.retried)
+        .metric("Undelivered", Unit::Count, undelivered)
+        .property("shard_id", shard_id);
+    if let Some(failure) = &outcome.batch_item_failure {
+        emf = emf.property("batch_item_failure", failure.as_str());
+    }
+    emf
+}
+
+/// The SDK clients, built once per container from one SDK configuration.
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub sagemaker: aws_sdk_sagemakerruntime::Client,
+}
+
+impl AwsClients {
+    pub fn new(sdk: &SdkConfig, config: &Config) -> Self {
+        let s3 = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(config.s3_force_path_style)
+            .build();
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            sns: aws_sdk_sns::Client::new(sdk),
+            sagemaker: aws_sdk_sagemakerruntime::Client::new(sdk),
+        }
+    }
+
+    /// Opens the DynamoDB connection (DNS, TCP, TLS) during init, so the first batch does not
+    /// pay for it: a `BatchGetItem` of a key no user has, at most `budget`, answer ignored.
+    /// DynamoDB is the first call of every batch and the only one on its critical path; the
+    /// other services are reached once the batch is applied, and warming them would take
+    /// permissions the function otherwise does not need.
+    pub async fn warm_up(&self, config: &Config, budget: Duration) {
+        let key = std::collections::HashMap::from([(
+            "user_id".to_string(),
+            aws_sdk_dynamodb::types::AttributeValue::S("__warm_up__".to_string()),
+        )]);
+        let Ok(keys) = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+            .keys(key)
+            .build()
+        else {
+            return;
+        };
+        let call = self
+            .dynamodb
+            .batch_get_item()
+            .request_items(&config.portfolios_table, keys)
+            .send();
+        match tokio::time::timeout(budget, call).await {
+            Ok(Ok(_)) => debug!("DynamoDB connection warmed"),
+            Ok(Err(e)) => warn!(error = %chain(&e), "warm-up read failed"),
+            Err(_) => warn!(?budget, "warm-up read timed out"),
+        }
+    }
+}
+
+/// The function wired to AWS: DynamoDB, S3, SQS, SNS and, when configured, SageMaker.
+pub fn aws_trade_stream(clients: &AwsClients, config: &Config) -> AwsTradeStream {
+    let store = DynamoDbPortfolioStore::new(
+        clients.dynamodb.clone(),
+        &config.portfolios_table,
+        &config.decisions_table,
+    );
+    let model = config.recommender_endpoint.as_ref().map(|endpoint| {
+        SageMakerRecommender::new(
+            clients.sagemaker.clone(),
+            endpoint,
+            config.recommender_timeout,
+        )
+    });
+    let recommender = WithRuleFallback::new(model, Default::default());
+    TradeStream::new(
+        TradeProcessor::with_recommender(store, recommender),
+        S3TradeArchive::new(clients.s3.clone(), &config.lake_bucket),
+        SqsDeadLetterSink::new(clients.sqs.clone(), &config.dead_letter_queue_url),
+        SnsNotifier::new(clients.sns.clone(), &config.topic_arn),
+    )
+}

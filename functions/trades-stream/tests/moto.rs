@@ -1,0 +1,644 @@
+//! The real handler with real SDK clients against a moto server: DynamoDB tables, the SQS DLQ,
+//! the lake bucket and the SNS topic are created in moto, Kinesis events (the fixture, and
+//! generated trades) go through the handler, and what moto recorded is read back with the SDK:
+//! DynamoDB items (exact decimal strings), DLQ messages, the archived object (downloaded and
+//! gunzipped) and the SNS publishes (delivered to SQS subscriptions, one with a filter policy).
+//!
+//! Needs `LAGO_MOTO_ENDPOINT` (`source scripts/moto.sh && moto_start`); without it each test
+//! prints why and passes without running.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{anyhow, bail, Context};
+use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use flate2::read::GzDecoder;
+use lago::aws::trades::dynamodb::portfolio_from_item;
+use lago::trades::{
+    generate_trades, GenerateOptions, MemoryPortfolioStore, RecordingArchive, RecordingDeadLetters,
+    RecordingNotifier, TradeProcessor,
+};
+use rust_decimal::Decimal;
+use trades_stream::{
+    aws_trade_stream, AwsClients, AwsTradeStream, Config, KinesisTradeEvent, TradeStream,
+};
+
+const FIXTURE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../events/kinesis-trades.json"
+));
+
+type Item = HashMap<String, AttributeValue>;
+
+fn now() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(1_795_971_700, 0).unwrap_or_default()
+}
+
+/// Resources of one test, named uniquely so tests share one moto server.
+struct Moto {
+    clients: AwsClients,
+    config: Config,
+    /// Subscribed to the topic with raw delivery: every notification.
+    all_events_url: String,
+    /// Subscribed with the filter policy `{"side": ["SELL"]}`.
+    sells_url: String,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl Moto {
+    async fn create(endpoint: &str, test: &str) -> anyhow::Result<Moto> {
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .retry_config(lago::aws::retry_config())
+            .load()
+            .await;
+        let name = format!(
+            "lago-{test}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+        .replace('_', "-");
+        let config = Config {
+            portfolios_table: format!("{name}-portfolios"),
+            decisions_table: format!("{name}-decisions"),
+            dead_letter_queue_url: String::new(),
+            topic_arn: String::new(),
+            lake_bucket: format!("{name}-lake"),
+            recommender_endpoint: None,
+            recommender_timeout: trades_stream::config::DEFAULT_RECOMMENDER_TIMEOUT,
+            s3_force_path_style: true,
+        };
+        let clients = AwsClients::new(&sdk, &config);
+        for (table, key) in [
+            (&config.portfolios_table, "user_id"),
+            (&config.decisions_table, "trade_id"),
+        ] {
+            clients
+                .dynamodb
+                .create_table()
+                .table_name(table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(key)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(key)
+                        .key_type(KeyType::Hash)
+                        .build()?,
+                )
+                .send()
+                .await?;
+        }
+        clients
+            .s3
+            .create_bucket()
+            .bucket(&config.lake_bucket)
+            .send()
+            .await?;
+        let queue = |suffix: &str| {
+            let sqs = clients.sqs.clone();
+            let queue_name = format!("{name}-{suffix}");
+            async move {
+                let url = sqs
+                    .create_queue()
+                    .queue_name(queue_name)
+                    .send()
+                    .await?
+                    .queue_url
+                    .context("a queue URL")?;
+                let arn = sqs
+                    .get_queue_attributes()
+                    .queue_url(&url)
+                    .attribute_names(QueueAttributeName::QueueArn)
+                    .send()
+                    .await?
+                    .attributes
+                    .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+                    .context("a queue ARN")?;
+                anyhow::Ok((url, arn))
+            }
+        };
+        let (dlq_url, _) = queue("dlq").await?;
+        let (all_events_url, all_events_arn) = queue("all-events").await?;
+        let (sells_url, sells_arn) = queue("sells").await?;
+        let topic_arn = clients
+            .sns
+            .create_topic()
+            .name(format!("{name}-trade-events"))
+            .send()
+            .await?
+            .topic_arn
+            .context("a topic ARN")?;
+        for (arn, filter) in [
+            (all_events_arn, None),
+            (sells_arn, Some(r#"{"side": ["SELL"]}"#)),
+        ] {
+            let mut subscribe = clients
+                .sns
+                .subscribe()
+                .topic_arn(&topic_arn)
+                .protocol("sqs")
+                .endpoint(arn)
+                .attributes("RawMessageDelivery", "true");
+            if let Some(policy) = filter {
+                subscribe = subscribe.attributes("FilterPolicy", policy);
+            }
+            subscribe.send().await?;
+        }
+        let config = Config {
+            dead_letter_queue_url: dlq_url,
+            topic_arn,
+            ..config
+        };
+        Ok(Moto {
+            clients,
+            config,
+            all_events_url,
+            sells_url,
+        })
+    }
+
+    fn stream(&self) -> AwsTradeStream {
+        aws_trade_stream(&self.clients, &self.config)
+    }
+
+    async fn portfolio_item(&self, user: &str) -> anyhow::Result<Option<Item>> {
+        Ok(self
+            .clients
+            .dynamodb
+            .get_item()
+            .table_name(&self.config.portfolios_table)
+            .key("user_id", AttributeValue::S(user.into()))
+            .consistent_read(true)
+            .send()
+            .await?
+            .item)
+    }
+
+    async fn scan(&self, table: &str) -> anyhow::Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .clients
+                .dynamodb
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Every message on a queue (received and deleted), with its message attributes.
+    async fn drain(&self, url: &str) -> anyhow::Result<Vec<(String, BTreeMap<String, String>)>> {
+        let mut messages = Vec::new();
+        loop {
+            let page = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await?;
+            let received = page.messages.unwrap_or_default();
+            if received.is_empty() {
+                return Ok(messages);
+            }
+            for m in received {
+                let attributes = m
+                    .message_attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+                    .collect();
+                messages.push((m.body.unwrap_or_default(), attributes));
+                if let Some(handle) = m.receipt_handle {
+                    self.clients
+                        .sqs
+                        .delete_message()
+                        .queue_url(url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await?;
+                }
+            }
+        }
+    }
+
+    async fn queue_depth(&self, url: &str) -> anyhow::Result<u64> {
+        let depth = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await?
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::ApproximateNumberOfMessages))
+            .context("a queue depth")?;
+        Ok(depth.parse()?)
+    }
+
+    async fn archive_keys(&self) -> anyhow::Result<Vec<String>> {
+        let listed = self
+            .clients
+            .s3
+            .list_objects_v2()
+            .bucket(&self.config.lake_bucket)
+            .prefix("raw/trades/")
+            .send()
+            .await?;
+        Ok(listed
+            .contents
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| o.key)
+            .collect())
+    }
+
+    async fn archive_lines(&self, key: &str) -> anyhow::Result<Vec<String>> {
+        let object = self
+            .clients
+            .s3
+            .get_object()
+            .bucket(&self.config.lake_bucket)
+            .key(key)
+            .send()
+            .await?;
+        let body = object.body.collect().await?.into_bytes();
+        let mut text = String::new();
+        GzDecoder::new(&body[..]).read_to_string(&mut text)?;
+        Ok(text.lines().map(str::to_string).collect())
+    }
+}
+
+fn n(item: &Item, name: &str) -> Option<String> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn s(item: &Item, name: &str) -> Option<String> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn the_fixture_lands_in_dynamodb_sqs_s3_and_sns() -> anyhow::Result<()> {
+    let Some(endpoint) = lago::aws::moto_endpoint("the_fixture_lands_in_dynamodb_sqs_s3_and_sns")
+    else {
+        return Ok(());
+    };
+    // GIVEN the tables, queues, bucket and topic in moto, and the handler on real clients
+    let moto = Moto::create(&endpoint, "fixture").await?;
+    let stream = moto.stream();
+    let event: KinesisTradeEvent = serde_json::from_str(FIXTURE)?;
+
+    // WHEN the fixture event is handled
+    let (result, _) = stream.handle(&event, now()).await;
+    let response = result?;
+    assert!(response.batch_item_failures.is_empty());
+
+    // THEN the portfolios hold the exact decimal strings
+    let one = moto
+        .portfolio_item("user-0001")
+        .await?
+        .context("user-0001")?;
+    let fields = |item: &Item| {
+        [
+            "version",
+            "usd_balance",
+            "cost_basis_cop",
+            "realized_pnl_cop",
+            "trades_applied",
+            "last_rate",
+        ]
+        .map(|f| n(item, f).unwrap_or_default())
+    };
+    assert_eq!(
+        fields(&one),
+        ["1", "250.50", "1005643.15", "13545.65", "3", "4150.0000"]
+    );
+    assert_eq!(
+        s(&one, "last_trade_id").as_deref(),
+        Some("trd-20261128-000008")
+    );
+    assert_eq!(n(&one, "average_cost_cop").as_deref(), Some("4014.5435"));
+    let two = moto
+        .portfolio_item("user-0002")
+        .await?
+        .context("user-0002")?;
+    assert_eq!(
+        fields(&two),
+        ["1", "600.00", "2406072.00", "36152.00", "2", "4100.5000"]
+    );
+    let three = moto
+        .portfolio_item("user-0003")
+        .await?
+        .context("user-0003")?;
+    assert_eq!(
+        fields(&three),
+        ["1", "20.00", "80999.80", "0.00", "1", "4049.9900"]
+    );
+    assert_eq!(moto.portfolio_item("user-0004").await?, None);
+    let recommendation = match one.get("recommendation") {
+        Some(AttributeValue::M(m)) => s(m, "source"),
+        _ => None,
+    };
+    assert_eq!(recommendation.as_deref(), Some("rule"));
+
+    // AND one decision per trade id: 6 applied, 1 rejected
+    let decisions = moto.scan(&moto.config.decisions_table).await?;
+    let outcomes: BTreeMap<String, String> = decisions
+        .iter()
+        .map(|d| {
+            (
+                s(d, "trade_id").unwrap_or_default(),
+                s(d, "outcome").unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(outcomes.len(), 7);
+    assert_eq!(outcomes.values().filter(|o| *o == "APPLIED").count(), 6);
+    assert_eq!(
+        outcomes.get("trd-20261128-000007").map(String::as_str),
+        Some("REJECTED")
+    );
+    let first = decisions
+        .iter()
+        .find(|d| s(d, "trade_id").as_deref() == Some("trd-20261128-000001"))
+        .context("the first trade's decision")?;
+    assert_eq!(n(first, "cop_amount").as_deref(), Some("1003087.50"));
+    assert_eq!(n(first, "usd_amount").as_deref(), Some("250.00"));
+    assert_eq!(n(first, "rate").as_deref(), Some("4012.3500"));
+
+    // AND the DLQ holds the three records with reason, data, shard and sequence number
+    let letters = moto.drain(&moto.config.dead_letter_queue_url).await?;
+    let mut reasons: Vec<(String, String)> = Vec::new();
+    for (body, attributes) in &letters {
+        let v: serde_json::Value = serde_json::from_str(body)?;
+        assert_eq!(v["shard_id"], "shardId-000000000000");
+        assert_eq!(
+            attributes.get("reason").map(String::as_str),
+            v["reason"].as_str()
+        );
+        assert!(v["data"].as_str().is_some_and(|d| !d.is_empty()));
+        reasons.push((
+            v["reason"].as_str().unwrap_or_default().to_string(),
+            v["sequence_number"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ));
+    }
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            (
+                "insufficient_balance".to_string(),
+                event.records[6].kinesis.sequence_number.clone()
+            ),
+            (
+                "invalid_field:usd_amount".to_string(),
+                event.records[8].kinesis.sequence_number.clone()
+            ),
+            (
+                "invalid_json".to_string(),
+                event.records[4].kinesis.sequence_number.clone()
+            ),
+        ]
+    );
+
+    // AND the archive is one object of the 8 valid records
+    let keys = moto.archive_keys().await?;
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].starts_with("raw/trades/year=2026/month=11/day=28/shardId-000000000000-"));
+    let lines = moto.archive_lines(&keys[0]).await?;
+    assert_eq!(lines.len(), 8);
+    for line in &lines {
+        let trade: serde_json::Value = serde_json::from_str(line)?;
+        assert!(trade["trade_id"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("trd-")));
+    }
+
+    // AND SNS published 7 notifications with their attributes; the SELL filter saw 3
+    let events = moto.drain(&moto.all_events_url).await?;
+    assert_eq!(events.len(), 7);
+    for (body, attributes) in &events {
+        let v: serde_json::Value = serde_json::from_str(body)?;
+        assert_eq!(
+            attributes.get("user_id").map(String::as_str),
+            v["user_id"].as_str()
+        );
+        assert_eq!(
+            attributes.get("side").map(String::as_str),
+            v["side"].as_str()
+        );
+        assert_eq!(
+            attributes.get("kind").map(String::as_str),
+            v["kind"].as_str()
+        );
+    }
+    let sells = moto.drain(&moto.sells_url).await?;
+    let mut sold: Vec<String> = sells
+        .iter()
+        .filter_map(|(body, _)| serde_json::from_str::<serde_json::Value>(body).ok())
+        .map(|v| {
+            format!(
+                "{} {}",
+                v["trade_id"].as_str().unwrap_or(""),
+                v["kind"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    sold.sort();
+    assert_eq!(
+        sold,
+        [
+            "trd-20261128-000006 TradeConfirmed",
+            "trd-20261128-000007 TradeRejected",
+            "trd-20261128-000008 TradeConfirmed"
+        ]
+    );
+
+    // WHEN Kinesis delivers the same batch again
+    let (result, metrics) = stream.handle(&event, now()).await;
+    assert!(result?.batch_item_failures.is_empty());
+
+    // THEN nothing changes: every trade is a duplicate, the archive object is overwritten
+    let emf: serde_json::Value = serde_json::from_str(&metrics.to_json(0))?;
+    assert_eq!(
+        (emf["Applied"].as_u64(), emf["Duplicates"].as_u64()),
+        (Some(0), Some(8))
+    );
+    let again = moto
+        .portfolio_item("user-0001")
+        .await?
+        .context("user-0001")?;
+    assert_eq!(again, one);
+    assert_eq!(moto.scan(&moto.config.decisions_table).await?.len(), 7);
+    assert_eq!(moto.archive_keys().await?, keys);
+    assert_eq!(moto.queue_depth(&moto.all_events_url).await?, 0);
+    // the two invalid records are dead-lettered again (at least once); the rejection is not
+    assert_eq!(
+        moto.drain(&moto.config.dead_letter_queue_url).await?.len(),
+        2
+    );
+    Ok(())
+}
+
+/// Kinesis events of `lines` (one record each) in batches of `batch`, sequence numbers
+/// continuing across batches.
+fn batches(lines: &[&str], batch: usize) -> anyhow::Result<Vec<KinesisTradeEvent>> {
+    let mut events = Vec::new();
+    for (b, chunk) in lines.chunks(batch).enumerate() {
+        let records: Vec<serde_json::Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let seq = format!("{:056}", 1 + b * batch + i);
+                serde_json::json!({
+                    "eventID": format!("shardId-000000000002:{seq}"),
+                    "eventSource": "aws:kinesis",
+                    "kinesis": {
+                        "sequenceNumber": seq,
+                        "partitionKey": "generated",
+                        "data": base64::engine::general_purpose::STANDARD.encode(line),
+                    },
+                })
+            })
+            .collect();
+        events.push(serde_json::from_value(
+            serde_json::json!({ "Records": records }),
+        )?);
+    }
+    Ok(events)
+}
+
+#[tokio::test]
+async fn generated_trades_match_the_in_memory_replay() -> anyhow::Result<()> {
+    let Some(endpoint) = lago::aws::moto_endpoint("generated_trades_match_the_in_memory_replay")
+    else {
+        return Ok(());
+    };
+    // GIVEN 600 generated trades of 25 users, 10 % dirty, in Kinesis batches of 200
+    let mut ndjson = Vec::new();
+    let report = generate_trades(
+        &GenerateOptions {
+            trades: 600,
+            users: 25,
+            seed: 7,
+            dirty_pct: 10.0,
+        },
+        &mut ndjson,
+    )?;
+    let text = String::from_utf8(ndjson)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let events = batches(&lines, 200)?;
+    let moto = Moto::create(&endpoint, "generated").await?;
+    let stream = moto.stream();
+    let memory = TradeStream::new(
+        TradeProcessor::new(MemoryPortfolioStore::new()),
+        RecordingArchive::new(),
+        RecordingDeadLetters::new(),
+        RecordingNotifier::new(),
+    );
+
+    // WHEN every batch goes through the handler on moto (batch 2 delivered twice, as Kinesis
+    // may), and through the in-memory twin once
+    let mut applied = 0;
+    let mut duplicates = 0;
+    for (i, event) in events.iter().chain([&events[1]]).enumerate() {
+        let (result, metrics) = stream.handle(event, now()).await;
+        let response = result.map_err(|e| anyhow!("batch {i}: {e}"))?;
+        if !response.batch_item_failures.is_empty() {
+            bail!(
+                "batch {i} reported failures: {:?}",
+                response.batch_item_failures
+            );
+        }
+        let emf: serde_json::Value = serde_json::from_str(&metrics.to_json(0))?;
+        applied += emf["Applied"].as_u64().unwrap_or_default();
+        duplicates += emf["Duplicates"].as_u64().unwrap_or_default();
+    }
+    for event in &events {
+        let (result, _) = memory.handle(event, now()).await;
+        result?;
+    }
+
+    // THEN each trade applied once, and the redelivered batch is all duplicates
+    let redelivered_valid = events[1].records.len() as u64
+        - lines[200..400]
+            .iter()
+            .filter(|l| lago::trades::Trade::parse(l.as_bytes()).is_err())
+            .count() as u64;
+    assert_eq!(applied, report.valid);
+    assert_eq!(duplicates, report.duplicates + redelivered_valid);
+
+    // AND DynamoDB holds exactly the in-memory portfolios (every amount, version and
+    // recommendation)
+    let items = moto.scan(&moto.config.portfolios_table).await?;
+    assert_eq!(items.len() as u64, report.users);
+    for item in &items {
+        let stored = portfolio_from_item(item)?;
+        let twin = memory
+            .processor()
+            .store()
+            .portfolio(&stored.portfolio.user_id)
+            .context("the twin has the user")?;
+        assert_eq!(stored, twin, "{}", stored.portfolio.user_id);
+        // the strings written are the decimals' own text
+        assert_eq!(
+            n(item, "usd_balance")
+                .map(|v| Decimal::from_str(&v).map(|d| d.scale()))
+                .transpose()?,
+            Some(2)
+        );
+    }
+    let decisions = moto.scan(&moto.config.decisions_table).await?;
+    assert_eq!(decisions.len() as u64, report.valid + report.oversells);
+
+    // AND the DLQ, the archive and SNS saw every record they should
+    let letters = moto.queue_depth(&moto.config.dead_letter_queue_url).await?;
+    let invalid = report.malformed + report.invalid_fields;
+    // the redelivered batch dead-letters its invalid records again
+    let invalid_in_batch_2 = (events[1].records.len() as u64) - redelivered_valid;
+    assert_eq!(letters, invalid + report.oversells + invalid_in_batch_2);
+    assert_eq!(moto.archive_keys().await?.len(), events.len());
+    let published = moto.queue_depth(&moto.all_events_url).await?;
+    assert_eq!(published, report.valid + report.oversells);
+    Ok(())
+}

@@ -1,0 +1,569 @@
+//! The `transform` function's handler: validates the execution input, fetches the PII salt once
+//! per container, runs the synchronous transform engine on a blocking thread against S3 (or the
+//! in-memory lake in tests) within the invocation's deadline, and maps the manifest to the task
+//! output.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lago::aws::s3::{S3Error, S3Lake, S3Source};
+use lago::ingest::env::{ConfigError, Env};
+use lago::ingest::metrics::{Emf, Unit};
+use lago::ingest::task::{
+    pii_salt, ExecutionInput, SecretError, SecretSource, TaskInputError, TransformOutput,
+};
+use lago::ingest::{diagnostic_parts, Classified, ErrorKind};
+use lago::lake::{LakeError, LakeStore};
+use lago::transform::{self as engine, RawSource, TransformError, TransformOptions};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+/// Settings, read once at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `LAKE_BUCKET`: the only bucket read from and written to.
+    pub lake_bucket: String,
+    /// `PII_SALT_SECRET_ARN`: the secret holding the salt of PII hashes.
+    pub salt_secret_id: String,
+    /// `S3_PART_SIZE_MIB` (5–64, default 8): multipart upload part size.
+    pub s3_part_size: usize,
+    /// `PARQUET_PART_MIB` (8–1024, default 128): target size of one Parquet part.
+    pub parquet_part_size: u64,
+    /// `TRANSFORM_THREADS` (default: the vCPUs Lambda gives the function's memory size).
+    pub threads: usize,
+    /// `DEADLINE_MARGIN_SECONDS` (2–120, default 10): time kept back from the invocation's
+    /// deadline to stop cleanly and report instead of being killed.
+    pub deadline_margin: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from(&Env::from_process())
+    }
+
+    pub fn from(env: &Env) -> Result<Config, ConfigError> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Config {
+            lake_bucket: env.required("LAKE_BUCKET")?,
+            salt_secret_id: env.required("PII_SALT_SECRET_ARN")?,
+            s3_part_size: env.in_range("S3_PART_SIZE_MIB", 8usize, 5..=64)? << 20,
+            parquet_part_size: env.in_range("PARQUET_PART_MIB", 128u64, 8..=1024)? << 20,
+            threads: env.in_range("TRANSFORM_THREADS", cpus, 1..=64)?,
+            deadline_margin: Duration::from_secs(env.in_range(
+                "DEADLINE_MARGIN_SECONDS",
+                10u64,
+                2..=120,
+            )?),
+        })
+    }
+}
+
+/// Where the raw object is read from and the outputs written to.
+pub trait Storage: Send + Sync {
+    /// The raw object of this execution, re-openable.
+    fn source(&self, input: &ExecutionInput) -> Arc<dyn RawSource + Send + Sync>;
+    /// The lake the outputs go to.
+    fn lake(&self) -> Arc<dyn LakeStore>;
+    /// Waits for clean-ups of an interrupted run (aborted multipart uploads).
+    fn settle(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// The lake bucket on S3.
+pub struct S3Storage {
+    client: aws_sdk_s3::Client,
+    handle: tokio::runtime::Handle,
+    lake: S3Lake,
+}
+
+impl S3Storage {
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        handle: tokio::runtime::Handle,
+        config: &Config,
+    ) -> S3Storage {
+        let lake = S3Lake::new(client.clone(), &config.lake_bucket, handle.clone())
+            .with_part_size(config.s3_part_size);
+        S3Storage {
+            client,
+            handle,
+            lake,
+        }
+    }
+
+    /// Opens the S3 connection during init (HeadBucket: allowed by the ListBucket the lake needs).
+    pub async fn warm(&self) {
+        let r = self
+            .client
+            .head_bucket()
+            .bucket(self.lake.bucket())
+            .send()
+            .await;
+        tracing::debug!(ok = r.is_ok(), "s3 connection warmed");
+    }
+}
+
+impl Storage for S3Storage {
+    fn source(&self, input: &ExecutionInput) -> Arc<dyn RawSource + Send + Sync> {
+        Arc::new(S3Source::new(
+            self.client.clone(),
+            self.handle.clone(),
+            &input.bucket,
+            &input.key,
+            input.version_id.clone(),
+            input.etag.clone(),
+        ))
+    }
+
+    fn lake(&self) -> Arc<dyn LakeStore> {
+        Arc::new(self.lake.clone())
+    }
+
+    async fn settle(&self) {
+        self.lake.drain_cleanups().await;
+    }
+}
+
+/// What the handler needs, built once per container.
+pub struct Deps<St, Sec> {
+    pub storage: St,
+    pub secrets: Sec,
+    pub config: Config,
+    salt: OnceCell<Vec<u8>>,
+}
+
+impl<St: Storage, Sec: SecretSource> Deps<St, Sec> {
+    pub fn new(storage: St, secrets: Sec, config: Config) -> Deps<St, Sec> {
+        Deps {
+            storage,
+            secrets,
+            config,
+            salt: OnceCell::new(),
+        }
+    }
+
+    /// The PII salt, read from Secrets Manager on first use and kept for the container's life.
+    pub async fn salt(&self) -> Result<&[u8], SecretError> {
+        let id = &self.config.salt_secret_id;
+        let salt = self
+            .salt
+            .get_or_try_init(|| async {
+                let raw = self.secrets.secret_bytes(id).await?;
+                pii_salt(id, &raw)
+            })
+            .await?;
+        Ok(salt)
+    }
+
+    /// Reads the salt during init; a failure is logged and retried by the first invocation.
+    pub async fn warm_salt(&self) {
+        if let Err(e) = self.salt().await {
+            tracing::warn!(error = %lago::ingest::error_chain(&e), "the PII salt could not be read during init");
+        }
+    }
+}
+
+/// Why the task failed. A bad file is not an error: it is rejected, with a manifest, and the
+/// output says `status: rejected`.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformTaskError {
+    #[error("invalid task input")]
+    Input(#[source] serde_json::Error),
+    #[error("invalid task input")]
+    InvalidTask(#[from] TaskInputError),
+    #[error("the object is in bucket {found:?}; this function reads only {expected:?}")]
+    WrongBucket { expected: String, found: String },
+    #[error("the PII salt is unavailable")]
+    Salt(#[from] SecretError),
+    #[error(
+        "only {remaining:?} of the invocation were left, less than the {margin:?} safety margin"
+    )]
+    NoTime {
+        remaining: Duration,
+        margin: Duration,
+    },
+    #[error(
+        "the transform did not finish within the invocation's deadline; nothing was committed"
+    )]
+    Deadline,
+    #[error("the transform failed")]
+    Transform(#[from] TransformError),
+    #[error("the transform thread panicked")]
+    Panicked(#[source] tokio::task::JoinError),
+}
+
+/// The kind of an I/O error from the S3 adapters or the local file system.
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    S3Error::kind_of_io(e).unwrap_or(if e.kind() == std::io::ErrorKind::NotFound {
+        ErrorKind::NotFound
+    } else {
+        ErrorKind::Retryable
+    })
+}
+
+/// The first S3 error in a chain of sources, if any, decides the kind.
+fn s3_kind_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(s3) = err.downcast_ref::<S3Error>() {
+            return Some(s3.kind);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(k) = S3Error::kind_of_io(io) {
+                return Some(k);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+impl Classified for TransformTaskError {
+    fn kind(&self) -> ErrorKind {
+        use TransformTaskError as E;
+        match self {
+            E::Input(_) | E::InvalidTask(_) | E::WrongBucket { .. } => ErrorKind::InvalidInput,
+            E::Salt(e) => e.kind(),
+            E::NoTime { .. } | E::Deadline => ErrorKind::DeadlineExceeded,
+            E::Panicked(_) => ErrorKind::Internal,
+            E::Transform(t) => match t {
+                TransformError::DeadlineExceeded { .. } => ErrorKind::DeadlineExceeded,
+                TransformError::Source(io) => io_kind(io),
+                TransformError::Lake(LakeError::InvalidKey(_)) => ErrorKind::Internal,
+                TransformError::Lake(LakeError::Io { source, .. }) => io_kind(source),
+                TransformError::Manifest(_) | TransformError::Invariant(_) => ErrorKind::Internal,
+                // Parquet and the key set fail on I/O (an S3 part upload, the spill file).
+                other => s3_kind_in_chain(other).unwrap_or(ErrorKind::Retryable),
+            },
+        }
+    }
+}
+
+impl From<TransformTaskError> for Diagnostic {
+    fn from(e: TransformTaskError) -> Diagnostic {
+        let (t, m) = diagnostic_parts(&e);
+        Diagnostic {
+            error_type: t.to_string(),
+            error_message: m,
+        }
+    }
+}
+
+/// Time left before the invocation's deadline (`None` when the context has none, as in tests
+/// that build a default context).
+fn remaining(deadline_ms: u64) -> Option<Duration> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Some(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
+}
+
+/// One task: transform one raw object.
+pub async fn handle<St: Storage, Sec: SecretSource>(
+    deps: &Deps<St, Sec>,
+    event: LambdaEvent<Value>,
+) -> Result<TransformOutput, TransformTaskError> {
+    let started = Instant::now();
+    let input: ExecutionInput =
+        serde_json::from_value(event.payload).map_err(TransformTaskError::Input)?;
+    input.validate()?;
+    if input.bucket != deps.config.lake_bucket {
+        return Err(TransformTaskError::WrongBucket {
+            expected: deps.config.lake_bucket.clone(),
+            found: input.bucket,
+        });
+    }
+    let margin = deps.config.deadline_margin;
+    // The engine stops at `deadline`; the task gives up at `hard` even if a call hangs, leaving
+    // half the margin to abort uploads and report.
+    let (deadline, hard) = match remaining(event.context.deadline) {
+        None => (None, None),
+        Some(left) if left <= margin => {
+            return Err(TransformTaskError::NoTime {
+                remaining: left,
+                margin,
+            })
+        }
+        Some(left) => (Some(started + left - margin), Some(left - margin / 2)),
+    };
+    let salt = deps.salt().await?.to_vec();
+    let req = input.transform_request();
+    let opts = TransformOptions {
+        threads: deps.config.threads,
+        part_size: deps.config.parquet_part_size,
+        pii_salt: salt,
+        deadline,
+        ..TransformOptions::default()
+    };
+    let source = deps.storage.source(&input);
+    let lake = deps.storage.lake();
+    let job = tokio::task::spawn_blocking(move || {
+        engine::transform(source.as_ref(), &req, &opts, lake.as_ref(), None)
+    });
+    let joined = match hard {
+        Some(h) => tokio::time::timeout(h, job)
+            .await
+            .map_err(|_| TransformTaskError::Deadline),
+        None => Ok(job.await),
+    };
+    deps.storage.settle().await;
+    let result = joined.and_then(|j| j.map_err(TransformTaskError::Panicked));
+    let manifest = match result {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return Err(fail(&input, e.into())),
+        Err(e) => return Err(fail(&input, e)),
+    };
+    let out = TransformOutput::from_manifest(&deps.config.lake_bucket, &manifest);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    Emf::for_function("transform")
+        .dimension("Dataset", input.dataset.name())
+        .metric("RowsIn", Unit::Count, out.rows_in)
+        .metric("RowsOk", Unit::Count, out.rows_ok)
+        .metric("RowsRejected", Unit::Count, out.rows_rejected)
+        .metric(
+            "FilesRejected",
+            Unit::Count,
+            u64::from(out.file_reason.is_some()),
+        )
+        .metric("BytesIn", Unit::Bytes, manifest.source.size)
+        .metric("Duration", Unit::Milliseconds, duration_ms)
+        .property("key", input.key.clone())
+        .property("request_id", event.context.request_id.clone())
+        .emit();
+    tracing::info!(
+        dataset = %input.dataset,
+        key = %input.key,
+        status = ?out.status,
+        rows_in = out.rows_in,
+        rows_ok = out.rows_ok,
+        rows_rejected = out.rows_rejected,
+        parts = out.outputs.len(),
+        duration_ms,
+        "transformed"
+    );
+    Ok(out)
+}
+
+fn fail(input: &ExecutionInput, e: TransformTaskError) -> TransformTaskError {
+    tracing::error!(
+        dataset = %input.dataset,
+        key = %input.key,
+        error_type = e.kind().error_type(),
+        error = %lago::ingest::error_chain(&e),
+        "transform failed"
+    );
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lago::ingest::memory::{MemoryLake, MemorySecrets};
+
+    const TASK: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/transform/task.json"
+    ));
+
+    /// The lake in memory, raw objects included.
+    #[derive(Default)]
+    pub struct MemoryStorage {
+        pub lake: MemoryLake,
+    }
+
+    impl Storage for MemoryStorage {
+        fn source(&self, input: &ExecutionInput) -> Arc<dyn RawSource + Send + Sync> {
+            Arc::new(self.lake.source(&input.key))
+        }
+        fn lake(&self) -> Arc<dyn LakeStore> {
+            Arc::new(self.lake.clone())
+        }
+        async fn settle(&self) {}
+    }
+
+    fn config() -> Config {
+        Config {
+            lake_bucket: "lago-lake-dev".into(),
+            salt_secret_id: "arn:aws:secretsmanager:us-east-1:123456789012:secret:lago-pii-salt"
+                .into(),
+            s3_part_size: 8 << 20,
+            parquet_part_size: 128 << 20,
+            threads: 2,
+            deadline_margin: Duration::from_secs(10),
+        }
+    }
+
+    fn deps() -> Deps<MemoryStorage, MemorySecrets> {
+        Deps::new(
+            MemoryStorage::default(),
+            MemorySecrets::with(&config().salt_secret_id, br#"{"salt":"s3cr3t-pepper"}"#),
+            config(),
+        )
+    }
+
+    const CLIENTES: &str =
+        "id_cliente;nombre;segmento;tipo_identificacion;numero_identificacion;email;ciudad\n\
+        C-001;José Pérez;Residencial;CC;1020304050;jose.perez@example.com;Bogotá\n\
+        C-002;Ana Gómez;COMERCIAL;NIT;900123456;ana@empresa.co;Medellín\n\
+        C-003;Sin Segmento;;CC;1;x@y.co;Cali\n";
+
+    fn event_with_deadline(json: &str, seconds: u64) -> anyhow::Result<LambdaEvent<Value>> {
+        let mut ctx = lambda_runtime::Context::default();
+        ctx.deadline =
+            SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64 + seconds * 1000;
+        Ok(LambdaEvent::new(serde_json::from_str(json)?, ctx))
+    }
+
+    #[tokio::test]
+    async fn the_sample_task_transforms_the_raw_object() -> anyhow::Result<()> {
+        // GIVEN the raw object the sample task names
+        let deps = deps();
+        let task: ExecutionInput = serde_json::from_str(TASK)?;
+        deps.storage.lake.insert(&task.key, CLIENTES.as_bytes());
+        // WHEN the task runs
+        let out = handle(&deps, event_with_deadline(TASK, 60)?).await?;
+        // THEN rows are counted, outputs written, and the output names them as s3 URIs
+        assert_eq!((out.rows_in, out.rows_ok, out.rows_rejected), (3, 2, 1));
+        assert_eq!(out.outputs.len(), 1);
+        let keys = deps.storage.lake.keys();
+        for uri in out
+            .outputs
+            .iter()
+            .chain(out.rejected.iter())
+            .chain([&out.manifest])
+        {
+            let key = uri.strip_prefix("s3://lago-lake-dev/").unwrap_or_default();
+            assert!(keys.iter().any(|k| k == key), "{uri} not written");
+        }
+        assert!(out
+            .manifest
+            .contains("/manifests/clientes/year=2025/month=05/day=10/"));
+        // AND the PII never reaches the Parquet part
+        let part_key = out.outputs[0].trim_start_matches("s3://lago-lake-dev/");
+        let part = deps.storage.lake.get(part_key).unwrap_or_default();
+        let needle = b"1020304050";
+        assert!(!part.windows(needle.len()).any(|w| w == needle));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn every_sample_event_runs_through_the_handler() -> anyhow::Result<()> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/transform");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir)? {
+            let body = std::fs::read_to_string(entry?.path())?;
+            let deps = deps();
+            let task: ExecutionInput = serde_json::from_str(&body)?;
+            deps.storage.lake.insert(&task.key, CLIENTES.as_bytes());
+            let out = handle(&deps, event_with_deadline(&body, 60)?).await?;
+            assert_eq!(out.rows_in, 3);
+            // A replay overwrites its own outputs instead of adding new ones.
+            let before = deps.storage.lake.keys();
+            handle(&deps, event_with_deadline(&body, 60)?).await?;
+            assert_eq!(deps.storage.lake.keys(), before);
+            n += 1;
+        }
+        assert!(n >= 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_sample_load_event_names_what_the_sample_task_writes() -> anyhow::Result<()> {
+        // The redshift-load sample is the state machine passing this task's output on.
+        let submit: Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../events/redshift-load/submit.json"
+        )))?;
+        let deps = deps();
+        let task: ExecutionInput = serde_json::from_str(TASK)?;
+        deps.storage.lake.insert(&task.key, CLIENTES.as_bytes());
+        let out = serde_json::to_value(handle(&deps, event_with_deadline(TASK, 60)?).await?)?;
+        for field in [
+            "manifest",
+            "outputs",
+            "rejected",
+            "key",
+            "dataset",
+            "load_date",
+        ] {
+            assert_eq!(submit[field], out[field], "{field}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_salt_is_read_once_per_container() -> anyhow::Result<()> {
+        let deps = deps();
+        let task: ExecutionInput = serde_json::from_str(TASK)?;
+        deps.storage.lake.insert(&task.key, CLIENTES.as_bytes());
+        for _ in 0..3 {
+            handle(&deps, event_with_deadline(TASK, 60)?).await?;
+        }
+        assert_eq!(deps.secrets.reads(), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_file_missing_required_columns_is_rejected_not_failed() -> anyhow::Result<()> {
+        let deps = deps();
+        let task: ExecutionInput = serde_json::from_str(TASK)?;
+        deps.storage.lake.insert(&task.key, b"foo,bar\n1,2\n");
+        let out = handle(&deps, event_with_deadline(TASK, 60)?).await?;
+        assert_eq!(out.status, lago::transform::Status::Rejected);
+        assert_eq!(out.file_reason.as_deref(), Some("missing_columns"));
+        assert!(out.outputs.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn errors_carry_stable_types() -> anyhow::Result<()> {
+        let deps = deps();
+        // Not enough time left: a clear DeadlineExceeded, nothing started.
+        let Err(e) = handle(&deps, event_with_deadline(TASK, 5)?).await else {
+            anyhow::bail!("expected DeadlineExceeded");
+        };
+        assert_eq!(Diagnostic::from(e).error_type, "DeadlineExceeded");
+        let cases = [
+            r#"{"bucket":"other","key":"raw/clientes/a.csv","dataset":"clientes","load_date":"2025-05-10"}"#,
+            r#"{"bucket":"lago-lake-dev","key":"processed/clientes/a.csv","dataset":"clientes","load_date":"2025-05-10"}"#,
+            r#"{"bucket":"lago-lake-dev","key":"raw/clientes/a.csv","dataset":"clientes"}"#,
+            r#"42"#,
+        ];
+        for body in cases {
+            let Err(e) = handle(&deps, event_with_deadline(body, 60)?).await else {
+                anyhow::bail!("{body} should fail");
+            };
+            assert_eq!(Diagnostic::from(e).error_type, "InvalidInput", "{body}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_missing_salt_is_not_found_and_not_cached() -> anyhow::Result<()> {
+        let deps = Deps::new(MemoryStorage::default(), MemorySecrets::default(), config());
+        let task: ExecutionInput = serde_json::from_str(TASK)?;
+        deps.storage.lake.insert(&task.key, CLIENTES.as_bytes());
+        for _ in 0..2 {
+            let Err(e) = handle(&deps, event_with_deadline(TASK, 60)?).await else {
+                anyhow::bail!("expected a salt error");
+            };
+            assert_eq!(Diagnostic::from(e).error_type, "NotFound");
+        }
+        assert_eq!(deps.secrets.reads(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn config_is_bounded() {
+        let base = [("LAKE_BUCKET", "l"), ("PII_SALT_SECRET_ARN", "arn:s")];
+        assert!(Config::from(&Env::from_pairs(&base)).is_ok());
+        let mut bad = base.to_vec();
+        bad.push(("S3_PART_SIZE_MIB", "4"));
+        assert!(Config::from(&Env::from_pairs(&bad)).is_err());
+        assert!(Config::from(&Env::from_pairs(&base[..1])).is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! `transform` against S3 and Secrets Manager in a moto server (started by the test command
+//! through `scripts/moto.sh`; skipped with a message when `LAGO_MOTO_ENDPOINT` is not set). The
+//! outputs are read back from moto, the Parquet with the `parquet` crate's reader.
+
+use std::io::Write;
+use std::time::Duration;
+
+use lago::aws::s3::S3Lake;
+use lago::aws::secrets::SecretsManager;
+use lago::lake::LakeStore;
+use lambda_runtime::{Context, LambdaEvent};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use serde_json::{json, Value};
+use transform::{handle, Config, Deps, S3Storage};
+
+const MIB: usize = 1 << 20;
+
+fn unique(prefix: &str) -> anyhow::Result<String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos();
+    Ok(format!("{prefix}-{}-{nanos}", std::process::id()))
+}
+
+async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<Vec<u8>> {
+    let out = s3.get_object().bucket(bucket).key(key).send().await?;
+    Ok(out.body.collect().await?.into_bytes().to_vec())
+}
+
+async fn keys(s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<Vec<String>> {
+    let out = s3.list_objects_v2().bucket(bucket).send().await?;
+    let mut k: Vec<String> = out
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect();
+    k.sort();
+    Ok(k)
+}
+
+const CLIENTES: &str = "id_cliente;nombre;segmento;numero_identificacion;email;ciudad\n\
+    C-001;José Pérez;Residencial;1020304050;jose.perez@example.com;Bogotá\n\
+    C-002;Ana Gómez;COMERCIAL;900123456;ana@empresa.co;Medellín\n\
+    C-002;Ana Gómez bis;COMERCIAL;900123456;ana@empresa.co;Medellín\n\
+    C-003;Sin Segmento;;1;x@y.co;Cali\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_reads_s3_and_writes_the_lake_in_moto() -> anyhow::Result<()> {
+    let Some(endpoint) = lago::aws::moto_endpoint(module_path!()) else {
+        return Ok(());
+    };
+    let sdk = lago::aws::sdk_config_for(Some(&endpoint)).await;
+    let s3 = lago::aws::s3::client(&sdk);
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+    // GIVEN a lake bucket with a raw file under an accented key, and the salt secret
+    let bucket = unique("lago-moto-lake")?;
+    s3.create_bucket().bucket(&bucket).send().await?;
+    let key = "raw/clientes/year=2025/month=05/day=10/clientes bogotá.csv";
+    let put = s3
+        .put_object()
+        .bucket(&bucket)
+        .key(key)
+        .body(CLIENTES.as_bytes().to_vec().into())
+        .send()
+        .await?;
+    let etag = put
+        .e_tag()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string();
+    let secret = sm
+        .create_secret()
+        .name(unique("lago-pii-salt")?)
+        .secret_string(r#"{"salt":"moto-pepper"}"#)
+        .send()
+        .await?;
+    let config = Config {
+        lake_bucket: bucket.clone(),
+        salt_secret_id: secret.arn().unwrap_or_default().to_string(),
+        s3_part_size: 5 * MIB,
+        parquet_part_size: 128 * MIB as u64,
+        threads: 2,
+        deadline_margin: Duration::from_secs(5),
+    };
+    let storage = S3Storage::new(s3.clone(), tokio::runtime::Handle::current(), &config);
+    storage.warm().await;
+    let deps = Deps::new(storage, SecretsManager::new(sm), config);
+    let task = json!({
+        "bucket": bucket, "key": key, "version_id": null, "etag": etag,
+        "size": CLIENTES.len(), "dataset": "clientes", "load_date": "2025-05-10"
+    });
+    let mut ctx = Context::default();
+    ctx.deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64
+        + 120_000;
+    // WHEN the task runs
+    let out = handle(&deps, LambdaEvent::new(task.clone(), ctx.clone())).await?;
+    // THEN the counts add up and every output is in moto
+    assert_eq!((out.rows_in, out.rows_ok, out.rows_rejected), (4, 2, 2));
+    let written = keys(&s3, &bucket).await?;
+    let part = out.outputs[0]
+        .trim_start_matches(&format!("s3://{bucket}/"))
+        .to_string();
+    let manifest_key = out
+        .manifest
+        .trim_start_matches(&format!("s3://{bucket}/"))
+        .to_string();
+    let rejected = out
+        .rejected
+        .as_deref()
+        .unwrap_or_default()
+        .trim_start_matches(&format!("s3://{bucket}/"))
+        .to_string();
+    for k in [&part, &manifest_key, &rejected] {
+        assert!(written.contains(k), "{k} not in {written:?}");
+    }
+    // AND the Parquet part holds the rows ok, read by a reader we did not write
+    let bytes = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(&part)
+        .send()
+        .await?
+        .body
+        .collect()
+        .await?
+        .into_bytes();
+    let reader = SerializedFileReader::new(bytes)?;
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 2);
+    // AND the manifest accounts for every row
+    let manifest: Value = serde_json::from_slice(&get(&s3, &bucket, &manifest_key).await?)?;
+    assert_eq!(manifest["rows_in"], 4);
+    assert_eq!(manifest["rejects_by_reason"]["duplicate_key"], 1);
+    assert_eq!(manifest["source"]["key"], key);
+    // AND a replay overwrites its outputs: the same objects, no new ones
+    handle(&deps, LambdaEvent::new(task, ctx)).await?;
+    assert_eq!(keys(&s3, &bucket).await?, written);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_complete_and_abort_in_moto() -> anyhow::Result<()> {
+    let Some(endpoint) = lago::aws::moto_endpoint(module_path!()) else {
+        return Ok(());
+    };
+    let sdk = lago::aws::sdk_config_for(Some(&endpoint)).await;
+    let s3 = lago::aws::s3::client(&sdk);
+    let bucket = unique("lago-moto-mpu")?;
+    s3.create_bucket().bucket(&bucket).send().await?;
+    let lake =
+        S3Lake::new(s3.clone(), &bucket, tokio::runtime::Handle::current()).with_part_size(5 * MIB);
+    // An 11 MiB object written through the sink: three parts, completed.
+    let data: Vec<u8> = (0..11 * MIB).map(|i| (i % 251) as u8).collect();
+    let expected = data.clone();
+    let l = lake.clone();
+    let n = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let mut sink = l.create("processed/clientes/big.parquet")?;
+        for chunk in data.chunks(777_777) {
+            sink.write_all(chunk)?;
+        }
+        Ok(sink.finish()?)
+    })
+    .await??;
+    assert_eq!(n, 11 * MIB as u64);
+    assert_eq!(
+        get(&s3, &bucket, "processed/clientes/big.parquet").await?,
+        expected
+    );
+    // An object dropped half-written: its upload is aborted and it never appears.
+    let l = lake.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut sink = l.create("processed/clientes/dropped.parquet")?;
+        sink.write_all(&vec![0u8; 6 * MIB])?;
+        drop(sink);
+        Ok(())
+    })
+    .await??;
+    lake.drain_cleanups().await;
+    let uploads = s3.list_multipart_uploads().bucket(&bucket).send().await?;
+    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
+    assert_eq!(
+        keys(&s3, &bucket).await?,
+        vec!["processed/clientes/big.parquet".to_string()]
+    );
+    // The lake lists and deletes as the transform needs.
+    let l = lake.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        assert_eq!(
+            l.list("processed/clientes/b")?,
+            vec!["processed/clientes/big.parquet"]
+        );
+        l.delete("processed/clientes/big.parquet")?;
+        assert!(l.list("processed/")?.is_empty());
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}

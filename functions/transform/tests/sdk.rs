@@ -1,0 +1,277 @@
+//! The S3 and Secrets Manager adapters against the real SDK clients with mocked responses
+//! (`aws-smithy-mocks`): multipart uploads and their abort, retried reads, pinned versions.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadOutput;
+use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
+use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::put_object::PutObjectOutput;
+use aws_sdk_s3::operation::upload_part::UploadPartOutput;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use lago::aws::s3::{S3Error, S3Lake, S3Source};
+use lago::aws::secrets::SecretsManager;
+use lago::ingest::task::SecretSource;
+use lago::ingest::ErrorKind;
+use lago::lake::LakeStore;
+use lago::transform::RawSource;
+
+const MIB: usize = 1 << 20;
+
+fn s3(rules: &[&Rule]) -> aws_sdk_s3::Client {
+    mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules, |c| c
+        .retry_config(lago::aws::retry_config()))
+}
+
+fn multipart_rules(parts_seen: Arc<Mutex<Vec<i32>>>) -> (Rule, Rule, Rule, Rule) {
+    let create = mock!(aws_sdk_s3::Client::create_multipart_upload)
+        .match_requests(|r| r.bucket() == Some("lake") && r.key() == Some("processed/big.parquet"))
+        .then_output(|| {
+            CreateMultipartUploadOutput::builder()
+                .upload_id("up-1")
+                .build()
+        });
+    let upload = mock!(aws_sdk_s3::Client::upload_part)
+        .match_requests(|r| r.upload_id() == Some("up-1"))
+        .then_compute_output(move |r| {
+            let n = r.part_number().unwrap_or_default();
+            if let Ok(mut p) = parts_seen.lock() {
+                p.push(n);
+            }
+            UploadPartOutput::builder()
+                .e_tag(format!("\"etag-{n}\""))
+                .checksum_crc32(format!("crc-{n}"))
+                .build()
+        });
+    let complete = mock!(aws_sdk_s3::Client::complete_multipart_upload)
+        .match_requests(|r| {
+            let parts: Vec<(Option<i32>, Option<&str>)> = r
+                .multipart_upload()
+                .map(|m| {
+                    m.parts()
+                        .iter()
+                        .map(|p| (p.part_number(), p.e_tag()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            r.upload_id() == Some("up-1")
+                && parts
+                    == vec![
+                        (Some(1), Some("\"etag-1\"")),
+                        (Some(2), Some("\"etag-2\"")),
+                        (Some(3), Some("\"etag-3\"")),
+                    ]
+        })
+        .then_output(|| CompleteMultipartUploadOutput::builder().build());
+    let abort = mock!(aws_sdk_s3::Client::abort_multipart_upload)
+        .match_requests(|r| r.upload_id() == Some("up-1"))
+        .then_output(|| AbortMultipartUploadOutput::builder().build());
+    (create, upload, complete, abort)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_object_is_uploaded_in_ordered_parts() -> anyhow::Result<()> {
+    let seen: Arc<Mutex<Vec<i32>>> = Arc::default();
+    let (create, upload, complete, abort) = multipart_rules(seen.clone());
+    let put =
+        mock!(aws_sdk_s3::Client::put_object).then_output(|| PutObjectOutput::builder().build());
+    let lake = S3Lake::new(
+        s3(&[&create, &upload, &complete, &abort, &put]),
+        "lake",
+        tokio::runtime::Handle::current(),
+    )
+    .with_part_size(5 * MIB);
+    // GIVEN 12 MiB written in odd-sized writes
+    let l = lake.clone();
+    let written = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let mut sink = l.create("processed/big.parquet")?;
+        let chunk = vec![7u8; 300_001];
+        let mut n = 0;
+        while n < 12 * MIB {
+            let take = chunk.len().min(12 * MIB - n);
+            sink.write_all(&chunk[..take])?;
+            n += take;
+        }
+        Ok(sink.finish()?)
+    })
+    .await??;
+    // THEN three parts (5 + 5 + 2 MiB) were uploaded and completed in order, nothing aborted
+    assert_eq!(written, 12 * MIB as u64);
+    assert_eq!(create.num_calls(), 1);
+    assert_eq!(upload.num_calls(), 3);
+    assert_eq!(complete.num_calls(), 1);
+    assert_eq!(abort.num_calls(), 0);
+    assert_eq!(put.num_calls(), 0);
+    let mut parts = seen.lock().map(|p| p.clone()).unwrap_or_default();
+    parts.sort_unstable();
+    assert_eq!(parts, [1, 2, 3]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_object_is_one_put() -> anyhow::Result<()> {
+    let put = mock!(aws_sdk_s3::Client::put_object)
+        .match_requests(|r| r.key() == Some("manifests/m.json"))
+        .then_output(|| PutObjectOutput::builder().build());
+    let create = mock!(aws_sdk_s3::Client::create_multipart_upload).then_output(|| {
+        CreateMultipartUploadOutput::builder()
+            .upload_id("never")
+            .build()
+    });
+    let lake = S3Lake::new(
+        s3(&[&put, &create]),
+        "lake",
+        tokio::runtime::Handle::current(),
+    );
+    let n = tokio::task::spawn_blocking(move || lake.put("manifests/m.json", b"{}")).await??;
+    assert_eq!(n, 2);
+    assert_eq!((put.num_calls(), create.num_calls()), (1, 0));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_part_aborts_the_upload() -> anyhow::Result<()> {
+    let create = mock!(aws_sdk_s3::Client::create_multipart_upload).then_output(|| {
+        CreateMultipartUploadOutput::builder()
+            .upload_id("up-1")
+            .build()
+    });
+    let upload = mock!(aws_sdk_s3::Client::upload_part)
+        .sequence()
+        .http_status(500, None)
+        .repeatedly()
+        .build();
+    let abort = mock!(aws_sdk_s3::Client::abort_multipart_upload)
+        .match_requests(|r| {
+            r.upload_id() == Some("up-1") && r.key() == Some("processed/big.parquet")
+        })
+        .then_output(|| AbortMultipartUploadOutput::builder().build());
+    let lake = S3Lake::new(
+        s3(&[&create, &upload, &abort]),
+        "lake",
+        tokio::runtime::Handle::current(),
+    )
+    .with_part_size(5 * MIB);
+    let l = lake.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<u64, lago::lake::LakeError> {
+        let mut sink = l.create("processed/big.parquet")?;
+        let data = vec![1u8; 6 * MIB];
+        if let Err(e) = sink.write_all(&data) {
+            return Err(lago::lake::LakeError::Io {
+                key: "processed/big.parquet".into(),
+                source: e,
+            });
+        }
+        sink.finish()
+    })
+    .await?;
+    // THEN the finish failed after the SDK's retries, and the upload was aborted
+    let Err(e) = result else {
+        anyhow::bail!("expected the upload to fail");
+    };
+    assert!(lago::ingest::error_chain(&e).contains("UploadPart"), "{e}");
+    lake.drain_cleanups().await;
+    // (two parts were in flight; each was retried until the SDK or its retry quota gave up)
+    assert!(upload.num_calls() >= lago::aws::MAX_ATTEMPTS as usize);
+    assert_eq!(abort.num_calls(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_retried_and_pinned_to_the_event_etag() -> anyhow::Result<()> {
+    let get = mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|r| {
+            r.bucket() == Some("lake")
+                && r.key() == Some("raw/clientes/a b.csv")
+                && r.if_match() == Some("\"9b2cf535\"")
+                && r.version_id().is_none()
+        })
+        .sequence()
+        .http_status(503, None)
+        .http_status(
+            503,
+            Some("<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".into()),
+        )
+        .output(|| {
+            GetObjectOutput::builder()
+                .body(ByteStream::from_static(b"id_cliente,nombre\n1,Ana\n"))
+                .build()
+        })
+        .build();
+    let src = S3Source::new(
+        s3(&[&get]),
+        tokio::runtime::Handle::current(),
+        "lake",
+        "raw/clientes/a b.csv",
+        None,
+        Some("9b2cf535".into()),
+    );
+    let text = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let mut s = String::new();
+        src.open()?.read_to_string(&mut s)?;
+        Ok(s)
+    })
+    .await??;
+    assert_eq!(text, "id_cliente,nombre\n1,Ana\n");
+    assert_eq!(get.num_calls(), 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_object_reads_as_not_found() -> anyhow::Result<()> {
+    let get = mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|r| r.version_id() == Some("v1") && r.if_match().is_none())
+        .sequence()
+        .http_status(
+            412,
+            Some("<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>".into()),
+        )
+        .build();
+    let src = S3Source::new(
+        s3(&[&get]),
+        tokio::runtime::Handle::current(),
+        "lake",
+        "raw/clientes/a.csv",
+        Some("v1".into()),
+        Some("9b2cf535".into()),
+    );
+    let err = tokio::task::spawn_blocking(move || src.open().map(|_| ())).await?;
+    let Err(e) = err else {
+        anyhow::bail!("expected an error");
+    };
+    assert_eq!(S3Error::kind_of_io(&e), Some(ErrorKind::NotFound));
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_salt_read_is_retried_when_throttled() -> anyhow::Result<()> {
+    let rule = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+        .match_requests(|r| r.secret_id() == Some("lago-pii-salt"))
+        .sequence()
+        .http_status(
+            400,
+            Some(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.into()),
+        )
+        .output(|| {
+            GetSecretValueOutput::builder()
+                .secret_string(r#"{"salt":"pepper"}"#)
+                .build()
+        })
+        .build();
+    let client = mock_client!(aws_sdk_secretsmanager, RuleMode::Sequential, [&rule], |c| c
+        .retry_config(lago::aws::retry_config()));
+    let raw = SecretsManager::new(client)
+        .secret_bytes("lago-pii-salt")
+        .await?;
+    assert_eq!(
+        lago::ingest::task::pii_salt("lago-pii-salt", &raw)?,
+        b"pepper"
+    );
+    assert_eq!(rule.num_calls(), 2);
+    Ok(())
+}

@@ -1,0 +1,634 @@
+//! The lake on S3: [`S3Lake`] implements the transform's synchronous [`LakeStore`] (objects
+//! written through multipart upload once they outgrow one part), [`S3Source`] its
+//! [`RawSource`] (GetObject streamed chunk by chunk, resumed with a range request if the
+//! connection drops), and [`S3Manifests`] reads manifests for the load.
+//!
+//! The transform engine is synchronous and runs on a blocking thread (`spawn_blocking`); these
+//! adapters bridge to the async SDK with a tokio [`Handle`]. They must never be called from an
+//! async task (blocking there would stall the runtime, and tokio refuses it).
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tracing::{debug, instrument, warn};
+
+use super::{http_status, is_transient};
+use crate::ingest::statements::{ManifestError, ManifestReader};
+use crate::ingest::task::S3Uri;
+use crate::ingest::{BoxError, ErrorKind};
+use crate::lake::{LakeError, LakeStore, ObjectSink};
+use crate::transform::{Manifest, RawSource};
+
+/// S3's smallest part (every part but the last must be at least this).
+pub const MIN_PART_SIZE: usize = 5 << 20;
+/// Default part size: large enough for few requests, small enough for bounded memory.
+pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// Parts uploading while the writer fills the next one.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Times a read resumes after the connection dropped mid-object.
+const READ_RESUMES: u32 = 3;
+/// Manifests are small JSON documents; anything bigger is not one.
+pub const MAX_MANIFEST_BYTES: u64 = 8 << 20;
+
+/// The S3 client for the lake. With a custom endpoint (moto in tests, a local S3), buckets are
+/// addressed by path, as such endpoints have no per-bucket host names.
+pub fn client(sdk: &aws_config::SdkConfig) -> Client {
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(sdk.endpoint_url().is_some())
+        .build();
+    Client::from_conf(conf)
+}
+
+/// An S3 failure, classified once so every caller sees the same kind.
+#[derive(Debug, thiserror::Error)]
+#[error("S3 {operation} of s3://{bucket}/{key} failed")]
+pub struct S3Error {
+    pub operation: &'static str,
+    pub bucket: String,
+    pub key: String,
+    pub kind: ErrorKind,
+    #[source]
+    pub source: BoxError,
+}
+
+impl S3Error {
+    fn new<E>(
+        operation: &'static str,
+        bucket: &str,
+        key: &str,
+        err: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> S3Error
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let kind = if is_transient(&err) {
+            ErrorKind::Retryable
+        } else if matches!(http_status(&err), Some(404) | Some(412)) {
+            // 412: the object changed since the event (If-Match); the new write has its own.
+            ErrorKind::NotFound
+        } else {
+            ErrorKind::InvalidInput
+        };
+        S3Error {
+            operation,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            kind,
+            source: Box::new(err),
+        }
+    }
+
+    /// As an I/O error for the synchronous ports, keeping this error inside (see
+    /// [`S3Error::kind_of_io`]); a missing object reads as `NotFound`.
+    pub fn into_io(self) -> io::Error {
+        let k = if self.kind == ErrorKind::NotFound {
+            io::ErrorKind::NotFound
+        } else {
+            io::ErrorKind::Other
+        };
+        io::Error::new(k, self)
+    }
+
+    /// The kind of an I/O error that came out of these adapters (`None` for other I/O errors).
+    pub fn kind_of_io(err: &io::Error) -> Option<ErrorKind> {
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<S3Error>())
+            .map(|e| e.kind)
+    }
+}
+
+fn lake_err(e: S3Error) -> LakeError {
+    LakeError::Store(Box::new(e))
+}
+
+/// The lake bucket as the transform's object store.
+#[derive(Clone)]
+pub struct S3Lake {
+    client: Client,
+    bucket: String,
+    handle: Handle,
+    part_size: usize,
+    /// Aborts of multipart uploads dropped unfinished, to await before the invocation ends.
+    cleanups: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl S3Lake {
+    pub fn new(client: Client, bucket: impl Into<String>, handle: Handle) -> S3Lake {
+        S3Lake {
+            client,
+            bucket: bucket.into(),
+            handle,
+            part_size: DEFAULT_PART_SIZE,
+            cleanups: Arc::default(),
+        }
+    }
+
+    /// Part size of multipart uploads (at least S3's 5 MiB minimum).
+    pub fn with_part_size(mut self, bytes: usize) -> S3Lake {
+        self.part_size = bytes.max(MIN_PART_SIZE);
+        self
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Waits for the aborts of uploads that were dropped unfinished (a failed or timed-out
+    /// transform), so none is left running when the Lambda freezes.
+    pub async fn drain_cleanups(&self) {
+        let pending: Vec<JoinHandle<()>> = match self.cleanups.lock() {
+            Ok(mut g) => g.drain(..).collect(),
+            Err(p) => p.into_inner().drain(..).collect(),
+        };
+        for h in pending {
+            let _ = h.await;
+        }
+    }
+}
+
+impl LakeStore for S3Lake {
+    fn create(&self, key: &str) -> Result<Box<dyn ObjectSink>, LakeError> {
+        if key.is_empty() || key.len() > 1024 {
+            return Err(LakeError::InvalidKey(key.to_string()));
+        }
+        Ok(Box::new(S3Sink {
+            lake: self.clone(),
+            key: key.to_string(),
+            buf: Vec::new(),
+            upload: None,
+            bytes: 0,
+            done: false,
+        }))
+    }
+
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    fn list(&self, prefix: &str) -> Result<Vec<String>, LakeError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        loop {
+            match self.handle.block_on(pages.next()) {
+                None => break,
+                Some(Ok(page)) => keys.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(str::to_owned)),
+                ),
+                Some(Err(e)) => {
+                    return Err(lake_err(S3Error::new(
+                        "ListObjectsV2",
+                        &self.bucket,
+                        prefix,
+                        e,
+                    )))
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    fn delete(&self, key: &str) -> Result<(), LakeError> {
+        self.handle
+            .block_on(
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| lake_err(S3Error::new("DeleteObject", &self.bucket, key, e)))
+    }
+}
+
+type PartResult = Result<CompletedPart, S3Error>;
+
+struct Multipart {
+    upload_id: String,
+    next_part: i32,
+    in_flight: VecDeque<JoinHandle<PartResult>>,
+    completed: Vec<CompletedPart>,
+}
+
+/// An object being written: buffered up to one part; a single PutObject if it never grows past
+/// that, else a multipart upload with up to [`PARTS_IN_FLIGHT`] parts uploading while the next
+/// fills. Memory stays at most `part_size × (PARTS_IN_FLIGHT + 1)` whatever the object's size.
+struct S3Sink {
+    lake: S3Lake,
+    key: String,
+    buf: Vec<u8>,
+    upload: Option<Multipart>,
+    bytes: u64,
+    done: bool,
+}
+
+impl S3Sink {
+    fn err<E>(
+        &self,
+        op: &'static str,
+        e: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> S3Error
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        S3Error::new(op, &self.lake.bucket, &self.key, e)
+    }
+
+    fn start_upload(&mut self) -> Result<(), S3Error> {
+        let l = &self.lake;
+        let out = l
+            .handle
+            .block_on(
+                l.client
+                    .create_multipart_upload()
+                    .bucket(&l.bucket)
+                    .key(&self.key)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .send(),
+            )
+            .map_err(|e| self.err("CreateMultipartUpload", e))?;
+        let upload_id = out.upload_id().unwrap_or_default().to_string();
+        debug!(key = %self.key, %upload_id, "multipart upload started");
+        self.upload = Some(Multipart {
+            upload_id,
+            next_part: 1,
+            in_flight: VecDeque::new(),
+            completed: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Starts uploading one part, then waits until at most [`PARTS_IN_FLIGHT`] are running.
+    fn send_part(&mut self, data: Vec<u8>) -> Result<(), S3Error> {
+        if self.upload.is_none() {
+            self.start_upload()?;
+        }
+        let l = self.lake.clone();
+        let key = self.key.clone();
+        let Some(mp) = self.upload.as_mut() else {
+            return Ok(());
+        };
+        let n = mp.next_part;
+        mp.next_part += 1;
+        let req = l
+            .client
+            .upload_part()
+            .bucket(&l.bucket)
+            .key(&key)
+            .upload_id(&mp.upload_id)
+            .part_number(n)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(data));
+        let bucket = l.bucket.clone();
+        mp.in_flight.push_back(l.handle.spawn(async move {
+            let out = req
+                .send()
+                .await
+                .map_err(|e| S3Error::new("UploadPart", &bucket, &key, e))?;
+            Ok(CompletedPart::builder()
+                .part_number(n)
+                .set_e_tag(out.e_tag().map(str::to_owned))
+                .set_checksum_crc32(out.checksum_crc32().map(str::to_owned))
+                .build())
+        }));
+        while mp.in_flight.len() > PARTS_IN_FLIGHT {
+            Self::wait_oldest(&l.handle, mp, &l.bucket, &self.key)?;
+        }
+        Ok(())
+    }
+
+    fn wait_oldest(
+        handle: &Handle,
+        mp: &mut Multipart,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), S3Error> {
+        let Some(h) = mp.in_flight.pop_front() else {
+            return Ok(());
+        };
+        match handle.block_on(h) {
+            Ok(Ok(part)) => {
+                mp.completed.push(part);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(join) => Err(S3Error {
+                operation: "UploadPart",
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                kind: ErrorKind::Retryable,
+                source: Box::new(join),
+            }),
+        }
+    }
+
+    fn complete(&mut self) -> Result<(), S3Error> {
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf);
+            self.send_part(last)?;
+        }
+        let l = self.lake.clone();
+        let Some(mp) = self.upload.as_mut() else {
+            return Ok(());
+        };
+        while !mp.in_flight.is_empty() {
+            Self::wait_oldest(&l.handle, mp, &l.bucket, &self.key)?;
+        }
+        let mut parts = std::mem::take(&mut mp.completed);
+        parts.sort_by_key(|p| p.part_number());
+        let upload_id = mp.upload_id.clone();
+        l.handle
+            .block_on(
+                l.client
+                    .complete_multipart_upload()
+                    .bucket(&l.bucket)
+                    .key(&self.key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send(),
+            )
+            .map_err(|e| self.err("CompleteMultipartUpload", e))?;
+        // Completed: nothing to abort any more.
+        self.upload = None;
+        Ok(())
+    }
+}
+
+impl Write for S3Sink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.done {
+            return Err(io::Error::other("object already finished"));
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.lake.part_size);
+        }
+        let room = self.lake.part_size - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.bytes += n as u64;
+        if self.buf.len() >= self.lake.part_size {
+            let part = std::mem::replace(&mut self.buf, Vec::with_capacity(self.lake.part_size));
+            self.send_part(part).map_err(S3Error::into_io)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Parts are only sent whole; the object appears on `finish`.
+        Ok(())
+    }
+}
+
+impl ObjectSink for S3Sink {
+    fn finish(mut self: Box<Self>) -> Result<u64, LakeError> {
+        if self.done {
+            return Ok(self.bytes);
+        }
+        self.done = true;
+        if self.upload.is_some() {
+            self.complete().map_err(lake_err)?;
+        } else {
+            let body = std::mem::take(&mut self.buf);
+            let l = self.lake.clone();
+            l.handle
+                .block_on(
+                    l.client
+                        .put_object()
+                        .bucket(&l.bucket)
+                        .key(&self.key)
+                        .body(ByteStream::from(body))
+                        .send(),
+                )
+                .map_err(|e| lake_err(self.err("PutObject", e)))?;
+        }
+        debug!(key = %self.key, bytes = self.bytes, "object written");
+        Ok(self.bytes)
+    }
+}
+
+impl Drop for S3Sink {
+    fn drop(&mut self) {
+        // Unfinished (an error, a deadline): abort the upload so no parts linger. Spawned, as a
+        // drop may happen anywhere; the handler awaits it through `S3Lake::drain_cleanups`.
+        let Some(mp) = self.upload.take() else {
+            return;
+        };
+        for h in &mp.in_flight {
+            h.abort();
+        }
+        let l = self.lake.clone();
+        let key = self.key.clone();
+        warn!(%key, upload_id = %mp.upload_id, "aborting an unfinished multipart upload");
+        let task = l.handle.spawn(async move {
+            for h in mp.in_flight {
+                let _ = h.await;
+            }
+            if let Err(e) = l
+                .client
+                .abort_multipart_upload()
+                .bucket(&l.bucket)
+                .key(&key)
+                .upload_id(&mp.upload_id)
+                .send()
+                .await
+            {
+                warn!(%key, error = %crate::ingest::error_chain(&e), "abort of a multipart upload failed; the bucket's lifecycle rule removes it");
+            }
+        });
+        match self.lake.cleanups.lock() {
+            Ok(mut g) => g.push(task),
+            Err(p) => p.into_inner().push(task),
+        }
+    }
+}
+
+/// One write of a raw object, re-openable (the transform opens it again to copy a rejected
+/// file whole). Reads the exact version the event named: by version id, else `If-Match` on
+/// its ETag, so a key overwritten meanwhile fails as `NotFound` rather than mixing two files.
+#[derive(Clone)]
+pub struct S3Source {
+    client: Client,
+    handle: Handle,
+    bucket: String,
+    key: String,
+    version_id: Option<String>,
+    etag: Option<String>,
+}
+
+impl S3Source {
+    pub fn new(
+        client: Client,
+        handle: Handle,
+        bucket: impl Into<String>,
+        key: impl Into<String>,
+        version_id: Option<String>,
+        etag: Option<String>,
+    ) -> S3Source {
+        S3Source {
+            client,
+            handle,
+            bucket: bucket.into(),
+            key: key.into(),
+            version_id: version_id.filter(|v| !v.is_empty() && v != "null"),
+            etag: etag
+                .map(|e| e.trim_matches('"').to_string())
+                .filter(|e| !e.is_empty()),
+        }
+    }
+
+    fn get(&self, from: u64) -> Result<ByteStream, S3Error> {
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .set_version_id(self.version_id.clone());
+        if self.version_id.is_none() {
+            req = req.set_if_match(self.etag.as_ref().map(|e| format!("\"{e}\"")));
+        }
+        if from > 0 {
+            req = req.range(format!("bytes={from}-"));
+        }
+        let out = self.handle.block_on(req.send()).map_err(
+            |e: aws_sdk_s3::error::SdkError<GetObjectError, _>| {
+                S3Error::new("GetObject", &self.bucket, &self.key, e)
+            },
+        )?;
+        Ok(out.body)
+    }
+}
+
+impl RawSource for S3Source {
+    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        let body = self.get(0).map_err(S3Error::into_io)?;
+        Ok(Box::new(S3Reader {
+            source: self.clone(),
+            body,
+            chunk: Bytes::new(),
+            read: 0,
+            resumes: 0,
+        }))
+    }
+}
+
+/// GetObject's body as a blocking `Read`: one network chunk in memory at a time.
+struct S3Reader {
+    source: S3Source,
+    body: ByteStream,
+    chunk: Bytes,
+    read: u64,
+    resumes: u32,
+}
+
+impl Read for S3Reader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = out.len().min(self.chunk.len());
+                out[..n].copy_from_slice(&self.chunk.split_to(n));
+                self.read += n as u64;
+                return Ok(n);
+            }
+            if out.is_empty() {
+                return Ok(0);
+            }
+            match self.source.handle.block_on(self.body.try_next()) {
+                Ok(Some(b)) => self.chunk = b,
+                Ok(None) => return Ok(0),
+                Err(e) if self.resumes < READ_RESUMES => {
+                    self.resumes += 1;
+                    warn!(key = %self.source.key, at = self.read, error = %e, "object read interrupted; resuming");
+                    self.body = self.source.get(self.read).map_err(S3Error::into_io)?;
+                }
+                Err(e) => {
+                    return Err(S3Error {
+                        operation: "GetObject (body)",
+                        bucket: self.source.bucket.clone(),
+                        key: self.source.key.clone(),
+                        kind: ErrorKind::Retryable,
+                        source: Box::new(e),
+                    }
+                    .into_io())
+                }
+            }
+        }
+    }
+}
+
+/// Reads manifests from S3 for the load.
+#[derive(Clone)]
+pub struct S3Manifests {
+    client: Client,
+}
+
+impl S3Manifests {
+    pub fn new(client: Client) -> S3Manifests {
+        S3Manifests { client }
+    }
+}
+
+impl ManifestReader for S3Manifests {
+    #[instrument(skip(self), fields(uri = %uri))]
+    async fn read_manifest(&self, uri: &S3Uri) -> Result<Manifest, ManifestError> {
+        let u = uri.to_string();
+        let out = self
+            .client
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .send()
+            .await
+            .map_err(|e| {
+                let e = S3Error::new("GetObject", &uri.bucket, &uri.key, e);
+                match e.kind {
+                    ErrorKind::NotFound => ManifestError::NotFound {
+                        uri: u.clone(),
+                        source: Box::new(e),
+                    },
+                    ErrorKind::Retryable => ManifestError::Transient {
+                        uri: u.clone(),
+                        source: Box::new(e),
+                    },
+                    _ => ManifestError::Refused {
+                        uri: u.clone(),
+                        source: Box::new(e),
+                    },
+                }
+            })?;
+        if out.content_length().unwrap_or(0) as u64 > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge {
+                uri: u,
+                limit: MAX_MANIFEST_BYTES,
+            });
+        }
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| ManifestError::Transient {
+                uri: u.clone(),
+                source: Box::new(e),
+            })?
+            .into_bytes();
+        serde_json::from_slice(&body).map_err(|source| ManifestError::Invalid { uri: u, source })
+    }
+}

@@ -1,0 +1,218 @@
+//! The warehouse DDL, generated from the contracts: one table per dataset with the processed
+//! Parquet columns, in the Parquet order (Redshift's COPY of Parquet maps columns by position).
+
+use crate::contract::{ColumnKind, Contract, Dataset, OutColumn, OutType};
+
+use super::sql::{Dialect, Ident, TableName};
+use super::{check_size, LoadError};
+
+/// Redshift VARCHAR widths (bytes of UTF-8). A value longer than its column fails the COPY
+/// loudly instead of being truncated, so the widths leave room for real data:
+/// free text (names, cities, masked e-mails up to RFC 5321's 254) gets 256;
+const TEXT_WIDTH: u16 = 256;
+/// identifiers and keys from the source systems, and hex SHA-256 hashes (exactly 64);
+const KEY_WIDTH: u16 = 64;
+/// `_source_key` holds an S3 key, which S3 caps at 1024 bytes.
+const SOURCE_KEY_WIDTH: u16 = 1024;
+
+/// `CREATE SCHEMA IF NOT EXISTS` and one `CREATE TABLE IF NOT EXISTS` per dataset: applying it
+/// again changes nothing.
+pub fn warehouse_ddl(
+    dialect: &Dialect,
+    schema: &Ident,
+    datasets: &[Dataset],
+) -> Result<Vec<String>, LoadError> {
+    let mut out = vec![format!("CREATE SCHEMA IF NOT EXISTS {schema}")];
+    for d in datasets {
+        out.push(create_table(dialect, schema, *d)?);
+    }
+    for s in &out {
+        check_size(s)?;
+    }
+    Ok(out)
+}
+
+/// The target table of a dataset.
+pub fn table_name(schema: &Ident, dataset: Dataset) -> Result<TableName, LoadError> {
+    Ok(TableName {
+        schema: schema.clone(),
+        table: Ident::new(dataset.name())?,
+    })
+}
+
+/// The processed columns of a dataset as identifiers, in Parquet order.
+pub fn column_idents(dataset: Dataset) -> Result<Vec<Ident>, LoadError> {
+    dataset
+        .contract()
+        .output_columns()
+        .iter()
+        .map(|c| Ident::new(&c.name))
+        .collect()
+}
+
+fn create_table(dialect: &Dialect, schema: &Ident, dataset: Dataset) -> Result<String, LoadError> {
+    let contract = dataset.contract();
+    let table = table_name(schema, dataset)?;
+    let mut columns = Vec::new();
+    for c in contract.output_columns() {
+        let name = Ident::new(&c.name)?;
+        let ty = sql_type(dialect, contract, &c);
+        let null = if c.nullable { "" } else { " NOT NULL" };
+        columns.push(format!("  {name} {ty}{null}"));
+    }
+    let mut sql = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (\n{}\n)",
+        columns.join(",\n")
+    );
+    // No PRIMARY KEY in either dialect: Redshift would not enforce it, and the load plan is what
+    // keeps keys unique (upsert by key, replace by source file).
+    if let Dialect::Redshift(_) = dialect {
+        match contract.dist_key {
+            Some(k) => sql.push_str(&format!("\nDISTSTYLE KEY\nDISTKEY ({})", Ident::new(k)?)),
+            None => sql.push_str("\nDISTSTYLE AUTO"),
+        }
+        if !contract.sort_key.is_empty() {
+            let keys = contract
+                .sort_key
+                .iter()
+                .map(|k| Ident::new(k).map(|i| i.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            sql.push_str(&format!("\nSORTKEY ({})", keys.join(", ")));
+        }
+    }
+    Ok(sql)
+}
+
+/// The SQL type of a processed column: the same logical type as its Parquet column.
+pub fn sql_type(dialect: &Dialect, contract: &Contract, column: &OutColumn) -> String {
+    match (column.ty, dialect) {
+        (OutType::Text, Dialect::DuckDb) => "VARCHAR".to_string(),
+        (OutType::Text, Dialect::Redshift(_)) => {
+            format!("VARCHAR({})", varchar_width(contract, &column.name))
+        }
+        (OutType::Decimal(p, s), _) => format!("DECIMAL({p},{s})"),
+        (OutType::Date, _) => "DATE".to_string(),
+        (OutType::TimestampUtc, _) => "TIMESTAMPTZ".to_string(),
+        (OutType::Int64, _) => "BIGINT".to_string(),
+    }
+}
+
+/// Redshift width of a text column, from what the contract says the column holds.
+fn varchar_width(contract: &Contract, name: &str) -> u16 {
+    if name == "_source_key" {
+        return SOURCE_KEY_WIDTH;
+    }
+    // Identifiers of the source systems are short codes; `nombre_proveedor` is a key too but
+    // it is a name, so it keeps the free-text width.
+    if name.ends_with("_hash") || name.starts_with("id_") {
+        return KEY_WIDTH;
+    }
+    let spec = contract.columns.iter().find(|c| c.name == name);
+    if let Some(ColumnKind::Enum(values)) = spec.map(|c| c.kind) {
+        // Canonical values are short ASCII; round up so a new value rarely needs a migration.
+        let longest = values.iter().map(|v| v.len()).max().unwrap_or(0);
+        return (longest.div_ceil(16) * 16).clamp(16, TEXT_WIDTH as usize) as u16;
+    }
+    TEXT_WIDTH
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::sql::RedshiftCopy;
+
+    fn redshift() -> Result<Dialect, LoadError> {
+        Ok(Dialect::Redshift(RedshiftCopy::new(
+            "arn:aws:iam::123456789012:role/lago-copy",
+            None,
+        )?))
+    }
+
+    #[test]
+    fn redshift_ddl_sizes_columns_and_distributes_clientes_by_key() -> Result<(), LoadError> {
+        // GIVEN the contracts WHEN the Redshift DDL is generated
+        let ddl = warehouse_ddl(
+            &redshift()?,
+            &Ident::new("lago")?,
+            &[Dataset::Clientes, Dataset::Transacciones],
+        )?;
+        // THEN the schema comes first and each table matches its Parquet columns
+        assert_eq!(ddl.len(), 3);
+        assert_eq!(ddl[0], "CREATE SCHEMA IF NOT EXISTS lago");
+        assert_eq!(
+            ddl[1],
+            "CREATE TABLE IF NOT EXISTS lago.clientes (
+  id_cliente VARCHAR(64) NOT NULL,
+  nombre_cliente VARCHAR(256) NOT NULL,
+  nombre_normalizado VARCHAR(256) NOT NULL,
+  segmento VARCHAR(16) NOT NULL,
+  tipo_identificacion VARCHAR(16),
+  numero_identificacion_hash VARCHAR(64),
+  email_masked VARCHAR(256),
+  ciudad VARCHAR(256),
+  fecha_registro DATE,
+  _source_key VARCHAR(1024) NOT NULL,
+  _source_line BIGINT NOT NULL,
+  _load_date DATE NOT NULL
+)
+DISTSTYLE KEY
+DISTKEY (id_cliente)
+SORTKEY (id_cliente)"
+        );
+        assert_eq!(
+            ddl[2],
+            "CREATE TABLE IF NOT EXISTS lago.transacciones (
+  id_transaccion VARCHAR(64),
+  fecha_transaccion TIMESTAMPTZ,
+  tipo_transaccion VARCHAR(16) NOT NULL,
+  nombre_cliente_proveedor VARCHAR(256) NOT NULL,
+  cantidad_comprada DECIMAL(18,3) NOT NULL,
+  precio DECIMAL(18,4) NOT NULL,
+  tipo_energia VARCHAR(16) NOT NULL,
+  total DECIMAL(18,2) NOT NULL,
+  _source_key VARCHAR(1024) NOT NULL,
+  _source_line BIGINT NOT NULL,
+  _load_date DATE NOT NULL
+)
+DISTSTYLE AUTO
+SORTKEY (fecha_transaccion)"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn duckdb_ddl_uses_unbounded_varchar_and_no_distribution() -> Result<(), LoadError> {
+        let ddl = warehouse_ddl(
+            &Dialect::DuckDb,
+            &Ident::new("lago")?,
+            &[Dataset::Proveedores],
+        )?;
+        assert_eq!(
+            ddl,
+            vec![
+                "CREATE SCHEMA IF NOT EXISTS lago".to_string(),
+                "CREATE TABLE IF NOT EXISTS lago.proveedores (
+  nombre_proveedor VARCHAR NOT NULL,
+  tipo_energia VARCHAR NOT NULL,
+  id_proveedor VARCHAR,
+  capacidad_mw DECIMAL(12,3),
+  ciudad VARCHAR,
+  _source_key VARCHAR NOT NULL,
+  _source_line BIGINT NOT NULL,
+  _load_date DATE NOT NULL
+)"
+                .to_string(),
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn proveedores_in_redshift_let_the_warehouse_choose_distribution() -> Result<(), LoadError> {
+        let ddl = warehouse_ddl(&redshift()?, &Ident::new("lago")?, &[Dataset::Proveedores])?;
+        assert!(ddl[1].contains("  nombre_proveedor VARCHAR(256) NOT NULL,\n"));
+        assert!(ddl[1].contains("  id_proveedor VARCHAR(64),\n"));
+        assert!(ddl[1].ends_with("\nDISTSTYLE AUTO\nSORTKEY (nombre_proveedor)"));
+        Ok(())
+    }
+}

@@ -1,0 +1,455 @@
+"""The real ingest ASL, executed by moto's Step Functions interpreter.
+
+Each test deploys `statemachines/ingest.asl.json` (substituted as the template substitutes it,
+with 0-second waits and small poll limits) into the moto server of the `stack` fixture, scripts
+what each Lambda answers through the router, runs one execution and checks the path it took from
+the execution history — per branch, in order — plus what the Lambdas were sent and what SNS got.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from conftest import ACCOUNT, REGION, MotoStack
+from router import FunctionError, by_action, scripted
+from support import EVENTS, STATEMACHINES, load_asl
+
+ASL = STATEMACHINES / "ingest.asl.json"
+FN = {
+    "transform": "lago-test-transform",
+    "start-crawler": "lago-test-start-crawler",
+    "redshift-load": "lago-test-redshift-load",
+}
+MAX_POLLS = 3
+
+# What s3-landing starts an execution with (events/ holds the same shape).
+EXECUTION_INPUT = {
+    "bucket": "lago-lake-test",
+    "key": "raw/transacciones/year=2025/month=05/day=10/ventas-día.csv",
+    "version_id": "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY",
+    "etag": "d41d8cd98f00b204e9800998ecf8427e",
+    "size": 48213,
+    "dataset": "transacciones",
+    "load_date": "2025-05-10",
+}
+TRANSFORM_OK = {
+    "status": "ok",
+    "dataset": "transacciones",
+    "load_date": "2025-05-10",
+    "rows_in": 100,
+    "rows_ok": 98,
+    "rows_rejected": 2,
+    "bucket": "lago-lake-test",
+    "key": "raw/transacciones/year=2025/month=05/day=10/ventas-día.csv",
+    "outputs": ["s3://lago-lake-test/processed/transacciones/year=2025/month=05/day=10/ventas-dia-1c0b7a4e-00000.parquet"],
+    "rejected": "s3://lago-lake-test/rejected/transacciones/year=2025/month=05/day=10/ventas-dia-1c0b7a4e.ndjson",
+    "manifest": "s3://lago-lake-test/manifests/transacciones/year=2025/month=05/day=10/ventas-dia-1c0b7a4e.json",
+    "file_reason": None,
+    "duration_ms": 212,
+}
+# Shapes of shared/src/ingest/{task,crawler,statements}.rs (StartOutput, StatusOutput, SubmitOutput).
+CRAWLER = {"crawler": "lago-test-processed-transacciones", "dataset": "transacciones", "zone": "processed"}
+STARTED_AT = "2025-05-10T13:45:00Z"
+STARTED = {**CRAWLER, "state": "started", "started_at": STARTED_AT}
+ALREADY_RUNNING = {**CRAWLER, "state": "already_running", "started_at": None}
+RUNNING = {**CRAWLER, "state": "RUNNING", "last_crawl": None}
+READY_OK = {**CRAWLER, "state": "READY", "last_crawl": {"status": "SUCCEEDED", "error_message": None, "started_at": STARTED_AT}}
+STATEMENT_ID = "7b0c6f3e-4f7c-4b39-9d49-2f6f0d0c1a11"
+SUBMITTED = {
+    "statement_id": STATEMENT_ID,
+    "statement_name": "lago-load-transacciones-0123456789abcdef",
+    "state": "SUBMITTED",
+    "statements": 5,
+    "dataset": "transacciones",
+    "source_key": "raw/transacciones/year=2025/month=05/day=10/ventas-día.csv",
+}
+NOTHING_TO_LOAD = {**SUBMITTED, "statement_id": None, "state": "FINISHED", "statements": 0, "skipped": True}
+STARTED_STMT = {"statement_id": STATEMENT_ID, "state": "STARTED", "error": None}
+FINISHED = {"statement_id": STATEMENT_ID, "state": "FINISHED", "error": None}
+
+CATALOG_STATES = {
+    "StartCrawler",
+    "CrawlerStarted",
+    "CountCrawlerRestart",
+    "CrawlerBusy",
+    "WaitForRunningCrawler",
+    "WaitForCrawler",
+    "CrawlerStatus",
+    "CountCrawlerPoll",
+    "CrawlerState",
+    "LastCrawlOutcome",
+    "CatalogUpdated",
+    "CrawlFailed",
+    "CrawlerTimedOut",
+}
+LOAD_STATES = {
+    "WarehouseConfigured",
+    "LoadSkipped",
+    "RedshiftLoad",
+    "LoadSubmitted",
+    "WaitForLoad",
+    "RedshiftLoadStatus",
+    "CountLoadPoll",
+    "LoadState",
+    "LoadFinished",
+    "LoadFailed",
+    "LoadTimedOut",
+}
+
+
+# --- harness ---------------------------------------------------------------------------------
+
+
+class Deployed:
+    """One state machine in moto, its notification topic and a queue subscribed to it."""
+
+    def __init__(self, stack: MotoStack, *, warehouse: bool = True):
+        self.stack = stack
+        self.sfn = stack.client("stepfunctions")
+        sns, sqs = stack.client("sns"), stack.client("sqs")
+        suffix = uuid.uuid4().hex[:8]
+        self.topic_arn = sns.create_topic(Name=f"lago-test-notifications-{suffix}")["TopicArn"]
+        self.queue_url = sqs.create_queue(QueueName=f"lago-test-notified-{suffix}")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+        self.sqs = sqs
+        definition = load_asl(
+            ASL,
+            {
+                "TransformFunctionArn": lambda_arn(FN["transform"]),
+                "StartCrawlerFunctionArn": lambda_arn(FN["start-crawler"]),
+                "RedshiftLoadFunctionArn": lambda_arn(FN["redshift-load"]),
+                "NotificationTopicArn": self.topic_arn,
+                "WarehouseEnabled": "true" if warehouse else "false",
+                "CrawlerPollSeconds": "0",
+                "CrawlerMaxPolls": str(MAX_POLLS),
+                "LoadPollSeconds": "0",
+                "LoadMaxPolls": str(MAX_POLLS),
+            },
+        )
+        self.arn = self.sfn.create_state_machine(
+            name=f"lago-test-ingest-{suffix}",
+            definition=json.dumps(definition),
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/lago-test-ingest",
+            type="STANDARD",
+        )["stateMachineArn"]
+
+    def run(self, execution_input: dict[str, Any] = EXECUTION_INPUT, timeout: float = 60.0) -> "Run":
+        arn = self.sfn.start_execution(stateMachineArn=self.arn, input=json.dumps(execution_input))["executionArn"]
+        deadline = time.monotonic() + timeout
+        while True:
+            desc = self.sfn.describe_execution(executionArn=arn)
+            if desc["status"] != "RUNNING":
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"execution still RUNNING after {timeout}s")
+            time.sleep(0.05)
+        events, token = [], None
+        while True:
+            kw = {"executionArn": arn, "maxResults": 1000}
+            if token:
+                kw["nextToken"] = token
+            page = self.sfn.get_execution_history(**kw)
+            events += page["events"]
+            token = page.get("nextToken")
+            if not token:
+                break
+        return Run(desc, events, self.notifications())
+
+    def notifications(self) -> list[dict[str, Any]]:
+        got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        return [json.loads(m["Body"]) for m in got.get("Messages", [])]
+
+
+class Run:
+    def __init__(self, desc: dict[str, Any], events: list[dict[str, Any]], notifications: list[dict[str, Any]]):
+        self.status = desc["status"]
+        self.desc = desc
+        self.events = events
+        self.notifications = notifications
+        # Every state entered, in the order of the history.
+        self.path = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+
+    def branch(self, states: set[str]) -> list[str]:
+        return [s for s in self.path if s in states]
+
+    def main_path(self) -> list[str]:
+        return [s for s in self.path if s not in CATALOG_STATES | LOAD_STATES]
+
+    def failure(self) -> tuple[str | None, str | None]:
+        for e in self.events:
+            if e["type"] == "ExecutionFailed":
+                d = e.get("executionFailedEventDetails", {})
+                return d.get("error"), d.get("cause")
+        return None, None
+
+    def task_failures(self) -> list[str]:
+        return [e["taskFailedEventDetails"]["error"] for e in self.events if e["type"] == "TaskFailed"]
+
+
+def lambda_arn(name: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+
+
+def script(
+    stack: MotoStack,
+    *,
+    transform: list[Any] | None = None,
+    start: list[Any] | None = None,
+    crawler_status: list[Any] | None = None,
+    submit: list[Any] | None = None,
+    load_status: list[Any] | None = None,
+) -> None:
+    r = stack.router
+    r.register(FN["transform"], scripted(transform or [TRANSFORM_OK]))
+    r.register(
+        FN["start-crawler"],
+        by_action({"start": scripted(start or [STARTED]), "status": scripted(crawler_status or [RUNNING, READY_OK])}),
+    )
+    r.register(
+        FN["redshift-load"],
+        by_action({"submit": scripted(submit or [SUBMITTED]), "status": scripted(load_status or [STARTED_STMT, FINISHED])}),
+    )
+
+
+def payloads(stack: MotoStack, fn: str, action: str | None = None) -> list[Any]:
+    return [c.payload for c in stack.router.calls(FN[fn]) if action is None or c.payload.get("action") == action]
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+def test_happy_path_transforms_catalogs_loads_and_notifies(stack: MotoStack) -> None:
+    # GIVEN a file that transforms with rows ok, a crawl that succeeds on the second poll and a
+    # COPY that finishes on the second poll
+    sm = Deployed(stack)
+    script(stack)
+
+    # WHEN the execution runs
+    run = sm.run()
+
+    # THEN it succeeds through both branches and notifies once with the counts
+    assert run.status == "SUCCEEDED", run.failure()
+    assert run.main_path() == ["Transform", "TransformOutcome", "CatalogAndLoad", "NotifySuccess", "Ingested"]
+    assert run.branch(CATALOG_STATES) == [
+        "StartCrawler", "CrawlerStarted", "WaitForCrawler",
+        "CrawlerStatus", "CountCrawlerPoll", "CrawlerState", "WaitForCrawler",
+        "CrawlerStatus", "CountCrawlerPoll", "CrawlerState", "LastCrawlOutcome", "CatalogUpdated",
+    ]  # fmt: skip
+    assert run.branch(LOAD_STATES) == [
+        "WarehouseConfigured", "RedshiftLoad", "LoadSubmitted", "WaitForLoad",
+        "RedshiftLoadStatus", "CountLoadPoll", "LoadState", "WaitForLoad",
+        "RedshiftLoadStatus", "CountLoadPoll", "LoadState", "LoadFinished",
+    ]  # fmt: skip
+
+    # The Lambdas got the documented task inputs.
+    assert payloads(stack, "transform") == [EXECUTION_INPUT]
+    assert payloads(stack, "start-crawler", "start") == [{"action": "start", "dataset": "transacciones", "zone": "processed"}]
+    # `since` is the start's `started_at`: an older last crawl is reported RUNNING by the function.
+    status = {"action": "status", "dataset": "transacciones", "zone": "processed", "since": STARTED_AT}
+    assert payloads(stack, "start-crawler", "status") == [status, status]
+    assert payloads(stack, "redshift-load", "submit") == [
+        {"action": "submit", "dataset": "transacciones", "manifest": TRANSFORM_OK["manifest"]}
+    ]
+    assert payloads(stack, "redshift-load", "status") == [{"action": "status", "statement_id": STATEMENT_ID}] * 2
+
+    [note] = run.notifications
+    assert note["event"] == "IngestSucceeded"
+    assert (note["dataset"], note["key"], note["rows_in"], note["rows_ok"], note["rows_rejected"]) == (
+        "transacciones", EXECUTION_INPUT["key"], 100, 98, 2,
+    )  # fmt: skip
+    assert note["execution"].startswith("arn:aws:states:")
+
+
+def test_crawler_already_running_is_waited_for_then_started_again(stack: MotoStack) -> None:
+    # GIVEN a crawler busy with an earlier crawl (which may not include this partition)
+    sm = Deployed(stack)
+    script(stack, start=[ALREADY_RUNNING, STARTED], crawler_status=[READY_OK])
+
+    run = sm.run()
+
+    # THEN the branch waits, starts the crawler again, and then polls it to READY
+    assert run.status == "SUCCEEDED", run.failure()
+    assert run.branch(CATALOG_STATES) == [
+        "StartCrawler", "CrawlerStarted", "CountCrawlerRestart", "CrawlerBusy", "WaitForRunningCrawler",
+        "StartCrawler", "CrawlerStarted", "WaitForCrawler",
+        "CrawlerStatus", "CountCrawlerPoll", "CrawlerState", "LastCrawlOutcome", "CatalogUpdated",
+    ]  # fmt: skip
+    assert len(payloads(stack, "start-crawler", "start")) == 2
+    assert run.main_path()[-2:] == ["NotifySuccess", "Ingested"]
+
+
+def test_crawler_never_ready_fails_after_the_poll_limit(stack: MotoStack) -> None:
+    # GIVEN a crawl that stays RUNNING forever
+    sm = Deployed(stack)
+    script(stack, crawler_status=[RUNNING])
+
+    run = sm.run()
+
+    # THEN the branch gives up after exactly MAX_POLLS status calls and the execution fails, notified
+    assert run.status == "FAILED"
+    assert len(payloads(stack, "start-crawler", "status")) == MAX_POLLS
+    assert run.branch(CATALOG_STATES)[-1] == "CrawlerTimedOut"
+    assert run.main_path() == ["Transform", "TransformOutcome", "CatalogAndLoad", "NotifyFailure", "IngestFailed"]
+    error, cause = run.failure()
+    assert error == "CrawlerTimeout"
+    assert f"after {MAX_POLLS} polls" in cause
+    [note] = run.notifications
+    assert (note["event"], note["error"]) == ("IngestFailed", "CrawlerTimeout")
+
+
+def test_crawl_that_ends_failed_fails_the_branch_with_its_message(stack: MotoStack) -> None:
+    sm = Deployed(stack)
+    failed = {**READY_OK, "last_crawl": {"status": "FAILED", "error_message": "Internal Service Exception", "started_at": STARTED_AT}}
+    script(stack, crawler_status=[failed])
+
+    run = sm.run()
+
+    assert run.status == "FAILED"
+    assert run.branch(CATALOG_STATES)[-2:] == ["LastCrawlOutcome", "CrawlFailed"]
+    error, cause = run.failure()
+    assert error == "CrawlFailed"
+    assert "Internal Service Exception" in cause
+    assert run.main_path()[-2:] == ["NotifyFailure", "IngestFailed"]
+
+
+def test_copy_failed_notifies_failure_and_fails_with_the_statement_error(stack: MotoStack) -> None:
+    # GIVEN a COPY that Redshift reports FAILED
+    sm = Deployed(stack)
+    copy_error = "ERROR: Spectrum Scan Error: column precio has type DECIMAL(18,4) in Parquet"
+    script(stack, crawler_status=[READY_OK], load_status=[{**FINISHED, "state": "FAILED", "error": copy_error}])
+
+    run = sm.run()
+
+    # THEN the load branch fails with the statement's error → NotifyFailure → Fail
+    assert run.status == "FAILED"
+    assert run.branch(LOAD_STATES) == [
+        "WarehouseConfigured", "RedshiftLoad", "LoadSubmitted", "WaitForLoad",
+        "RedshiftLoadStatus", "CountLoadPoll", "LoadState", "LoadFailed",
+    ]  # fmt: skip
+    assert run.main_path() == ["Transform", "TransformOutcome", "CatalogAndLoad", "NotifyFailure", "IngestFailed"]
+    error, cause = run.failure()
+    assert error == "LoadFailed"
+    assert copy_error in json.loads(cause)["error"]
+    [note] = run.notifications
+    assert note["event"] == "IngestFailed" and note["error"] == "LoadFailed"
+    assert copy_error in note["cause"]
+
+
+def test_rejected_file_notifies_failure_without_catalog_or_load(stack: MotoStack) -> None:
+    # GIVEN a file rejected whole (e.g. missing required columns)
+    sm = Deployed(stack)
+    rejected = {**TRANSFORM_OK, "status": "rejected", "rows_in": 0, "rows_ok": 0, "rows_rejected": 0, "outputs": []}
+    script(stack, transform=[rejected])
+
+    run = sm.run()
+
+    assert run.status == "FAILED"
+    assert run.path == ["Transform", "TransformOutcome", "FileRejected", "NotifyFailure", "IngestFailed"]
+    assert payloads(stack, "start-crawler") == [] and payloads(stack, "redshift-load") == []
+    error, cause = run.failure()
+    assert error == "FileRejected"
+    assert TRANSFORM_OK["manifest"] in cause
+    [note] = run.notifications
+    assert (note["event"], note["error"], note["key"]) == ("IngestFailed", "FileRejected", EXECUTION_INPUT["key"])
+
+
+def test_zero_rows_ok_notifies_success_without_catalog_or_load(stack: MotoStack) -> None:
+    sm = Deployed(stack)
+    script(stack, transform=[{**TRANSFORM_OK, "rows_ok": 0, "rows_rejected": 100, "outputs": []}])
+
+    run = sm.run()
+
+    assert run.status == "SUCCEEDED", run.failure()
+    assert run.path == ["Transform", "TransformOutcome", "NotifySuccess", "Ingested"]
+    assert payloads(stack, "start-crawler") == [] and payloads(stack, "redshift-load") == []
+    [note] = run.notifications
+    assert (note["event"], note["rows_ok"], note["rows_rejected"]) == ("IngestSucceeded", 0, 100)
+
+
+def test_retryable_error_is_retried_then_succeeds(stack: MotoStack) -> None:
+    # GIVEN a transform whose first attempt fails with a transient, Retryable error
+    sm = Deployed(stack)
+    script(stack, transform=[FunctionError("Retryable", "S3 GetObject: SlowDown"), TRANSFORM_OK])
+
+    run = sm.run()
+
+    # THEN the Task is retried (not caught) and the execution goes on to succeed
+    assert run.status == "SUCCEEDED", run.failure()
+    assert len(payloads(stack, "transform")) == 2
+    assert run.task_failures() == ["Retryable"]
+    assert run.path.count("Transform") == 1  # a retry stays inside the state
+    assert "NotifyFailure" not in run.path
+    assert run.main_path()[-2:] == ["NotifySuccess", "Ingested"]
+
+
+def test_non_retryable_error_is_caught_at_once(stack: MotoStack) -> None:
+    sm = Deployed(stack)
+    script(stack, transform=[FunctionError("InvalidInput", "key is not under raw/<dataset>/")])
+
+    run = sm.run()
+
+    assert run.status == "FAILED"
+    assert len(payloads(stack, "transform")) == 1
+    assert run.path == ["Transform", "NotifyFailure", "IngestFailed"]
+    assert run.failure()[0] == "InvalidInput"
+
+
+def test_a_manifest_with_nothing_to_load_finishes_the_load_without_polling(stack: MotoStack) -> None:
+    sm = Deployed(stack)
+    script(stack, crawler_status=[READY_OK], submit=[NOTHING_TO_LOAD])
+
+    run = sm.run()
+
+    assert run.status == "SUCCEEDED", run.failure()
+    assert run.branch(LOAD_STATES) == ["WarehouseConfigured", "RedshiftLoad", "LoadSubmitted", "LoadFinished"]
+    assert payloads(stack, "redshift-load", "status") == []
+
+
+def test_without_a_warehouse_the_load_branch_is_skipped(stack: MotoStack) -> None:
+    sm = Deployed(stack, warehouse=False)
+    script(stack, crawler_status=[READY_OK])
+
+    run = sm.run()
+
+    assert run.status == "SUCCEEDED", run.failure()
+    assert run.branch(LOAD_STATES) == ["WarehouseConfigured", "LoadSkipped"]
+    assert payloads(stack, "redshift-load") == []
+
+
+# What each Lambda task of the ASL sends (its Parameters.Payload keys), by function and action.
+SENT = {
+    ("transform", None): set(EXECUTION_INPUT),
+    ("start-crawler", "start"): {"action", "dataset", "zone"},
+    ("start-crawler", "status"): {"action", "dataset", "zone", "since"},
+    ("redshift-load", "submit"): {"action", "dataset", "manifest"},
+    ("redshift-load", "status"): {"action", "statement_id"},
+}
+
+
+def sample_key(path) -> tuple[str, str | None]:
+    fn = path.parent.name
+    return fn, None if fn == "transform" else json.loads(path.read_text(encoding="utf-8")).get("action")
+
+
+def task_input_samples() -> list:
+    """The samples of the task inputs the state machine sends (redshift-load's setup is run by hand)."""
+    found = (p for fn in ("transform", "start-crawler", "redshift-load") for p in (EVENTS / fn).glob("*.json"))
+    return sorted(p for p in found if sample_key(p) in SENT)
+
+
+@pytest.mark.parametrize("sample", task_input_samples(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_event_samples_of_task_inputs_carry_what_the_state_machine_sends(sample) -> None:
+    """events/<function>/*.json are the task inputs `cargo lambda invoke` uses: each one holds every
+    key the ASL sends for its action (the transform's is the execution input, exactly)."""
+    data = json.loads(sample.read_text(encoding="utf-8"))
+    key = sample_key(sample)
+    if key[0] == "transform":
+        assert set(data) == SENT[key]
+    else:
+        assert SENT[key] <= set(data), f"{sample} lacks {sorted(SENT[key] - set(data))}"

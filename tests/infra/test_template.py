@@ -1,0 +1,396 @@
+"""Static checks of the deployable: template.yaml and the ASL files.
+
+- cfn-lint: 0 errors, 0 warnings (a rule silenced in the template's Metadata says why, inline);
+- `sam validate --lint` (offline);
+- statelint on every ASL file, as written and after substitution;
+- checkov: 0 failed checks, every skip justified inline;
+- cross-references: ASL ↔ template ↔ function crates, and every substitution defined;
+- least privilege: no wildcard actions, `Resource: "*"` only for APIs that cannot be scoped;
+- the processed tables declared in the template match what the transform writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from support import (
+    FUNCTIONS,
+    ROOT,
+    TEMPLATE,
+    asl_files,
+    load_asl,
+    resources,
+    substitutions_in,
+    template,
+    tool,
+)
+
+DATASETS = ("clientes", "proveedores", "transacciones")
+
+
+def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1", **kw.pop("env", {})}
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600, check=False, **kw)
+
+
+# --- linters ---------------------------------------------------------------------------------
+
+
+def test_cfn_lint_reports_no_errors_and_no_warnings() -> None:
+    done = run([tool("cfn-lint"), "--format", "json", "--", str(TEMPLATE)])
+    matches = json.loads(done.stdout or "[]")
+    found = [
+        f"{m['Rule']['Id']} {m['Location']['Path']}: {m['Message']}"
+        for m in matches
+        if m["Level"] in ("Error", "Warning")
+    ]
+    assert found == [], "\n".join(found)
+    assert done.returncode in (0, 8), done.stderr  # 8: informational findings only
+
+
+def test_sam_validate_lint_passes_offline() -> None:
+    done = run([tool("sam"), "validate", "--lint", "--region", "us-east-1", "--template-file", str(TEMPLATE)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is a valid SAM Template" in done.stdout + done.stderr
+
+
+def asl_substitution_values(path: Path) -> dict[str, str]:
+    """Plausible values of the right type for every `${Name}` of an ASL file (for statelint)."""
+    values = {}
+    for name in substitutions_in(path.read_text(encoding="utf-8")):
+        if name.endswith("FunctionArn"):
+            values[name] = f"arn:aws:lambda:us-east-1:123456789012:function:lago-lint-{name}"
+        elif name.endswith("TopicArn"):
+            values[name] = "arn:aws:sns:us-east-1:123456789012:lago-lint"
+        elif name.endswith(("Seconds", "Polls")):
+            values[name] = "3"
+        else:
+            values[name] = "true"
+    return values
+
+
+@pytest.mark.parametrize("path", asl_files(), ids=lambda p: p.name)
+def test_statelint_accepts_the_asl_as_written_and_substituted(path: Path, tmp_path: Path) -> None:
+    as_written = run([tool("statelint"), str(path)])
+    assert as_written.returncode == 0, as_written.stdout + as_written.stderr
+    substituted = tmp_path / path.name
+    substituted.write_text(json.dumps(load_asl(path, asl_substitution_values(path))), encoding="utf-8")
+    done = run([tool("statelint"), str(substituted)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_checkov_reports_no_failed_checks() -> None:
+    # --skip-download: no guideline look-ups (the run is offline and deterministic).
+    done = run(
+        [tool("checkov"), "--file", str(TEMPLATE), "--framework", "cloudformation", "--skip-download", "--output", "json"],
+        env={"BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"},
+    )
+    report = json.loads(done.stdout)
+    results = report["results"]
+    failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in results["failed_checks"]]
+    assert failed == [], "\n".join(failed)
+    assert results["parsing_errors"] == []
+    assert report["summary"]["passed"] > 100
+
+
+def test_every_checkov_skip_carries_its_reason() -> None:
+    for name, res in resources().items():
+        for skip in (res.get("Metadata") or {}).get("checkov", {}).get("skip", []):
+            assert re.fullmatch(r"CKV2?_AWS_\d+", skip.get("id", "")), f"{name}: {skip}"
+            assert len(skip.get("comment", "").split()) >= 4, f"{name}: skip {skip['id']} needs a reason"
+
+
+# --- cross-references ------------------------------------------------------------------------
+
+
+def state_machines() -> dict[str, dict[str, Any]]:
+    return resources("AWS::Serverless::StateMachine")
+
+
+def functions() -> dict[str, dict[str, Any]]:
+    return resources("AWS::Serverless::Function")
+
+
+def function_crates() -> dict[str, Path]:
+    """Package name → crate dir, for every crate under functions/."""
+    crates = {}
+    for manifest in sorted(FUNCTIONS.glob("*/Cargo.toml")):
+        package = tomllib.loads(manifest.read_text(encoding="utf-8"))["package"]["name"]
+        crates[package] = manifest.parent
+    return crates
+
+
+def lambda_tasks(asl: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    def walk(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        for name, st in states.items():
+            if st.get("Type") == "Task" and str(st.get("Resource", "")).startswith("arn:aws:states:::lambda:invoke"):
+                yield name, st
+            for branch in st.get("Branches", []):
+                yield from walk(branch["States"])
+            if "ItemProcessor" in st:
+                yield from walk(st["ItemProcessor"]["States"])
+
+    yield from walk(asl["States"])
+
+
+def test_every_asl_file_belongs_to_a_state_machine_and_every_substitution_is_defined() -> None:
+    used = set()
+    for name, sm in state_machines().items():
+        props = sm["Properties"]
+        path = ROOT / props["DefinitionUri"]
+        used.add(path.resolve())
+        text = path.read_text(encoding="utf-8")
+        defined = set(props.get("DefinitionSubstitutions", {}))
+        assert substitutions_in(text) - defined == set(), f"{name}: substitutions used but not defined"
+        assert defined - substitutions_in(text) == set(), f"{name}: substitutions defined but never used"
+    assert {p.resolve() for p in asl_files()} == used
+
+
+def test_every_lambda_the_asl_invokes_is_a_function_of_the_template() -> None:
+    fns = functions()
+    for sm_name, sm in state_machines().items():
+        props = sm["Properties"]
+        asl = json.loads((ROOT / props["DefinitionUri"]).read_text(encoding="utf-8"))
+        subs = props["DefinitionSubstitutions"]
+        tasks = list(lambda_tasks(asl))
+        assert tasks, f"{sm_name} invokes no Lambda"
+        for state, task in tasks:
+            ref = task["Parameters"]["FunctionName"]
+            m = re.fullmatch(r"\$\{(\w+)\}", ref)
+            assert m, f"{state}: FunctionName must come from a substitution, got {ref!r}"
+            value = subs[m.group(1)]
+            assert isinstance(value, dict) and "Fn::GetAtt" in value, f"{state}: {m.group(1)} = {value!r}"
+            target, attr = value["Fn::GetAtt"] if isinstance(value["Fn::GetAtt"], list) else value["Fn::GetAtt"].split(".")
+            assert target in fns and attr == "Arn", f"{state} invokes {target}.{attr}, not a function of the template"
+            # …and the state machine's role may invoke it.
+            role = resources()[sm["Properties"]["Role"]["Fn::GetAtt"][0]]
+            invocable = [
+                r["Fn::GetAtt"][0]
+                for p in role["Properties"]["Policies"]
+                for s in p["PolicyDocument"]["Statement"]
+                if "lambda:InvokeFunction" in _as_list(s.get("Action"))
+                for r in _as_list(s["Resource"])
+            ]
+            assert target in invocable, f"the role of {sm_name} may not invoke {target}"
+
+
+def test_every_function_crate_has_a_template_function_and_the_reverse() -> None:
+    crates = function_crates()
+    declared = {}
+    for name, fn in functions().items():
+        code_uri = Path(fn["Properties"]["CodeUri"])
+        binary = fn["Metadata"]["BuildProperties"]["Binary"]
+        declared[binary] = name
+        assert code_uri == Path("functions") / binary, f"{name}: CodeUri {code_uri} is not the crate of {binary}"
+        assert binary in crates, f"{name} builds {binary}, but functions/{binary} has no crate"
+    missing = sorted(set(crates) - set(declared))
+    assert missing == [], f"crates without a template function: {missing}"
+
+
+def test_every_function_follows_the_runtime_conventions() -> None:
+    globals_ = template()["Globals"]["Function"]
+    for name, fn in functions().items():
+        props = {**globals_, **fn["Properties"]}
+        assert props["Runtime"] == "provided.al2023", name
+        assert props["Architectures"] == ["arm64"], name
+        assert props["Handler"] == "bootstrap", name
+        assert props["Tracing"] == "Active", name
+        assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda", name
+        assert props["LoggingConfig"]["LogFormat"] == "JSON", name
+        assert "KmsKeyArn" in props, name
+        assert "Role" in props, f"{name}: an explicit role, so SAM adds no managed policy"
+        assert 128 <= props["MemorySize"] <= 10240 and props["Timeout"] <= 900, name
+
+
+# --- least privilege -------------------------------------------------------------------------
+
+# The only actions allowed on `Resource: "*"`: APIs without resource-level permissions. Each
+# such statement also carries a comment in the template naming the API.
+UNSCOPABLE = {
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+    "glue:GetSecurityConfiguration",
+    "redshift-data:DescribeStatement",  # with a statement-owner condition (checked below)
+}
+
+
+def _as_list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else [v]
+
+
+def policy_statements() -> Iterator[tuple[str, dict[str, Any]]]:
+    def statements(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for s in doc.get("Statement", []):
+            if isinstance(s, dict) and "Fn::If" in s:
+                for branch in s["Fn::If"][1:]:
+                    if isinstance(branch, dict) and "Effect" in branch:
+                        yield branch
+            elif isinstance(s, dict) and "Effect" in s:
+                yield s
+
+    for name, res in resources().items():
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::IAM::Role":
+            for p in props.get("Policies", []):
+                for s in statements(p["PolicyDocument"]):
+                    yield name, s
+        elif res["Type"] == "AWS::IAM::ManagedPolicy":
+            for s in statements(props["PolicyDocument"]):
+                yield name, s
+
+
+def test_identity_policies_name_actions_one_by_one() -> None:
+    for name, s in policy_statements():
+        for action in _as_list(s["Action"]):
+            assert "*" not in action, f"{name}: wildcard action {action}"
+
+
+def test_resource_star_only_where_the_api_cannot_be_scoped() -> None:
+    for name, s in policy_statements():
+        if s["Effect"] == "Allow" and "*" in _as_list(s["Resource"]):
+            extra = set(_as_list(s["Action"])) - UNSCOPABLE
+            assert extra == set(), f"{name}: {sorted(extra)} on Resource '*'"
+            if "redshift-data:DescribeStatement" in _as_list(s["Action"]):
+                assert "redshift-data:statement-owner-iam-userid" in json.dumps(s.get("Condition"))
+
+
+def test_every_star_resource_statement_is_explained_by_a_comment() -> None:
+    lines = TEMPLATE.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if re.fullmatch(r'\s*Resource: "\*"', line) and not _in_key_policy(lines, i):
+            start = next(j for j in range(i, -1, -1) if re.match(r"\s*- Sid:", lines[j]))
+            block = "\n".join(lines[max(0, start - 3) : start])
+            assert re.search(r"#.*(no resource-level|cannot be scoped|has no resource)", block), (
+                f"template.yaml:{i + 1}: Resource \"*\" without a comment naming the API"
+            )
+
+
+def _in_key_policy(lines: list[str], i: int) -> bool:
+    # Key policies and resource policies apply to their own resource: "*" means "this key".
+    for j in range(i, -1, -1):
+        if re.match(r"      (KeyPolicy|PolicyDocument|Policies):", lines[j]):
+            return lines[j].strip().startswith("KeyPolicy")
+    return False
+
+
+def test_no_secret_values_in_the_template() -> None:
+    text = TEMPLATE.read_text(encoding="utf-8")
+    keys = re.findall(r"(?m)^\s*-?\s*(\w*(?:Password|Secret)\w*)\s*:", text)
+    allowed = {
+        "ManageAdminPassword",  # Secrets Manager generates and keeps the admin password
+        "AdminPasswordSecretKmsKeyId",
+        "PiiSaltSecret",  # generated by Secrets Manager, read by ARN
+        "PiiSaltSecretArn",
+        "PII_SALT_SECRET_ARN",
+        "GenerateSecretString",
+        "SecretStringTemplate",
+        "PasswordLength",
+    }
+    assert set(keys) <= allowed, set(keys) - allowed
+    ns = resources("AWS::RedshiftServerless::Namespace")
+    for name, res in ns.items():
+        assert res["Properties"]["ManageAdminPassword"] is True, name
+    for name, res in resources("AWS::RedshiftServerless::Workgroup").items():
+        assert res["Properties"]["PubliclyAccessible"] is False, name
+
+
+# --- data plane ------------------------------------------------------------------------------
+
+
+def _pattern_matches_key(rule: dict[str, Any], key: str) -> bool:
+    keys = rule["Properties"]["EventPattern"]["detail"]["object"]["key"]
+    return any(key.startswith(k["prefix"]) for k in keys)
+
+
+def test_the_landing_rule_routes_raw_datasets_but_never_the_trades_archive() -> None:
+    rule = resources("AWS::Events::Rule")["LandingRule"]
+    for d in DATASETS:
+        assert _pattern_matches_key(rule, f"raw/{d}/year=2025/month=05/day=10/a.csv")
+    for key in ("raw/trades/year=2026/month=11/day=28/shard-1-2.ndjson.gz", "processed/clientes/x.parquet", "manifests/a.json"):
+        assert not _pattern_matches_key(rule, key), key
+    target = rule["Properties"]["Targets"][0]
+    assert target["DeadLetterConfig"] and target["RetryPolicy"]
+
+
+def _lago_bin() -> str | None:
+    if os.environ.get("LAGO_BIN"):
+        return os.environ["LAGO_BIN"]
+    # The build directory scripts/env.sh uses, then the clone's own.
+    cache = Path(os.environ.get("LAGO_CACHE", Path.home() / ".cache" / "lago")) / "target"
+    for target in (Path(os.environ.get("CARGO_TARGET_DIR", cache)), ROOT / "target"):
+        for profile in ("debug", "release"):
+            if (target / profile / "lago").exists():
+                return str(target / profile / "lago")
+    return None
+
+
+GLUE_TYPES = {
+    "string": "string",
+    "large_string": "string",
+    "date32[day]": "date",
+    "int64": "bigint",
+    "timestamp[us, tz=UTC]": "timestamp",
+}
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_processed_tables_match_what_the_transform_writes(dataset: str, tmp_path: Path) -> None:
+    lago = _lago_bin()
+    if lago is None:
+        pytest.skip("set LAGO_BIN (or build the lago CLI) to compare with real Parquet")
+    import pyarrow.parquet as pq
+
+    raw = tmp_path / f"raw/{dataset}/year=2025/month=05/day=10/sample.csv"
+    env = {**os.environ, "LAGO_PII_SALT": "infra-test"}
+    subprocess.run([lago, "generate", "--dataset", dataset, "--rows", "20", "--out", str(raw)], check=True, capture_output=True, env=env)
+    subprocess.run([lago, "transform", "--input", str(raw), "--lake", str(tmp_path)], check=True, capture_output=True, env=env)
+    [part] = sorted(tmp_path.glob(f"processed/{dataset}/**/*.parquet"))
+    written = []
+    for field in pq.read_schema(part):
+        t = str(field.type)
+        m = re.fullmatch(r"decimal128\((\d+), (\d+)\)", t)
+        written.append((field.name, f"decimal({m[1]},{m[2]})" if m else GLUE_TYPES[t]))
+    table = next(r for r in resources("AWS::Glue::Table").values() if r["Properties"]["TableInput"]["Name"] == dataset)
+    declared = [(c["Name"], c["Type"]) for c in table["Properties"]["TableInput"]["StorageDescriptor"]["Columns"]]
+    assert declared == written
+
+
+def test_the_analyst_grant_excludes_exactly_the_pii_derived_columns() -> None:
+    grants = resources("AWS::LakeFormation::PrincipalPermissions")
+    excluded = {}
+    for res in grants.values():
+        twc = res["Properties"]["Resource"].get("TableWithColumns")
+        if twc:
+            table = resources()[twc["Name"]["Ref"]]["Properties"]["TableInput"]["Name"]
+            excluded[table] = set(twc["ColumnWildcard"]["ExcludedColumnNames"])
+    assert excluded == {"clientes": {"numero_identificacion_hash", "email_masked"}, "proveedores": set(), "transacciones": set()}
+
+
+@pytest.mark.parametrize("logical_id", sorted(functions()))
+def test_every_variable_the_template_sets_is_read_by_the_function(logical_id: str) -> None:
+    """The template and the crates agree on configuration names (a typo is a runtime failure)."""
+    fn = functions()[logical_id]
+    binary = fn["Metadata"]["BuildProperties"]["Binary"]
+    names = set((fn["Properties"].get("Environment") or {}).get("Variables", {}))
+    sources = [*sorted((FUNCTIONS / binary).rglob("*.rs")), *sorted((ROOT / "shared" / "src").rglob("*.rs"))]
+    code = "\n".join(p.read_text(encoding="utf-8") for p in sources)
+    unread = sorted(n for n in names if f'"{n}"' not in code)
+    assert unread == [], f"{logical_id} sets {unread}, which functions/{binary} never reads"
