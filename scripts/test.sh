@@ -43,7 +43,8 @@ LAGO_REQUIRE_MOTO=1 cargo test --workspace --locked
 moto_stop
 
 echo "== interop, demo and dashboard tests (pyarrow, DuckDB, Chromium)"
-cargo build --workspace --bins --locked
+# The binaries come from the build above (a build of only `--bins` would resolve features without
+# the dev-dependencies and rebuild half the dependency tree).
 export LAGO_BIN="$CARGO_TARGET_DIR/debug/lago"
 "$VENV/bin/python" -m pytest -q tests/python
 

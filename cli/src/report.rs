@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use chrono::NaiveDate;
+use chrono::{NaiveDateTime, Timelike};
 use clap::Parser;
 use rust_decimal::Decimal;
 
@@ -65,7 +65,7 @@ fn inserts(table: &str, rows: &[String]) -> Vec<String> {
 }
 
 /// Replaces the run tables the dashboard reads besides the datasets: rejects per reason, stage
-/// timings, the trade portfolios and the daily trade volume.
+/// timings, the trade portfolios and the hourly trade volume.
 pub fn store_run_tables(
     warehouse: &Path,
     manifests: &[Manifest],
@@ -77,7 +77,7 @@ pub fn store_run_tables(
         "CREATE OR REPLACE TABLE lago.pipeline_rejects (dataset VARCHAR, reason VARCHAR, rows BIGINT)".to_string(),
         "CREATE OR REPLACE TABLE lago.pipeline_timings (stage VARCHAR, seconds DOUBLE, items BIGINT, unit VARCHAR)".to_string(),
         "CREATE OR REPLACE TABLE lago.trade_portfolios (user_id VARCHAR, usd_balance DECIMAL(18,2), cost_basis_cop DECIMAL(24,2), realized_pnl_cop DECIMAL(24,2), trades_applied BIGINT, recommendation VARCHAR)".to_string(),
-        "CREATE OR REPLACE TABLE lago.trade_daily_volume (day DATE, side VARCHAR, trades BIGINT, usd DECIMAL(24,2))".to_string(),
+        "CREATE OR REPLACE TABLE lago.trade_hourly_volume (hour TIMESTAMP, side VARCHAR, trades BIGINT, usd DECIMAL(24,2))".to_string(),
     ];
     let mut rejects: BTreeMap<(String, String), u64> = BTreeMap::new();
     for m in manifests {
@@ -124,33 +124,33 @@ pub fn store_run_tables(
         })
         .collect::<Result<_>>()?;
     sql.extend(inserts("lago.trade_portfolios", &rows));
-    let rows: Vec<String> = daily_volume(trades_file)?
+    let rows: Vec<String> = hourly_volume(trades_file)?
         .into_iter()
-        .map(|((day, side), (n, usd))| {
+        .map(|((hour, side), (n, usd))| {
             Ok(format!(
-                "(DATE {}, {}, {n}, {usd})",
-                lit(&day.to_string())?,
+                "(TIMESTAMP {}, {}, {n}, {usd})",
+                lit(&hour.format("%Y-%m-%d %H:00:00").to_string())?,
                 lit(side)?
             ))
         })
         .collect::<Result<_>>()?;
-    sql.extend(inserts("lago.trade_daily_volume", &rows));
+    sql.extend(inserts("lago.trade_hourly_volume", &rows));
     let mut wh = Warehouse::open(warehouse)?;
     wh.run_statements("(demo run tables)", &sql)?;
     Ok(())
 }
 
-/// USD volume and trade count per day and side, over the valid trades of the stream, each
-/// `trade_id` counted once.
-/// Trades and USD per (day, side).
-type DailyVolume = BTreeMap<(NaiveDate, &'static str), (u64, Decimal)>;
+/// Trades and USD per (hour, side).
+type HourlyVolume = BTreeMap<(NaiveDateTime, &'static str), (u64, Decimal)>;
 
-fn daily_volume(trades_file: &Path) -> Result<DailyVolume> {
+/// USD volume and trade count per hour (UTC) and side, over the valid trades of the stream, each
+/// `trade_id` counted once.
+fn hourly_volume(trades_file: &Path) -> Result<HourlyVolume> {
     use std::io::BufRead;
     let file = std::fs::File::open(trades_file)
         .with_context(|| format!("reading {}", trades_file.display()))?;
     let mut seen = std::collections::HashSet::new();
-    let mut out = DailyVolume::new();
+    let mut out = HourlyVolume::new();
     for line in std::io::BufReader::new(file).split(b'\n') {
         let line = line?;
         let Ok(t) = Trade::parse(&line) else { continue };
@@ -158,7 +158,15 @@ fn daily_volume(trades_file: &Path) -> Result<DailyVolume> {
             continue;
         }
         let e = out
-            .entry((t.executed_at.date_naive(), t.side.as_str()))
+            .entry((
+                t.executed_at
+                    .naive_utc()
+                    .with_minute(0)
+                    .and_then(|h| h.with_second(0))
+                    .and_then(|h| h.with_nanosecond(0))
+                    .unwrap_or_else(|| t.executed_at.naive_utc()),
+                t.side.as_str(),
+            ))
             .or_default();
         e.0 += 1;
         e.1 += t.usd_amount;
@@ -347,10 +355,10 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         "rows",
     ),
     pivot_chart(
-        &q(&wh, "SELECT strftime(day, '%m-%d') AS day, side, usd FROM trade_daily_volume ORDER BY day, side")?,
+        &q(&wh, "SELECT strftime(hour, '%m-%d %Hh') AS hour, side, usd FROM trade_hourly_volume ORDER BY 1, side")?,
         "trade_volume",
         "Trade volume by side over time",
-        "USD per day, BUY vs SELL",
+        "USD per hour (UTC), BUY vs SELL",
         ChartKind::Lines,
         "USD",
     ),
