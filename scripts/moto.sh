@@ -43,6 +43,12 @@ moto_start() {
 moto_stop() {
   if [ -n "${MOTO_PID:-}" ]; then
     kill "$MOTO_PID" 2>/dev/null || true
+    # A server busy with a large request may not stop at once: give it 5 s, then kill it.
+    for _ in $(seq 1 25); do
+      kill -0 "$MOTO_PID" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -9 "$MOTO_PID" 2>/dev/null || true
     wait "$MOTO_PID" 2>/dev/null || true
     unset MOTO_PID
   fi
