@@ -22,10 +22,11 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use flate2::read::GzDecoder;
-use lago::aws::trades::dynamodb::portfolio_from_item;
+use lago::aws::trades::dynamodb::{portfolio_from_item, DynamoDbPortfolioStore};
 use lago::trades::{
-    generate_trades, GenerateOptions, MemoryPortfolioStore, RecordingArchive, RecordingDeadLetters,
-    RecordingNotifier, TradeProcessor,
+    generate_trades, sequence_key, Commit, CommitOutcome, Decision, DecisionOutcome,
+    GenerateOptions, MemoryPortfolioStore, Portfolio, PortfolioStore, RecordingArchive,
+    RecordingDeadLetters, RecordingNotifier, Trade, TradeProcessor,
 };
 use rust_decimal::Decimal;
 use trades_stream::{
@@ -640,5 +641,152 @@ async fn generated_trades_match_the_in_memory_replay() -> anyhow::Result<()> {
     assert_eq!(moto.archive_keys().await?.len(), events.len());
     let published = moto.queue_depth(&moto.all_events_url).await?;
     assert_eq!(published, report.valid + report.oversells);
+    Ok(())
+}
+
+fn buy_line(id: &str, user: &str) -> String {
+    format!(
+        r#"{{"trade_id":"{id}","user_id":"{user}","side":"BUY","usd_amount":"1.00","rate":"4000.0000","executed_at":"2026-11-28T17:00:00Z"}}"#
+    )
+}
+
+#[tokio::test]
+async fn a_heavy_user_commits_pending_transactions_then_the_final_one() -> anyhow::Result<()> {
+    let Some(endpoint) =
+        lago::aws::moto_endpoint("a_heavy_user_commits_pending_transactions_then_the_final_one")
+    else {
+        return Ok(());
+    };
+    // GIVEN one batch with 250 trades of one user and 5 of another
+    let mut lines: Vec<String> = (1..=250)
+        .map(|i| buy_line(&format!("h{i}"), "heavy"))
+        .collect();
+    lines.extend((1..=5).map(|i| buy_line(&format!("l{i}"), "light")));
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let events = batches(&lines, lines.len())?;
+    let moto = Moto::create(&endpoint, "heavy").await?;
+    let stream = moto.stream();
+
+    // WHEN it is handled, then delivered again
+    let (first, _) = stream.handle(&events[0], now()).await;
+    assert!(first?.batch_item_failures.is_empty());
+    let (again, metrics) = stream.handle(&events[0], now()).await;
+    assert!(again?.batch_item_failures.is_empty());
+
+    // THEN the heavy user went out as ceil(251 / 100) = 3 transactions: its portfolio is at
+    // version 1 with every trade, and the last sequence number stored zero-padded
+    let heavy = moto.portfolio_item("heavy").await?.context("heavy")?;
+    assert_eq!(n(&heavy, "version").as_deref(), Some("1"));
+    assert_eq!(n(&heavy, "trades_applied").as_deref(), Some("250"));
+    assert_eq!(n(&heavy, "usd_balance").as_deref(), Some("250.00"));
+    assert_eq!(s(&heavy, "last_sequence"), Some(format!("{:064}", 250)));
+    // AND the decisions of the two pending transactions carry their sequence numbers
+    let decisions = moto.scan(&moto.config.decisions_table).await?;
+    assert_eq!(decisions.len(), 255);
+    let mut pending: Vec<String> = decisions
+        .iter()
+        .filter_map(|d| s(d, "pending_sequence"))
+        .collect();
+    pending.sort();
+    let expected: Vec<String> = (1..=200).map(|i| format!("{i:064}")).collect();
+    assert_eq!(pending, expected);
+    // AND the redelivery was all duplicates
+    let emf: serde_json::Value = serde_json::from_str(&metrics.to_json(0))?;
+    assert_eq!(emf["Duplicates"].as_u64(), Some(255));
+    assert_eq!(emf["Applied"].as_u64(), Some(0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn decision_conditions_redo_only_pending_decisions_not_yet_durable() -> anyhow::Result<()> {
+    let Some(endpoint) =
+        lago::aws::moto_endpoint("decision_conditions_redo_only_pending_decisions_not_yet_durable")
+    else {
+        return Ok(());
+    };
+    let moto = Moto::create(&endpoint, "conditions").await?;
+    let store = DynamoDbPortfolioStore::new(
+        moto.clients.dynamodb.clone(),
+        &moto.config.portfolios_table,
+        &moto.config.decisions_table,
+    );
+    let lines: Vec<String> = (1..=9).map(|i| buy_line(&format!("t{i}"), "ana")).collect();
+    let trades: Vec<Trade> = lines
+        .iter()
+        .map(|l| Trade::parse(l.as_bytes()))
+        .collect::<Result<_, _>>()?;
+    let seqs: Vec<String> = (1..=9).map(|i| format!("{i:056}")).collect();
+    let mut portfolio = Portfolio::new("ana");
+    let mut decisions = Vec::new();
+    for (t, seq) in trades.iter().zip(&seqs) {
+        decisions.push(Decision {
+            trade: t,
+            sequence_number: seq,
+            outcome: DecisionOutcome::Applied(portfolio.apply(t)?),
+        });
+    }
+    let last = |range: &std::ops::Range<usize>| seqs[range.end - 1].as_str();
+    let send = |pending: bool,
+                expected_version: u64,
+                expected_sequence: Option<String>,
+                range: std::ops::Range<usize>| {
+        let store = &store;
+        let decisions = &decisions;
+        let portfolio = &portfolio;
+        let last_sequence = last(&range).to_string();
+        async move {
+            store
+                .commit(&Commit {
+                    user_id: "ana",
+                    expected_version,
+                    expected_sequence: expected_sequence.as_deref(),
+                    pending,
+                    portfolio,
+                    last_sequence: &last_sequence,
+                    decisions: &decisions[range],
+                })
+                .await
+        }
+    };
+
+    // GIVEN a pending transaction of t1–t3 whose final transaction never landed
+    assert_eq!(send(true, 0, None, 0..3).await?, CommitOutcome::Committed);
+    assert!(moto.portfolio_item("ana").await?.is_none());
+    // WHEN a retry writes t1–t5 with its final transaction
+    // THEN the pending t1–t3 are written again, and the portfolio stores t5's sequence number
+    assert_eq!(send(false, 0, None, 0..5).await?, CommitOutcome::Committed);
+    let stored = portfolio_from_item(&moto.portfolio_item("ana").await?.context("ana")?)?;
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.last_sequence, Some(sequence_key(&seqs[4])));
+    let read = stored.last_sequence.clone();
+
+    // WHEN t2 (decided by a final transaction) is written again
+    // THEN it is refused as already decided
+    match send(true, 1, read.clone(), 1..2).await? {
+        CommitOutcome::Conflict(c) => assert_eq!(c.already_decided, ["t2"]),
+        other => bail!("t2 written twice: {other:?}"),
+    }
+    // GIVEN t6–t7 pending and t8 final, all landed
+    assert_eq!(
+        send(true, 1, read.clone(), 5..7).await?,
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        send(false, 1, read.clone(), 7..8).await?,
+        CommitOutcome::Committed
+    );
+    let read =
+        portfolio_from_item(&moto.portfolio_item("ana").await?.context("ana")?)?.last_sequence;
+    // WHEN the pending t6 comes again after its final transaction landed
+    // THEN it is durable: refused
+    match send(true, 2, read.clone(), 5..6).await? {
+        CommitOutcome::Conflict(c) => assert_eq!(c.already_decided, ["t6"]),
+        other => bail!("t6 written twice: {other:?}"),
+    }
+    // AND a stale version is refused on the portfolio
+    match send(false, 1, read.clone(), 8..9).await? {
+        CommitOutcome::Conflict(c) => assert!(c.version_moved && c.already_decided.is_empty()),
+        other => bail!("a stale version was written: {other:?}"),
+    }
     Ok(())
 }

@@ -371,7 +371,7 @@ async fn a_cancelled_transaction_names_the_trades_already_decided() -> anyhow::R
         put.item().get("cost_basis_cop"),
         Some(&AttributeValue::N("404000.00".into()))
     );
-    // a decision is written once, ever
+    // a decision is written once, ever (or again only as the same user's pending record)
     let decision = redo
         .transact_items()
         .first()
@@ -379,8 +379,25 @@ async fn a_cancelled_transaction_names_the_trades_already_decided() -> anyhow::R
         .context("a decision put")?;
     assert_eq!(
         decision.condition_expression(),
-        Some("attribute_not_exists(trade_id)")
+        Some(
+            "attribute_not_exists(trade_id) OR (pending_sequence = :sequence AND user_id = :user)"
+        )
     );
+    let values = decision
+        .expression_attribute_values()
+        .context("condition values")?;
+    assert_eq!(
+        values.get(":sequence"),
+        decision
+            .item()
+            .get("sequence_number")
+            .and_then(|v| v.as_s().ok())
+            .map(|s| AttributeValue::S(lago::trades::sequence_key(s)))
+            .as_ref()
+    );
+    assert_eq!(values.get(":user"), decision.item().get("user_id"));
+    // a final commit's decisions are not pending
+    assert_eq!(decision.item().get("pending_sequence"), None);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! In-memory and local-folder adapters of the trade ports: the local twin's store, archive,
 //! DLQ and notifier, and the test doubles (scripted failures, request counters).
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,8 +10,9 @@ use serde::Serialize;
 
 use super::hash::{FastMap, FastState};
 use super::ports::{
-    BoxError, Commit, CommitOutcome, Conflict, DeadLetterSink, DecisionOutcome, Loaded, Notifier,
-    PortfolioStore, SinkError, StoreError, StoredPortfolio, TradeArchive,
+    compare_sequences, sequence_key, sequence_key_into, BoxError, Commit, CommitOutcome, Conflict,
+    DeadLetterSink, DecisionOutcome, Loaded, Notifier, PortfolioStore, SinkError, StoreError,
+    StoredPortfolio, TradeArchive,
 };
 use super::processor::{DeadLetter, Notification};
 use std::hash::BuildHasher;
@@ -72,6 +74,21 @@ struct MemoryState {
     counters: StoreCounters,
     load_failures: BTreeSet<u64>,
     commit_failures: BTreeMap<u64, FailureMode>,
+}
+
+impl MemoryState {
+    /// Whether a stored decision is durable: written by a final commit, or by a pending one
+    /// whose final commit has landed (the user's portfolio is at or past its record).
+    fn durable(&self, entry: &DecisionEntry) -> bool {
+        match entry.pending.as_deref() {
+            None => true,
+            Some((user, seq)) => self
+                .portfolios
+                .get(&**user)
+                .and_then(|p| p.last_sequence.as_deref())
+                .is_some_and(|last| compare_sequences(seq, last) != Ordering::Greater),
+        }
+    }
 }
 
 /// A [`PortfolioStore`] in memory with the same conditional semantics as the DynamoDB one: a
@@ -154,12 +171,30 @@ impl MemoryPortfolioStore {
         all
     }
 
-    /// `Some(true)` applied, `Some(false)` rejected, `None` never decided.
+    /// `Some(true)` applied, `Some(false)` rejected, `None` not durably decided (never
+    /// written, or pending on a final commit that has not landed).
     pub fn decision(&self, trade_id: &str) -> Option<bool> {
-        lock(&self.state).decisions.get(trade_id)
+        let state = lock(&self.state);
+        state
+            .decisions
+            .get(trade_id)
+            .filter(|entry| state.durable(entry))
+            .map(|entry| entry.applied)
     }
 
+    /// Durably decided trade ids.
     pub fn decided_count(&self) -> usize {
+        let state = lock(&self.state);
+        state
+            .decisions
+            .entries
+            .iter()
+            .filter(|entry| state.durable(entry))
+            .count()
+    }
+
+    /// Stored decision items, durable or pending (what a scan of the decisions table sees).
+    pub fn decision_items(&self) -> usize {
         lock(&self.state).decisions.len()
     }
 }
@@ -186,7 +221,7 @@ impl PortfolioStore for MemoryPortfolioStore {
         let mut decided = HashSet::new();
         if self.lookup_decisions && state.decisions.len() > 0 {
             for id in trade_ids {
-                if state.decisions.get(id).is_some() {
+                if state.decisions.get(id).is_some_and(|e| state.durable(e)) {
                     decided.insert((*id).to_string());
                 }
             }
@@ -222,12 +257,20 @@ impl PortfolioStore for MemoryPortfolioStore {
             ..
         } = state;
         let stored = portfolios.get_mut(commit.user_id);
-        let version_moved = stored.as_ref().map_or(0, |p| p.version) != commit.expected_version;
+        let version_moved =
+            !commit.pending && stored.as_ref().map_or(0, |p| p.version) != commit.expected_version;
         // Check every condition first, then write: all or nothing.
         let already_decided: Vec<String> = commit
             .decisions
             .iter()
-            .filter(|d| decisions.get(&d.trade.trade_id).is_some())
+            .filter(|d| {
+                decisions.get(&d.trade.trade_id).is_some_and(|entry| {
+                    !entry
+                        .pending
+                        .as_deref()
+                        .is_some_and(|(user, seq)| commit.may_redo(d, user, seq))
+                })
+            })
             .map(|d| d.trade.trade_id.to_string())
             .collect();
         if version_moved || !already_decided.is_empty() {
@@ -239,20 +282,33 @@ impl PortfolioStore for MemoryPortfolioStore {
         }
         decisions.reserve(commit.decisions.len());
         for d in commit.decisions {
-            let applied = matches!(d.outcome, DecisionOutcome::Applied(_));
-            decisions.insert_new(d.trade.trade_id.clone(), applied);
+            let entry = DecisionEntry {
+                trade_id: d.trade.trade_id.clone(),
+                applied: matches!(d.outcome, DecisionOutcome::Applied(_)),
+                pending: commit
+                    .pending
+                    .then(|| Box::new((d.trade.user_id.clone(), d.sequence_number.to_string()))),
+            };
+            decisions.put(entry);
         }
-        match stored {
-            Some(slot) => {
-                slot.portfolio.clone_from(commit.portfolio);
-                slot.version = commit.new_version();
-            }
-            None => {
-                let stored = StoredPortfolio {
-                    portfolio: commit.portfolio.clone(),
-                    version: commit.new_version(),
-                };
-                portfolios.insert(commit.user_id.to_string(), stored);
+        if !commit.pending {
+            match stored {
+                Some(slot) => {
+                    slot.portfolio.clone_from(commit.portfolio);
+                    slot.version = commit.new_version();
+                    sequence_key_into(
+                        commit.last_sequence,
+                        slot.last_sequence.get_or_insert_with(String::new),
+                    );
+                }
+                None => {
+                    let stored = StoredPortfolio {
+                        portfolio: commit.portfolio.clone(),
+                        version: commit.new_version(),
+                        last_sequence: Some(sequence_key(commit.last_sequence)),
+                    };
+                    portfolios.insert(commit.user_id.to_string(), stored);
+                }
             }
         }
         state.counters.committed += 1;
@@ -272,9 +328,19 @@ impl PortfolioStore for MemoryPortfolioStore {
 struct DecisionIndex {
     /// Length 0 or a power of two, at most half full; `fingerprint == 0` is empty.
     slots: Vec<Slot>,
-    /// (trade id, applied) in decision order.
-    entries: Vec<(Arc<str>, bool)>,
+    /// Decisions in the order they were first written.
+    entries: Vec<DecisionEntry>,
     hasher: FastState,
+}
+
+/// One stored decision.
+#[derive(Debug)]
+struct DecisionEntry {
+    trade_id: Arc<str>,
+    applied: bool,
+    /// Written by a pending commit: (user id, sequence number); durable once the user's
+    /// portfolio has moved to or past that sequence number.
+    pending: Option<Box<(Arc<str>, String)>>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -292,8 +358,13 @@ impl DecisionIndex {
         self.entries.len()
     }
 
-    /// `Some(applied)` when decided.
-    fn get(&self, id: &str) -> Option<bool> {
+    /// The stored decision of `id`, if any.
+    fn get(&self, id: &str) -> Option<&DecisionEntry> {
+        self.find(id).map(|e| &self.entries[e])
+    }
+
+    /// The index of `id`'s entry.
+    fn find(&self, id: &str) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
@@ -305,23 +376,32 @@ impl DecisionIndex {
             if slot.fingerprint == 0 {
                 return None;
             }
-            if slot.fingerprint == fingerprint {
-                let (known, applied) = &self.entries[slot.entry as usize];
-                if **known == *id {
-                    return Some(*applied);
-                }
+            if slot.fingerprint == fingerprint && *self.entries[slot.entry as usize].trade_id == *id
+            {
+                return Some(slot.entry as usize);
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// Adds an id the caller has checked is not decided.
-    fn insert_new(&mut self, id: Arc<str>, applied: bool) {
+    /// Adds an id the caller has checked is not stored.
+    fn insert_new(&mut self, entry: DecisionEntry) {
         self.reserve(1);
-        let fingerprint = self.fingerprint(&id);
-        let entry = self.entries.len() as u32;
-        self.place(Slot { fingerprint, entry });
-        self.entries.push((id, applied));
+        let fingerprint = self.fingerprint(&entry.trade_id);
+        let index = self.entries.len() as u32;
+        self.place(Slot {
+            fingerprint,
+            entry: index,
+        });
+        self.entries.push(entry);
+    }
+
+    /// Writes `entry`, replacing a stored one of the same id.
+    fn put(&mut self, entry: DecisionEntry) {
+        match self.find(&entry.trade_id) {
+            Some(index) => self.entries[index] = entry,
+            None => self.insert_new(entry),
+        }
     }
 
     fn place(&mut self, slot: Slot) {

@@ -38,10 +38,10 @@ pub use memory::{
 };
 pub use portfolio::{Applied, Portfolio, Rejection};
 pub use ports::{
-    Action, Commit, CommitOutcome, Conflict, DeadLetterSink, Decision, DecisionOutcome, Loaded,
-    ModelRequest, ModelResponse, Notifier, PortfolioStore, RecommendError, Recommendation,
-    RecommendationRequest, RecommendationSource, Recommender, SinkError, StoreError,
-    StoredPortfolio, TradeArchive,
+    compare_sequences, sequence_key, Action, Commit, CommitOutcome, Conflict, DeadLetterSink,
+    Decision, DecisionOutcome, Loaded, ModelRequest, ModelResponse, Notifier, PortfolioStore,
+    RecommendError, Recommendation, RecommendationRequest, RecommendationSource, Recommender,
+    SinkError, StoreError, StoredPortfolio, TradeArchive,
 };
 pub use processor::{
     deliver, BatchOutcome, DataEncoding, DeadLetter, DeliveryError, Notification, NotificationKind,

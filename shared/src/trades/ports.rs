@@ -5,6 +5,7 @@
 //! The traits use return-position `impl Future + Send` (native async in traits): adapters
 //! implement them with plain `async fn`, callers use them through generics, never `dyn`.
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::future::Future;
 
@@ -35,11 +36,16 @@ impl StoreError {
     }
 }
 
-/// A portfolio with the version it was stored at (`0` = no item yet).
+/// A portfolio with the version it was stored at (`0` = no item yet) and the stream position
+/// of the last trade it took in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredPortfolio {
     pub portfolio: Portfolio,
     pub version: u64,
+    /// [`sequence_key`] of the record of the last decision committed with this portfolio
+    /// (`None`: none yet). A pending decision at or before it is durable (see [`Commit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sequence: Option<String>,
 }
 
 impl StoredPortfolio {
@@ -48,7 +54,44 @@ impl StoredPortfolio {
         Self {
             portfolio: Portfolio::new(user_id),
             version: 0,
+            last_sequence: None,
         }
+    }
+}
+
+/// Width of a [`sequence_key`]: Kinesis sequence numbers are decimal integers (56 digits
+/// today, at most 128 bits).
+pub const SEQUENCE_KEY_WIDTH: usize = 64;
+
+/// A stream sequence number as a fixed-width key, so that string order is numeric order
+/// (DynamoDB compares strings byte by byte): the decimal digits left-padded with zeros to
+/// [`SEQUENCE_KEY_WIDTH`]. Anything else (never sent by Kinesis) is kept as written.
+pub fn sequence_key(sequence_number: &str) -> String {
+    let mut key = String::with_capacity(SEQUENCE_KEY_WIDTH);
+    sequence_key_into(sequence_number, &mut key);
+    key
+}
+
+/// [`sequence_key`] into `key` (cleared first), reusing its allocation.
+pub fn sequence_key_into(sequence_number: &str, key: &mut String) {
+    key.clear();
+    let digits = sequence_number.trim_start_matches('0');
+    if digits.len() <= SEQUENCE_KEY_WIDTH && digits.bytes().all(|b| b.is_ascii_digit()) {
+        key.extend(std::iter::repeat_n('0', SEQUENCE_KEY_WIDTH - digits.len()));
+        key.push_str(digits);
+    } else {
+        key.push_str(sequence_number);
+    }
+}
+
+/// Orders two sequence numbers as numbers (the order of their [`sequence_key`]s).
+pub fn compare_sequences(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    let numeric = |s: &str| s.len() <= SEQUENCE_KEY_WIDTH && s.bytes().all(|b| b.is_ascii_digit());
+    if numeric(a) && numeric(b) {
+        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    } else {
+        sequence_key(a).cmp(&sequence_key(b))
     }
 }
 
@@ -80,15 +123,37 @@ pub struct Decision<'a> {
     pub outcome: DecisionOutcome,
 }
 
-/// One atomic write: the decision items plus the user's portfolio as it stands after them,
-/// stored at `expected_version + 1` on condition that the stored version is still
-/// `expected_version` (`0`: the item must not exist). At most `max_transaction_items` items
-/// (`decisions.len() + 1`): a DynamoDB `TransactWriteItems` call.
+/// One atomic write of a user's decisions — a DynamoDB `TransactWriteItems` call of at most
+/// `max_transaction_items` items.
+///
+/// A user's decisions in a batch go out in `ceil((n + 1) / max)` commits: full *pending*
+/// commits of decisions only, then the *final* commit with the rest of the decisions and the
+/// portfolio as it stands after all of them, stored at `expected_version + 1` on condition
+/// that the stored version is still `expected_version` (`0`: no item yet), together with
+/// `last_sequence`, the sequence number of the user's last decision.
+///
+/// A decision written by a pending commit is durable only once its final commit lands: it is
+/// durable exactly when its sequence number is at or before the `last_sequence` stored on its
+/// user's portfolio. Until then it may be written again, by the same user for the same
+/// record — which is how a retry after a failed final commit redoes it. Every decision put is
+/// therefore conditioned on: no decision for this trade id, or a pending one of this user and
+/// record whose sequence number is after `expected_sequence` (what the load read).
+/// Everything else is a trade already decided. Because a user's records are applied in stream
+/// order and the portfolio moves past a record only by a commit that settled it, a pending
+/// decision left by a failed final commit is never mistaken for a durable one.
 #[derive(Debug, Clone, Copy)]
 pub struct Commit<'a> {
     pub user_id: &'a str,
     pub expected_version: u64,
+    /// The portfolio's `last_sequence` as loaded with `expected_version`.
+    pub expected_sequence: Option<&'a str>,
+    /// `true`: decisions only, no portfolio put.
+    pub pending: bool,
+    /// The portfolio after the user's decisions in this batch (after this commit's decisions
+    /// for a pending commit; stored only by the final one).
     pub portfolio: &'a Portfolio,
+    /// Sequence number of the user's last decision, stored with the portfolio.
+    pub last_sequence: &'a str,
     pub decisions: &'a [Decision<'a>],
 }
 
@@ -97,9 +162,19 @@ impl Commit<'_> {
         self.expected_version + 1
     }
 
-    /// Items in the transaction: one per decision plus the portfolio put.
+    /// Items in the transaction: one per decision, plus the portfolio put of a final commit.
     pub fn item_count(&self) -> usize {
-        self.decisions.len() + 1
+        self.decisions.len() + usize::from(!self.pending)
+    }
+
+    /// Whether a stored pending decision (of `user_id`, for the record at `pending_sequence`)
+    /// may be written again by `decision` of this commit (see the type's docs).
+    pub fn may_redo(&self, decision: &Decision<'_>, user_id: &str, pending_sequence: &str) -> bool {
+        user_id == self.user_id
+            && compare_sequences(pending_sequence, decision.sequence_number) == Ordering::Equal
+            && self
+                .expected_sequence
+                .is_none_or(|read| compare_sequences(pending_sequence, read) == Ordering::Greater)
     }
 }
 
@@ -309,5 +384,32 @@ impl ModelResponse {
                 source: RecommendationSource::Model,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sequence_keys_are_fixed_width_and_keep_what_is_not_a_number() {
+        assert_eq!(sequence_key("42"), format!("{:064}", 42));
+        assert_eq!(sequence_key(&sequence_key("42")), sequence_key("42"));
+        assert_eq!(sequence_key("0"), "0".repeat(64));
+        assert_eq!(sequence_key("x-1"), "x-1");
+        assert_eq!(
+            compare_sequences("0042", &sequence_key("42")),
+            Ordering::Equal
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn sequence_order_is_numeric_order(a in any::<u128>(), b in any::<u128>(), pad in 0usize..8) {
+            let padded = format!("{}{a}", "0".repeat(pad));
+            prop_assert_eq!(compare_sequences(&padded, &b.to_string()), a.cmp(&b));
+            prop_assert_eq!(sequence_key(&padded).cmp(&sequence_key(&b.to_string())), a.cmp(&b));
+        }
     }
 }

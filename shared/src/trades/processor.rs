@@ -9,11 +9,12 @@
 //!    already decided (earlier batches, or earlier in this batch). An `insufficient_balance`
 //!    rejection is a decision too: a later redelivery is a duplicate, never re-decided.
 //! 5. One recommendation call for every user with a decision (the rule when the model fails).
-//! 6. Per user, commit in transactions of at most `max_transaction_items` items: each is its
-//!    decisions plus the portfolio as it stands after them, conditioned on the version read.
-//!    A user with `n` decisions costs `ceil(n / (max − 1))` transactions — the stated
-//!    `ceil((n + 1) / 100)` whenever `n ≤ 198`; for more, the extra transaction is the price of
-//!    keeping every transaction a consistent step (a portfolio put in each).
+//! 6. Per user, commit the `n` decisions and the portfolio in `ceil((n + 1) / max)`
+//!    transactions of at most `max_transaction_items` items: full *pending* ones of decisions
+//!    only, then the *final* one with the remaining decisions and the portfolio, conditioned
+//!    on the version read. Pending decisions become durable when the final transaction lands
+//!    (see [`Commit`]); until then a retry may write them again, so the user's records count
+//!    as settled only after the final transaction.
 //! 7. A conflict (a decision already recorded, or the version moved under a concurrent writer)
 //!    writes nothing: the processor learns which trades are decided, re-reads that user's
 //!    portfolio and redoes the user from what is stored.
@@ -238,16 +239,8 @@ enum Status {
 enum Settle {
     /// Its trade id is already durably decided.
     Now,
-    /// It is the decision in this chunk.
-    Decides(u32),
-    /// It repeats a trade decided in this chunk.
-    Repeats(u32),
-}
-
-struct ChunkPlan {
-    /// Exclusive end in `Plan::decisions`.
-    end: usize,
-    portfolio: Portfolio,
+    /// It is decided (or repeated) by the plan: settled when the plan's final commit lands.
+    WithPlan,
 }
 
 /// One user's work, computed from a starting portfolio.
@@ -255,7 +248,11 @@ struct Plan<'t> {
     decisions: Vec<Decision<'t>>,
     /// Record index of each decision.
     decision_records: Vec<u32>,
-    chunks: Vec<ChunkPlan>,
+    /// Exclusive end in `decisions` of each commit; the last one is the final commit (empty
+    /// when there is nothing to decide).
+    chunk_ends: Vec<usize>,
+    /// The portfolio after every decision, stored by the final commit.
+    portfolio: Portfolio,
     /// Parallel to the user's trades.
     settle: Vec<Settle>,
     latest_rate: Option<Decimal>,
@@ -474,15 +471,15 @@ where
         };
         drop(trade_ids);
 
-        let max_decisions = self.config.max_transaction_items.max(2) - 1;
+        let max_items = self.config.max_transaction_items.max(2);
         let no_known = FastSet::default();
-        let mut versions: Vec<u64> = Vec::with_capacity(users.len());
+        let mut versions: Vec<(u64, Option<String>)> = Vec::with_capacity(users.len());
         let mut plans: Vec<Plan<'_>> = Vec::with_capacity(users.len());
         let mut stored = loaded.portfolios.into_iter();
         for user in &users {
             let (start, version) = match stored.next().flatten() {
-                Some(s) => (s.portfolio, s.version),
-                None => (Portfolio::new(user.user_id), 0),
+                Some(s) => (s.portfolio, (s.version, s.last_sequence)),
+                None => (Portfolio::new(user.user_id), (0, None)),
             };
             plans.push(plan_user(
                 start,
@@ -492,7 +489,7 @@ where
                 records,
                 &loaded.decided,
                 &no_known,
-                max_decisions,
+                max_items,
                 now,
             ));
             versions.push(version);
@@ -511,7 +508,7 @@ where
                     &loaded.decided,
                     status,
                     &mut phase,
-                    max_decisions,
+                    max_items,
                     now,
                 )
                 .await;
@@ -522,13 +519,13 @@ where
         phase
     }
 
-    /// Puts a recommendation on the final chunk of every plan with decisions.
+    /// Puts a recommendation on the portfolio of every plan with decisions.
     async fn recommend(&self, plans: &mut [Plan<'_>]) {
         let requests: Vec<RecommendationRequest<'_>> = plans
             .iter()
             .filter_map(|p| {
                 Some(RecommendationRequest {
-                    portfolio: &p.chunks.last()?.portfolio,
+                    portfolio: &p.portfolio,
                     latest_rate: p.latest_rate?,
                 })
             })
@@ -541,12 +538,9 @@ where
             Ok(_) | Err(_) => self.rule.recommend_all(&requests),
         };
         drop(requests);
-        let targets = plans
-            .iter_mut()
-            .filter(|p| p.latest_rate.is_some())
-            .filter_map(|p| p.chunks.last_mut());
-        for (chunk, rec) in targets.zip(recs) {
-            chunk.portfolio.recommendation = Some(rec);
+        let targets = plans.iter_mut().filter(|p| p.latest_rate.is_some());
+        for (plan, rec) in targets.zip(recs) {
+            plan.portfolio.recommendation = Some(rec);
         }
     }
 
@@ -556,14 +550,14 @@ where
         &self,
         user: &UserWork<'t>,
         mut plan: Plan<'t>,
-        mut version: u64,
+        (mut version, mut read_sequence): (u64, Option<String>),
         records: &[Record<'t>],
         trades: &'t [Trade],
         trade_records: &[u32],
         durable: &HashSet<String>,
         status: &mut [Status],
         phase: &mut CommitPhase,
-        max_decisions: usize,
+        max_items: usize,
         now: DateTime<Utc>,
     ) -> bool {
         let mut known: FastSet<&'t str> = FastSet::default();
@@ -571,34 +565,36 @@ where
         let mut start = 0usize;
         let mut conflicts = 0u32;
         let mut halted = false;
-        while next < plan.chunks.len() {
-            let chunk = &plan.chunks[next];
+        while next < plan.chunk_ends.len() {
+            let end = plan.chunk_ends[next];
+            let last = next + 1 == plan.chunk_ends.len();
             let commit = Commit {
                 user_id: user.user_id,
                 expected_version: version,
-                portfolio: &chunk.portfolio,
-                decisions: &plan.decisions[start..chunk.end],
+                expected_sequence: read_sequence.as_deref(),
+                pending: !last,
+                portfolio: &plan.portfolio,
+                last_sequence: plan.decisions.last().map_or("", |d| d.sequence_number),
+                decisions: &plan.decisions[start..end],
             };
             match self.store.commit(&commit).await {
                 Ok(CommitOutcome::Committed) => {
-                    for (decision, record) in commit
-                        .decisions
-                        .iter()
-                        .zip(&plan.decision_records[start..chunk.end])
-                    {
-                        status[*record as usize] = Status::Decided;
-                        record_decision(phase, decision, &records[*record as usize]);
-                    }
-                    if next + 1 == plan.chunks.len() {
-                        if let Some(rec) = &chunk.portfolio.recommendation {
+                    if last {
+                        // The final commit makes the whole plan durable.
+                        for (decision, record) in plan.decisions.iter().zip(&plan.decision_records)
+                        {
+                            status[*record as usize] = Status::Decided;
+                            record_decision(phase, decision, &records[*record as usize]);
+                        }
+                        if let Some(rec) = &plan.portfolio.recommendation {
                             phase.recommendations.push(UserRecommendation {
                                 user_id: user.user_id.to_string(),
                                 recommendation: rec.clone(),
                             });
                         }
+                        version += 1;
                     }
-                    version += 1;
-                    start = chunk.end;
+                    start = end;
                     next += 1;
                 }
                 Ok(CommitOutcome::Conflict(conflict)) => {
@@ -620,9 +616,8 @@ where
                         halted = true;
                         break;
                     }
-                    for d in &plan.decisions[..start] {
-                        known.insert(&*d.trade.trade_id);
-                    }
+                    // Pending decisions written so far are not durable: the redo writes them
+                    // again (their conditions allow it) or learns that they are decided.
                     learn_decided(&mut known, user, trades, &conflict.already_decided);
                     // Re-read the user (the version may have moved) and redo from there.
                     let ids: Vec<&str> = user
@@ -645,10 +640,12 @@ where
                     let start_portfolio = match start_from {
                         Some(stored) => {
                             version = stored.version;
+                            read_sequence = stored.last_sequence;
                             stored.portfolio
                         }
                         None => {
                             version = 0;
+                            read_sequence = None;
                             Portfolio::new(user.user_id)
                         }
                     };
@@ -660,7 +657,7 @@ where
                         records,
                         durable,
                         &known,
-                        max_decisions,
+                        max_items,
                         now,
                     );
                     self.recommend(std::slice::from_mut(&mut plan)).await;
@@ -675,11 +672,12 @@ where
             }
         }
         // Settle the user's other records against what is durable now.
+        let plan_landed = next == plan.chunk_ends.len();
         for (k, settle) in user.trades.iter().zip(&plan.settle) {
             let i = trade_records[*k as usize] as usize;
             let settled = match settle {
                 Settle::Now => true,
-                Settle::Decides(c) | Settle::Repeats(c) => (*c as usize) < next,
+                Settle::WithPlan => plan_landed,
             };
             if settled && status[i] == Status::Pending {
                 status[i] = Status::Duplicate;
@@ -708,7 +706,8 @@ fn learn_decided<'t>(
     }
 }
 
-/// Applies a user's trades in order from `start`, cutting chunks of `max_decisions`.
+/// Applies a user's trades in order from `start`, and cuts the decisions into commits of at
+/// most `max_items` items: full pending ones, then the final one with the portfolio put.
 #[allow(clippy::too_many_arguments)]
 fn plan_user<'t>(
     start: Portfolio,
@@ -718,22 +717,23 @@ fn plan_user<'t>(
     records: &[Record<'t>],
     durable: &HashSet<String>,
     known: &FastSet<&str>,
-    max_decisions: usize,
+    max_items: usize,
     now: DateTime<Utc>,
 ) -> Plan<'t> {
-    let mut working = start;
     let mut plan = Plan {
         decisions: Vec::with_capacity(user_trades.len()),
         decision_records: Vec::with_capacity(user_trades.len()),
-        chunks: Vec::new(),
+        chunk_ends: Vec::new(),
+        portfolio: start,
         settle: Vec::with_capacity(user_trades.len()),
         latest_rate: None,
     };
-    // Trade ids decided in this plan, with their chunk. Small users scan the decisions.
-    let mut seen: FastMap<&'t str, u32> = if user_trades.len() > 8 {
-        FastMap::with_capacity_and_hasher(user_trades.len(), FastState::default())
+    // Trade ids decided in this plan. Small users scan the decisions.
+    let many = user_trades.len() > 8;
+    let mut seen: FastSet<&'t str> = if many {
+        FastSet::with_capacity_and_hasher(user_trades.len(), FastState::default())
     } else {
-        FastMap::default()
+        FastSet::default()
     };
     for k in user_trades {
         let trade = &trades[*k as usize];
@@ -744,20 +744,16 @@ fn plan_user<'t>(
             plan.settle.push(Settle::Now);
             continue;
         }
-        let repeated = if user_trades.len() > 8 {
-            seen.get(id).copied()
+        plan.settle.push(Settle::WithPlan);
+        let repeated = if many {
+            !seen.insert(id)
         } else {
-            plan.decisions
-                .iter()
-                .position(|d| &*d.trade.trade_id == id)
-                .map(|p| (p / max_decisions) as u32)
+            plan.decisions.iter().any(|d| &*d.trade.trade_id == id)
         };
-        if let Some(chunk) = repeated {
-            plan.settle.push(Settle::Repeats(chunk));
+        if repeated {
             continue;
         }
-        let chunk = (plan.decisions.len() / max_decisions) as u32;
-        let outcome = match working.apply(trade) {
+        let outcome = match plan.portfolio.apply(trade) {
             Ok(applied) => DecisionOutcome::Applied(applied),
             Err(rejection) => DecisionOutcome::Rejected(rejection),
         };
@@ -769,24 +765,14 @@ fn plan_user<'t>(
         });
         plan.decision_records.push(record);
         plan.latest_rate = Some(trade.rate);
-        if user_trades.len() > 8 {
-            seen.insert(id, chunk);
-        }
-        plan.settle.push(Settle::Decides(chunk));
-        if plan.decisions.len() % max_decisions == 0 {
-            working.updated_at = Some(now);
-            plan.chunks.push(ChunkPlan {
-                end: plan.decisions.len(),
-                portfolio: working.clone(),
-            });
-        }
     }
-    if plan.decisions.len() % max_decisions != 0 {
-        working.updated_at = Some(now);
-        plan.chunks.push(ChunkPlan {
-            end: plan.decisions.len(),
-            portfolio: working,
-        });
+    let decided = plan.decisions.len();
+    if decided > 0 {
+        plan.portfolio.updated_at = Some(now);
+        // `decided + 1` items (the portfolio put last) in commits of `max_items`.
+        let commits = (decided + 1).div_ceil(max_items);
+        plan.chunk_ends
+            .extend((1..commits).map(|c| c * max_items).chain([decided]));
     }
     plan
 }
@@ -1182,16 +1168,17 @@ mod tests {
         let processor = TradeProcessor::new(MemoryPortfolioStore::new());
         // WHEN processed
         let out = run(&processor, &Stream::new(1, &lines).records());
-        // THEN ceil(150/99) + 1 + 1 transactions, each of at most 100 items
+        // THEN ceil((150 + 1) / 100) + 1 + 1 transactions: the minimum, at most 100 items each
         assert_eq!(out.applied, 161);
         let c = processor.store().counters();
         assert_eq!((c.loads, c.commits), (1, 4));
-        assert_eq!(c.items_written, 161 + 4);
+        assert_eq!(c.items_written, 161 + 3);
         let ana = processor.store().portfolio("ana");
         assert_eq!(
-            ana.map(|p| (p.version, p.portfolio.trades_applied)),
-            Some((2, 150))
+            ana.map(|p| (p.version, p.portfolio.trades_applied, p.last_sequence)),
+            Some((1, 150, Some(format!("{:064}", 160))))
         );
+        assert_eq!(processor.store().decided_count(), 161);
     }
 
     #[test]
@@ -1249,26 +1236,92 @@ mod tests {
         }
     }
 
+    fn buys(user: &str, n: usize) -> Vec<String> {
+        (1..=n)
+            .map(|i| trade_line(&format!("{user}{i}"), user, "BUY", "1", "4000"))
+            .collect()
+    }
+
     #[test]
-    fn a_failure_in_a_users_second_transaction_keeps_the_first() {
-        // GIVEN 150 trades of one user in transactions of 99 decisions
-        let lines: Vec<String> = (0..150)
-            .map(|i| trade_line(&format!("a{i}"), "ana", "BUY", "1", "4000"))
-            .collect();
-        let stream = Stream::new(1, &lines);
+    fn a_failed_final_transaction_leaves_nothing_durable() {
+        // GIVEN 150 trades of one user: a pending transaction of 100 decisions, then the final
+        let stream = Stream::new(1, &buys("a", 150));
         let store = MemoryPortfolioStore::new();
         store.fail_commit(2, FailureMode::Transient);
         let processor = TradeProcessor::new(store);
-        // WHEN the second transaction is throttled
+        // WHEN the final transaction is throttled
         let out = run(&processor, &stream.records());
-        // THEN the failure is the 100th record and the first 99 are applied
-        assert_eq!(out.batch_item_failure.as_deref(), Some("000100"));
-        assert_eq!(out.applied, 99);
-        let out = run(&processor, &stream.from("000100"));
-        assert_eq!((out.applied, out.batch_item_failure), (51, None));
+        // THEN nothing of the user is applied: the failure is the first record
+        assert_eq!(out.batch_item_failure.as_deref(), Some("000001"));
+        assert_eq!((out.applied, out.retried), (0, 150));
+        assert!(out.notifications.is_empty() && out.archive.is_empty());
+        assert_eq!(processor.store().portfolio("a"), None);
+        assert_eq!(processor.store().decision_items(), 100);
+        assert_eq!(processor.store().decided_count(), 0);
+        // WHEN Kinesis re-sends the batch
+        let out = run(&processor, &stream.records());
+        // THEN the pending decisions are written again and everything is applied once
         assert_eq!(
-            balance(processor.store(), "ana"),
+            (out.applied, out.duplicates, out.batch_item_failure),
+            (150, 0, None)
+        );
+        assert_eq!(
+            balance(processor.store(), "a"),
             Some((dec("150"), dec("600000"), dec("0")))
+        );
+        assert_eq!(processor.store().decided_count(), 150);
+    }
+
+    #[test]
+    fn pending_decisions_left_by_a_failure_are_redone_by_shorter_retries() {
+        // GIVEN 250 trades of one user: pending 1–100 and 101–200 land, the final 201–250 fails
+        let stream = Stream::new(1, &buys("a", 250));
+        let store = MemoryPortfolioStore::new();
+        store.fail_commit(3, FailureMode::Transient);
+        let processor = TradeProcessor::new(store);
+        let out = run(&processor, &stream.records());
+        assert_eq!(
+            (out.applied, out.batch_item_failure.as_deref()),
+            (0, Some("000001"))
+        );
+        // WHEN the retries come as shorter batches: 1–150, then 151–250
+        let records = stream.records();
+        let first = run(&processor, &records[..150]);
+        // THEN the first settles 1–150 only; the pending 151–200 stay redoable
+        assert_eq!((first.applied, first.batch_item_failure), (150, None));
+        assert_eq!(processor.store().decided_count(), 150);
+        assert_eq!(processor.store().decision("a151"), None);
+        let second = run(&processor, &records[150..]);
+        assert_eq!((second.applied, second.duplicates), (100, 0));
+        // AND the state equals an unfailed run
+        let clean = TradeProcessor::new(MemoryPortfolioStore::new());
+        run(&clean, &records);
+        assert_eq!(balance(processor.store(), "a"), balance(clean.store(), "a"));
+        assert_eq!(processor.store().decided_count(), 250);
+        // AND a later redelivery of any of them is a duplicate
+        let again = run(&processor, &records[90..110]);
+        assert_eq!((again.applied, again.duplicates), (0, 20));
+    }
+
+    #[test]
+    fn a_final_transaction_that_landed_but_timed_out_makes_its_pending_ones_durable() {
+        // GIVEN 250 trades of one user whose final transaction lands but times out
+        let stream = Stream::new(1, &buys("a", 250));
+        let store = MemoryPortfolioStore::without_decision_lookup();
+        store.fail_commit(3, FailureMode::TransientAfterWrite);
+        let processor = TradeProcessor::new(store);
+        let out = run(&processor, &stream.records());
+        assert_eq!(out.batch_item_failure.as_deref(), Some("000001"));
+        // WHEN the batch is re-sent
+        let out = run(&processor, &stream.records());
+        // THEN every trade (pending ones included) is found decided by the conditions
+        assert_eq!(
+            (out.applied, out.duplicates, out.batch_item_failure),
+            (0, 250, None)
+        );
+        assert_eq!(
+            balance(processor.store(), "a"),
+            Some((dec("250"), dec("1000000"), dec("0")))
         );
     }
 

@@ -1,15 +1,19 @@
 //! The [`PortfolioStore`] on DynamoDB: two tables, written together in one transaction.
 //!
 //! - **portfolios** (key `user_id`): one item per user — the [`Portfolio`] plus `version`.
-//! - **decisions** (key `trade_id`): one item per decided trade, written once, ever, with
-//!   `attribute_not_exists(trade_id)`; it records the outcome (`APPLIED` / `REJECTED`), the
-//!   trade, and the Kinesis sequence number that decided it.
+//! - **decisions** (key `trade_id`): one item per decided trade, written once, ever; it
+//!   records the outcome (`APPLIED` / `REJECTED`), the trade, and the Kinesis sequence number
+//!   that decided it. A decision from a *pending* commit (a user with 100 or more decisions
+//!   in a batch, see [`Commit`]) also carries `pending_sequence`, and is durable once the
+//!   portfolio's `last_sequence` is at or past it; until then only a retry of the same record
+//!   for the same user may write it again. Sequence numbers are stored zero-padded to 64
+//!   digits so that DynamoDB's string comparison is numeric.
 //!
 //! `load` is one `BatchGetItem` (strongly consistent) per 100 touched users, run a few at a
 //! time, with `UnprocessedKeys` sent again with back-off. It reads portfolios only: duplicates
 //! are found by the commit's conditions. `commit` is one `TransactWriteItems`: a `Put` per
-//! decision, then the portfolio `Put` conditioned on the version read (`attribute_not_exists
-//! (user_id)` for version 0). A `TransactionCanceledException` is read through its
+//! decision, then (final commits) the portfolio `Put` conditioned on the version read
+//! (`attribute_not_exists(user_id)` for version 0). A `TransactionCanceledException` is read through its
 //! cancellation reasons (with `ReturnValuesOnConditionCheckFailure: ALL_OLD`): a decision item
 //! that exists is a trade already decided, a failed portfolio condition a version that moved —
 //! both a [`CommitOutcome::Conflict`]; throttling inside a transaction is transient.
@@ -39,8 +43,8 @@ use tracing::{debug, instrument, warn};
 
 use super::is_transient;
 use crate::trades::ports::{
-    BoxError, Commit, CommitOutcome, Conflict, Decision, DecisionOutcome, Loaded, PortfolioStore,
-    Recommendation, StoreError, StoredPortfolio,
+    sequence_key, BoxError, Commit, CommitOutcome, Conflict, Decision, DecisionOutcome, Loaded,
+    PortfolioStore, Recommendation, StoreError, StoredPortfolio,
 };
 use crate::trades::trade::Side;
 use crate::trades::Portfolio;
@@ -217,28 +221,56 @@ impl DynamoDbPortfolioStore {
         }))
     }
 
-    /// The transaction of one commit: the decision puts, then the portfolio put.
+    /// The transaction of one commit: the decision puts, then the portfolio put of a final
+    /// commit (see [`Commit`] for the conditions).
     fn transaction(&self, commit: &Commit<'_>) -> Result<Vec<TransactWriteItem>, BuildError> {
         let decided_at = commit.portfolio.updated_at;
+        let read = commit.expected_sequence.map(sequence_key);
         let mut items = Vec::with_capacity(commit.item_count());
         for decision in commit.decisions {
+            let sequence = sequence_key(decision.sequence_number);
+            let mut item = decision_item(decision, commit.new_version(), decided_at);
+            if commit.pending {
+                item.insert("pending_sequence".to_string(), s(&sequence));
+            }
+            // Never decided, or pending for this user and record and not yet durable.
+            let mut values = HashMap::from([
+                (":sequence".to_string(), s(sequence)),
+                (":user".to_string(), s(commit.user_id)),
+            ]);
+            let condition = match &read {
+                Some(read) => {
+                    values.insert(":read".to_string(), s(read));
+                    "attribute_not_exists(trade_id) OR (pending_sequence = :sequence \
+                     AND user_id = :user AND pending_sequence > :read)"
+                }
+                None => {
+                    "attribute_not_exists(trade_id) OR (pending_sequence = :sequence \
+                     AND user_id = :user)"
+                }
+            };
             let put = Put::builder()
                 .table_name(&self.decisions_table)
-                .set_item(Some(decision_item(
-                    decision,
-                    commit.new_version(),
-                    decided_at,
-                )))
-                .condition_expression("attribute_not_exists(trade_id)")
+                .set_item(Some(item))
+                .condition_expression(condition)
+                .set_expression_attribute_values(Some(values))
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
                 .build()?;
             items.push(TransactWriteItem::builder().put(put).build());
         }
+        if commit.pending {
+            return Ok(items);
+        }
+        let mut item = portfolio_item(commit.portfolio, commit.new_version());
+        item.insert(
+            "last_sequence".to_string(),
+            s(sequence_key(commit.last_sequence)),
+        );
         let put = Put::builder()
             .table_name(&self.portfolios_table)
-            .set_item(Some(portfolio_item(commit.portfolio, commit.new_version())))
+            .set_item(Some(item))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let put = if commit.expected_version == 0 {
             put.condition_expression("attribute_not_exists(user_id)")
@@ -650,7 +682,11 @@ pub fn portfolio_from_item(item: &Item) -> Result<StoredPortfolio, ItemError> {
             .transpose()?,
     };
     let version = integer(required(get_n(item, "version")?, "version")?, "version")?;
-    Ok(StoredPortfolio { portfolio, version })
+    Ok(StoredPortfolio {
+        portfolio,
+        version,
+        last_sequence: get_s(item, "last_sequence")?.map(str::to_string),
+    })
 }
 
 #[cfg(test)]
