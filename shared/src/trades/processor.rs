@@ -425,6 +425,8 @@ where
         if trades.is_empty() {
             return phase;
         }
+        // One notification per decided trade: sized once, not grown batch after batch.
+        phase.notifications.reserve(trades.len());
         // Group by user with a counting sort: one flat index, no per-user allocation.
         let mut slots: FastMap<&str, u32> = FastMap::default();
         let mut user_ids: Vec<&str> = Vec::new();
