@@ -54,5 +54,5 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx a
 fi
 
 echo "== infrastructure tests (lints, state machine and end to end in moto, sam build for arm64)"
-LAGO_FUNCTIONS_DIR="$CARGO_TARGET_DIR/debug" LAGO_SAM_BUILD="${LAGO_SAM_BUILD:-0}" \
+LAGO_FUNCTIONS_DIR="$CARGO_TARGET_DIR/debug" LAGO_SAM_BUILD="${LAGO_SAM_BUILD:-1}" \
   "$VENV/bin/python" -m pytest -q -rP tests/infra

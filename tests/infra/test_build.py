@@ -1,7 +1,7 @@
 """`sam build`: every function of the template built for arm64 by cargo-lambda, no Docker.
 
 Slow on a cold build directory (every function in release mode for aarch64), so it runs when
-`LAGO_SAM_BUILD=1` (the test command sets it). cargo-lambda and its Zig linker come from the test
+`LAGO_SAM_BUILD=1`: the test command sets it unless told `LAGO_SAM_BUILD=0`. cargo-lambda and its Zig linker come from the test
 venv (tests/requirements.txt); the build reuses `CARGO_TARGET_DIR` when it is set.
 """
 
@@ -29,7 +29,7 @@ def functions() -> dict[str, str]:
     }
 
 
-@pytest.mark.skipif(os.environ.get("LAGO_SAM_BUILD") != "1", reason="set LAGO_SAM_BUILD=1 (make test does)")
+@pytest.mark.skipif(os.environ.get("LAGO_SAM_BUILD") != "1", reason="set LAGO_SAM_BUILD=1 (make test does by default)")
 def test_sam_build_makes_an_arm64_bootstrap_for_every_function(tmp_path: Path) -> None:
     build_dir = tmp_path / "build"
     venv_bin = str(Path(sys.executable).parent)
