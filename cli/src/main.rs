@@ -133,6 +133,7 @@ struct GenerateArgs {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -160,6 +161,20 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// A reader that goes away (`lago sql … | head`) ends the process quietly, as with other
+/// command-line tools, instead of failing the next print with a panic.
+#[cfg(unix)]
+fn quiet_on_closed_pipe() {
+    // SAFETY: runs first in `main`, before any other thread exists, and only restores the
+    // default disposition of SIGPIPE (which the Rust runtime sets to "ignore").
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn quiet_on_closed_pipe() {}
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LAGO_LOG")

@@ -133,3 +133,38 @@ fn usage_errors_exit_2_with_one_sentence() -> Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.csv"));
     Ok(())
 }
+
+#[cfg(unix)]
+#[test]
+fn a_reader_that_goes_away_ends_lago_without_a_panic() -> Result<()> {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    // GIVEN lago printing far more than a pipe holds, read by something that stops at once
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lago"))
+        .args(["trades", "generate", "--trades", "200000", "--users", "50"])
+        .args(["--out", "/dev/stdout"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running lago")?;
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .take()
+        .context("stdout")?
+        .read_exact(&mut first)?; // the pipe's reader is dropped here
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .context("stderr")?
+        .read_to_string(&mut stderr)?;
+    let status = child.wait()?;
+    // THEN it ends by SIGPIPE, as `head` expects, with nothing on stderr
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    Ok(())
+}
