@@ -36,27 +36,56 @@ type FpSet = HashSet<u128, BuildHasherDefault<Fingerprint>>;
 const BLOCK_KEYS: usize = 1024;
 /// Runs of one level merged into one of the next.
 const FAN_IN: usize = 8;
-/// Bloom filter bits per key, and the cap on one filter's size.
+/// Bloom filter bits per key (at least; a filter has a power-of-two number of blocks).
 const BLOOM_BITS_PER_KEY: u64 = 10;
-const BLOOM_MAX_BITS: u64 = 256 * 1024 * 1024;
+/// The most bytes all filters of a key set hold (16 MiB: 10+ bits per key up to about 13 M keys
+/// on disk). Past it the largest filters are folded in half — fewer bits per key, more reads
+/// of the run files — so memory stays bounded whatever the input size.
+const BLOOM_BUDGET_BYTES: usize = 16 << 20;
 const BLOOM_HASHES: u32 = 7;
 
 /// A blocked Bloom filter: all the bits of one key live in one 512-bit block (one cache line),
-/// so a probe costs one memory access.
+/// so a probe costs one memory access. The number of blocks is a power of two and a key's
+/// block is the low bits of its fingerprint, so the filter can be folded in half (block `i`
+/// ORed with block `i + n/2`) and still hold every key it held.
 struct Bloom {
     blocks: Vec<[u64; 8]>,
 }
 
 impl Bloom {
-    fn new(keys: u64) -> Bloom {
-        let nbits = (keys * BLOOM_BITS_PER_KEY).clamp(512, BLOOM_MAX_BITS);
+    /// A filter for `keys` keys of at most `max_bytes`.
+    fn new(keys: u64, max_bytes: usize) -> Bloom {
+        let wanted = (keys * BLOOM_BITS_PER_KEY).div_ceil(512).max(1);
+        let cap = (max_bytes / 64).max(1);
+        let blocks = (wanted as usize)
+            .next_power_of_two()
+            .min(prev_power_of_two(cap));
         Bloom {
-            blocks: vec![[0; 8]; nbits.div_ceil(512) as usize],
+            blocks: vec![[0; 8]; blocks],
         }
+    }
+    fn bytes(&self) -> usize {
+        self.blocks.len() * 64
+    }
+    /// Halves the filter (and its memory); `false` when it is one block already.
+    fn fold(&mut self) -> bool {
+        let half = self.blocks.len() / 2;
+        if half == 0 {
+            return false;
+        }
+        let (low, high) = self.blocks.split_at_mut(half);
+        for (l, h) in low.iter_mut().zip(high.iter()) {
+            for (a, b) in l.iter_mut().zip(h) {
+                *a |= b;
+            }
+        }
+        self.blocks.truncate(half);
+        self.blocks.shrink_to_fit();
+        true
     }
     /// The block and, for each of the `BLOOM_HASHES` bits, its word and mask.
     fn locate(&self, fp: u128) -> (usize, [(usize, u64); BLOOM_HASHES as usize]) {
-        let block = ((fp as u64) % self.blocks.len() as u64) as usize;
+        let block = (fp as u64 & (self.blocks.len() as u64 - 1)) as usize;
         let mut h = (fp >> 64) as u64;
         let mut bits = [(0usize, 0u64); BLOOM_HASHES as usize];
         for b in bits.iter_mut() {
@@ -117,6 +146,11 @@ impl Run {
     }
 }
 
+/// The largest power of two ≤ `n` (`n` ≥ 1).
+fn prev_power_of_two(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
 fn read_fp(b: &[u8]) -> u128 {
     let mut a = [0u8; 16];
     a.copy_from_slice(b);
@@ -128,9 +162,10 @@ fn write_run(
     sorted: impl Iterator<Item = io::Result<u128>>,
     len: u64,
     level: u32,
+    filter_bytes: usize,
 ) -> io::Result<Run> {
     let file = tempfile::tempfile()?;
-    let mut bloom = Bloom::new(len);
+    let mut bloom = Bloom::new(len, filter_bytes);
     let mut fences = Vec::with_capacity((len as usize).div_ceil(BLOCK_KEYS));
     let mut w = BufWriter::with_capacity(1 << 20, &file);
     let mut n = 0u64;
@@ -182,6 +217,7 @@ pub struct KeySet {
     runs: Vec<Run>,
     probe: Vec<u8>,
     spills: u32,
+    filter_budget: usize,
 }
 
 impl KeySet {
@@ -193,6 +229,31 @@ impl KeySet {
             runs: Vec::new(),
             probe: Vec::new(),
             spills: 0,
+            filter_budget: BLOOM_BUDGET_BYTES,
+        }
+    }
+
+    /// The same set with another budget for its Bloom filters (tests).
+    #[cfg(test)]
+    fn with_filter_budget(mut self, bytes: usize) -> KeySet {
+        self.filter_budget = bytes.max(64);
+        self
+    }
+
+    /// Bytes held by the Bloom filters of the runs on disk.
+    pub fn filter_bytes(&self) -> usize {
+        self.runs.iter().map(|r| r.bloom.bytes()).sum()
+    }
+
+    /// Folds the largest filters until all of them fit the budget.
+    fn fit_filters(&mut self) {
+        while self.filter_bytes() > self.filter_budget {
+            let Some(largest) = self.runs.iter_mut().max_by_key(|r| r.bloom.bytes()) else {
+                return;
+            };
+            if !largest.bloom.fold() {
+                return;
+            }
         }
     }
 
@@ -222,10 +283,12 @@ impl KeySet {
         let mut keys: Vec<u128> = self.mem.drain().collect();
         keys.sort_unstable();
         let len = keys.len() as u64;
-        let run = write_run(keys.into_iter().map(Ok), len, 0)?;
+        let run = write_run(keys.into_iter().map(Ok), len, 0, self.filter_budget)?;
         self.runs.push(run);
         self.spills += 1;
-        self.compact()
+        self.compact()?;
+        self.fit_filters();
+        Ok(())
     }
 
     fn compact(&mut self) -> io::Result<()> {
@@ -240,8 +303,15 @@ impl KeySet {
                 .partition(|r| r.level == level);
             self.runs = keep;
             let len: u64 = merge.iter().map(|r| r.len).sum();
-            let run = write_run(MergeSorted::new(&merge)?, len, level + 1)?;
+            let run = write_run(
+                MergeSorted::new(&merge)?,
+                len,
+                level + 1,
+                self.filter_budget,
+            )?;
+            drop(merge);
             self.runs.push(run);
+            self.fit_filters();
         }
     }
 }
@@ -312,6 +382,40 @@ mod tests {
             assert!(!s.insert(fp(i))?, "key {i} not found");
         }
         assert!(s.insert(fp(1_000_000))?);
+        Ok(())
+    }
+
+    #[test]
+    fn a_folded_filter_still_holds_every_key() {
+        let mut bloom = Bloom::new(10_000, 1 << 20);
+        for i in 0..10_000 {
+            bloom.insert(fp(i));
+        }
+        let before = bloom.bytes();
+        while bloom.fold() {
+            assert!((0..10_000).all(|i| bloom.may_contain(fp(i))));
+        }
+        assert_eq!(bloom.bytes(), 64);
+        assert!(before >= 10_000 * BLOOM_BITS_PER_KEY as usize / 8);
+    }
+
+    #[test]
+    fn filters_stay_within_their_budget_however_many_keys() -> io::Result<()> {
+        // GIVEN 4 KiB for all filters (3,276 keys at 10 bits) and 1,024 keys in memory
+        let budget = 4096;
+        let mut s = KeySet::new(1024).with_filter_budget(budget);
+        // WHEN twenty times as many keys arrive
+        let keys = 3276 * 20;
+        for i in 0..keys {
+            assert!(s.insert(fp(i))?, "key {i} reported as duplicate");
+            assert!(s.filter_bytes() <= budget, "{} bytes", s.filter_bytes());
+        }
+        // THEN every key is still found, however small the filters became
+        assert!(s.spills() >= 60);
+        for i in (0..keys).step_by(37) {
+            assert!(!s.insert(fp(i))?, "key {i} not found");
+        }
+        assert!(s.insert(fp(keys + 1))?);
         Ok(())
     }
 }
