@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::trades::ports::BoxError;
+use crate::trades::ports::{BoxError, SinkError};
 
 /// Limits of one batch API.
 #[derive(Debug, Clone, Copy)]
@@ -35,11 +35,48 @@ pub struct EntryFailure {
     pub sender_fault: bool,
 }
 
+impl EntryFailure {
+    /// A failed entry as SQS and SNS report it: the entry id is the caller's index, and a
+    /// sender fault with a throttling code is still worth another round.
+    pub(crate) fn reported(
+        id: &str,
+        code: &str,
+        message: Option<&str>,
+        sender_fault: bool,
+    ) -> Self {
+        EntryFailure {
+            index: id.parse().unwrap_or(usize::MAX),
+            code: code.to_string(),
+            message: message.unwrap_or_default().to_string(),
+            sender_fault: sender_fault && !super::is_transient_code(code),
+        }
+    }
+}
+
 /// A whole call that failed.
 #[derive(Debug)]
 pub(crate) struct CallFailure {
     pub transient: bool,
     pub source: BoxError,
+}
+
+impl CallFailure {
+    /// A request that could not be built: sending it again cannot help.
+    pub(crate) fn build(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        CallFailure {
+            transient: false,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// The sink error for what a batch API left unsent, `cause` wrapping the [`BatchFailure`].
+pub(crate) fn sink_error(transient: bool, cause: BoxError) -> SinkError {
+    if transient {
+        SinkError::Transient(cause)
+    } else {
+        SinkError::Permanent(cause)
+    }
 }
 
 /// What could not be sent after every round.

@@ -11,7 +11,7 @@ use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use aws_sdk_sns::Client;
 use tracing::instrument;
 
-use super::batch::{send_all, BatchFailure, BatchLimits, CallFailure, EntryFailure};
+use super::batch::{send_all, sink_error, BatchFailure, BatchLimits, CallFailure, EntryFailure};
 use super::is_transient;
 use crate::trades::ports::{BoxError, Notifier, SinkError};
 use crate::trades::Notification;
@@ -73,10 +73,7 @@ fn attribute(value: &str) -> Result<MessageAttributeValue, CallFailure> {
         .data_type("String")
         .string_value(value)
         .build()
-        .map_err(|e| CallFailure {
-            transient: false,
-            source: Box::new(e),
-        })
+        .map_err(CallFailure::build)
 }
 
 impl Notifier for SnsNotifier {
@@ -112,21 +109,15 @@ impl Notifier for SnsNotifier {
                         .message_attributes("side", attribute(m.side)?)
                         .message_attributes("kind", attribute(m.kind)?)
                         .build()
-                        .map_err(|e| CallFailure {
-                            transient: false,
-                            source: Box::new(e),
-                        })?;
+                        .map_err(CallFailure::build)?;
                     request = request.publish_batch_request_entries(entry);
                 }
                 match request.send().await {
                     Ok(output) => Ok(output
                         .failed()
                         .iter()
-                        .map(|f| EntryFailure {
-                            index: f.id().parse().unwrap_or(usize::MAX),
-                            code: f.code().to_string(),
-                            message: f.message().unwrap_or_default().to_string(),
-                            sender_fault: f.sender_fault() && !super::is_transient_code(f.code()),
+                        .map(|f| {
+                            EntryFailure::reported(f.id(), f.code(), f.message(), f.sender_fault())
                         })
                         .collect()),
                     Err(e) => Err(CallFailure {
@@ -142,11 +133,7 @@ impl Notifier for SnsNotifier {
                 topic_arn: self.topic_arn.clone(),
                 source,
             });
-            if transient {
-                SinkError::Transient(cause)
-            } else {
-                SinkError::Permanent(cause)
-            }
+            sink_error(transient, cause)
         })
     }
 }

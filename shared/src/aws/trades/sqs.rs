@@ -14,7 +14,7 @@ use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use tracing::instrument;
 
-use super::batch::{send_all, BatchFailure, BatchLimits, CallFailure, EntryFailure};
+use super::batch::{send_all, sink_error, BatchFailure, BatchLimits, CallFailure, EntryFailure};
 use super::is_transient;
 use crate::trades::ports::{BoxError, DeadLetterSink, SinkError};
 use crate::trades::DeadLetter;
@@ -125,30 +125,21 @@ impl DeadLetterSink for SqsDeadLetterSink {
                         .data_type("String")
                         .string_value(reason)
                         .build()
-                        .map_err(|e| CallFailure {
-                            transient: false,
-                            source: Box::new(e),
-                        })?;
+                        .map_err(CallFailure::build)?;
                     let entry = SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(body)
                         .message_attributes("reason", attribute)
                         .build()
-                        .map_err(|e| CallFailure {
-                            transient: false,
-                            source: Box::new(e),
-                        })?;
+                        .map_err(CallFailure::build)?;
                     request = request.entries(entry);
                 }
                 match request.send().await {
                     Ok(output) => Ok(output
                         .failed()
                         .iter()
-                        .map(|f| EntryFailure {
-                            index: f.id().parse().unwrap_or(usize::MAX),
-                            code: f.code().to_string(),
-                            message: f.message().unwrap_or_default().to_string(),
-                            sender_fault: f.sender_fault() && !super::is_transient_code(f.code()),
+                        .map(|f| {
+                            EntryFailure::reported(f.id(), f.code(), f.message(), f.sender_fault())
                         })
                         .collect()),
                     Err(e) => Err(CallFailure {
@@ -164,11 +155,7 @@ impl DeadLetterSink for SqsDeadLetterSink {
                 queue_url: self.queue_url.clone(),
                 source,
             });
-            if transient {
-                SinkError::Transient(cause)
-            } else {
-                SinkError::Permanent(cause)
-            }
+            sink_error(transient, cause)
         })
     }
 }
