@@ -201,7 +201,8 @@ impl MemoryPortfolioStore {
 
 impl PortfolioStore for MemoryPortfolioStore {
     async fn load(&self, user_ids: &[&str], trade_ids: &[&str]) -> Result<Loaded, StoreError> {
-        let mut state = lock(&self.state);
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
         state.counters.loads += 1;
         state.counters.load_keys += user_ids.len() as u64;
         state.counters.batch_get_requests += user_ids.len().div_ceil(100) as u64;
@@ -218,10 +219,13 @@ impl PortfolioStore for MemoryPortfolioStore {
             .iter()
             .map(|user| state.portfolios.get(*user).cloned())
             .collect();
+        state.decisions.warm(trade_ids);
         let mut decided = HashSet::new();
         if self.lookup_decisions && state.decisions.len() > 0 {
-            for id in trade_ids {
-                if state.decisions.get(id).is_some_and(|e| state.durable(e)) {
+            state.decisions.look_up(trade_ids.iter().copied());
+            let decisions = &state.decisions;
+            for (id, probe) in trade_ids.iter().zip(&decisions.looked_up) {
+                if decisions.entry(probe).is_some_and(|e| state.durable(e)) {
                     decided.insert((*id).to_string());
                 }
             }
@@ -260,18 +264,21 @@ impl PortfolioStore for MemoryPortfolioStore {
         let version_moved =
             !commit.pending && stored.as_ref().map_or(0, |p| p.version) != commit.expected_version;
         // Check every condition first, then write: all or nothing.
+        decisions.reserve(commit.decisions.len());
+        decisions.look_up(commit.decisions.iter().map(|d| &*d.trade.trade_id));
         let already_decided: Vec<String> = commit
             .decisions
             .iter()
-            .filter(|d| {
-                decisions.get(&d.trade.trade_id).is_some_and(|entry| {
+            .zip(&decisions.looked_up)
+            .filter(|(d, probe)| {
+                decisions.entry(probe).is_some_and(|entry| {
                     !entry
                         .pending
                         .as_deref()
                         .is_some_and(|(user, seq)| commit.may_redo(d, user, seq))
                 })
             })
-            .map(|d| d.trade.trade_id.to_string())
+            .map(|(d, _)| d.trade.trade_id.to_string())
             .collect();
         if version_moved || !already_decided.is_empty() {
             counters.conflicts += 1;
@@ -280,8 +287,7 @@ impl PortfolioStore for MemoryPortfolioStore {
                 already_decided,
             }));
         }
-        decisions.reserve(commit.decisions.len());
-        for d in commit.decisions {
+        for (i, d) in commit.decisions.iter().enumerate() {
             let entry = DecisionEntry {
                 trade_id: d.trade.trade_id.clone(),
                 applied: matches!(d.outcome, DecisionOutcome::Applied(_)),
@@ -289,7 +295,7 @@ impl PortfolioStore for MemoryPortfolioStore {
                     .pending
                     .then(|| Box::new((d.trade.user_id.clone(), d.sequence_number.to_string()))),
             };
-            decisions.put(entry);
+            decisions.put_looked_up(i, entry);
         }
         if !commit.pending {
             match stored {
@@ -321,16 +327,21 @@ impl PortfolioStore for MemoryPortfolioStore {
     }
 }
 
-/// Decided trade ids, as a linear-probing table of fingerprints over an append-only list of
-/// ids: checking or adding an id touches one slot of the table (one cache miss on a table of
-/// millions) and reads the id itself only when fingerprints match.
+/// Decided trade ids, as a linear-probing table of 8-byte slots (a 32-bit tag of the id's
+/// hash and the index of its entry) over an append-only list of ids: checking or adding an
+/// id touches one slot of the table (one cache miss on a table of millions) and reads the id
+/// itself only when tags match.
 #[derive(Debug, Default)]
 struct DecisionIndex {
-    /// Length 0 or a power of two, at most half full; `fingerprint == 0` is empty.
+    /// Length 0 or a power of two, at most half full; `tag == 0` is empty.
     slots: Vec<Slot>,
     /// Decisions in the order they were first written.
     entries: Vec<DecisionEntry>,
     hasher: FastState,
+    /// What the last [`DecisionIndex::look_up`] found, one per id.
+    looked_up: Vec<Probe>,
+    /// Scratch of [`DecisionIndex::warm`].
+    homes: Vec<usize>,
 }
 
 /// One stored decision.
@@ -345,13 +356,29 @@ struct DecisionEntry {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
-    fingerprint: u64,
+    tag: u32,
     entry: u32,
 }
 
+impl Slot {
+    /// The slot's tag for a hash whose low bits pick the home slot: its high half, never 0.
+    fn tag(hash: u64) -> u32 {
+        ((hash >> 32) as u32).max(1)
+    }
+}
+
+/// An id's hash and, once resolved, its entry.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    hash: u64,
+    /// `None` while unresolved or when the id is not stored (`resolved` tells which).
+    entry: Option<u32>,
+    resolved: bool,
+}
+
 impl DecisionIndex {
-    fn fingerprint(&self, id: &str) -> u64 {
-        self.hasher.hash_one(id).max(1)
+    fn hash_of(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
     }
 
     fn len(&self) -> usize {
@@ -360,57 +387,110 @@ impl DecisionIndex {
 
     /// The stored decision of `id`, if any.
     fn get(&self, id: &str) -> Option<&DecisionEntry> {
-        self.find(id).map(|e| &self.entries[e])
+        self.find(self.hash_of(id), id)
+            .map(|e| &self.entries[e as usize])
     }
 
-    /// The index of `id`'s entry.
-    fn find(&self, id: &str) -> Option<usize> {
+    /// The entry of `id`, whose hash is `hash`.
+    fn find(&self, hash: u64, id: &str) -> Option<u32> {
         if self.slots.is_empty() {
             return None;
         }
-        let fingerprint = self.fingerprint(id);
         let mask = self.slots.len() - 1;
-        let mut i = fingerprint as usize & mask;
+        let tag = Slot::tag(hash);
+        let mut i = hash as usize & mask;
         loop {
             let slot = self.slots[i];
-            if slot.fingerprint == 0 {
+            if slot.tag == 0 {
                 return None;
             }
-            if slot.fingerprint == fingerprint && *self.entries[slot.entry as usize].trade_id == *id
-            {
-                return Some(slot.entry as usize);
+            if slot.tag == tag && *self.entries[slot.entry as usize].trade_id == *id {
+                return Some(slot.entry);
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// Adds an id the caller has checked is not stored.
-    fn insert_new(&mut self, entry: DecisionEntry) {
-        self.reserve(1);
-        let fingerprint = self.fingerprint(&entry.trade_id);
+    /// Finds every id of a commit into [`DecisionIndex::looked_up`]. The first pass reads
+    /// each id's home slot only: those reads do not depend on each other, so their cache
+    /// misses overlap instead of being paid one after the other, and an empty home slot
+    /// settles the id. The second pass probes the rest, from slots now in cache.
+    fn look_up<'a>(&mut self, ids: impl Iterator<Item = &'a str> + Clone) {
+        let mut looked_up = std::mem::take(&mut self.looked_up);
+        looked_up.clear();
+        let mask = self.slots.len().wrapping_sub(1);
+        for id in ids.clone() {
+            let hash = self.hash_of(id);
+            let resolved = self
+                .slots
+                .get(hash as usize & mask)
+                .is_none_or(|home| home.tag == 0);
+            looked_up.push(Probe {
+                hash,
+                entry: None,
+                resolved,
+            });
+        }
+        for (probe, id) in looked_up.iter_mut().zip(ids) {
+            if !probe.resolved {
+                probe.entry = self.find(probe.hash, id);
+                probe.resolved = true;
+            }
+        }
+        self.looked_up = looked_up;
+    }
+
+    /// Brings the home slots of `ids` into cache ahead of their commits: these reads do not
+    /// depend on each other, so their misses overlap.
+    fn warm(&mut self, ids: &[&str]) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let mask = self.slots.len() - 1;
+        let mut homes = std::mem::take(&mut self.homes);
+        homes.clear();
+        homes.extend(ids.iter().map(|id| self.hash_of(id) as usize & mask));
+        let empty = homes.iter().filter(|h| self.slots[**h].tag == 0).count();
+        std::hint::black_box(empty);
+        self.homes = homes;
+    }
+
+    /// The stored decision a probe found.
+    fn entry(&self, probe: &Probe) -> Option<&DecisionEntry> {
+        probe.entry.map(|e| &self.entries[e as usize])
+    }
+
+    /// Writes `entry`, whose id is the `i`-th of the last look-up, replacing a stored one of
+    /// the same id. The caller has reserved room. A miss is probed again (from cached slots,
+    /// without hashing) in case an earlier write of the same look-up added the id.
+    fn put_looked_up(&mut self, i: usize, entry: DecisionEntry) {
+        let probe = self.looked_up[i];
+        match probe
+            .entry
+            .or_else(|| self.find(probe.hash, &entry.trade_id))
+        {
+            Some(index) => self.entries[index as usize] = entry,
+            None => self.insert_new(probe.hash, entry),
+        }
+    }
+
+    /// Adds an id the caller has checked is not stored, with room reserved.
+    fn insert_new(&mut self, hash: u64, entry: DecisionEntry) {
         let index = self.entries.len() as u32;
-        self.place(Slot {
-            fingerprint,
-            entry: index,
-        });
+        self.place(hash, index);
         self.entries.push(entry);
     }
 
-    /// Writes `entry`, replacing a stored one of the same id.
-    fn put(&mut self, entry: DecisionEntry) {
-        match self.find(&entry.trade_id) {
-            Some(index) => self.entries[index] = entry,
-            None => self.insert_new(entry),
-        }
-    }
-
-    fn place(&mut self, slot: Slot) {
+    fn place(&mut self, hash: u64, entry: u32) {
         let mask = self.slots.len() - 1;
-        let mut i = slot.fingerprint as usize & mask;
-        while self.slots[i].fingerprint != 0 {
+        let mut i = hash as usize & mask;
+        while self.slots[i].tag != 0 {
             i = (i + 1) & mask;
         }
-        self.slots[i] = slot;
+        self.slots[i] = Slot {
+            tag: Slot::tag(hash),
+            entry,
+        };
     }
 
     /// Room for `more` ids at most half full.
@@ -419,12 +499,11 @@ impl DecisionIndex {
         if needed <= self.slots.len() {
             return;
         }
-        let old = std::mem::replace(
-            &mut self.slots,
-            vec![Slot::default(); needed.next_power_of_two().max(16)],
-        );
-        for slot in old.into_iter().filter(|s| s.fingerprint != 0) {
-            self.place(slot);
+        // Slots keep a tag, not the whole hash: the ids are hashed again.
+        self.slots = vec![Slot::default(); needed.next_power_of_two().max(16)];
+        for index in 0..self.entries.len() {
+            let hash = self.hash_of(&self.entries[index].trade_id);
+            self.place(hash, index as u32);
         }
         self.entries.reserve(more);
     }

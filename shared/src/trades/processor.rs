@@ -243,25 +243,57 @@ enum Settle {
     WithPlan,
 }
 
-/// One user's work, computed from a starting portfolio.
-struct Plan<'t> {
-    decisions: Vec<Decision<'t>>,
-    /// Record index of each decision.
-    decision_records: Vec<u32>,
-    /// Exclusive end in `decisions` of each commit; the last one is the final commit (empty
-    /// when there is nothing to decide).
-    chunk_ends: Vec<usize>,
+/// One user's work, computed from a starting portfolio. Its decisions are a range of the
+/// batch's [`Decided`]; its settle marks a range of the batch's settle marks.
+struct Plan {
+    /// Range of the user's decisions in [`Decided`].
+    first: usize,
+    end: usize,
     /// The portfolio after every decision, stored by the final commit.
     portfolio: Portfolio,
-    /// Parallel to the user's trades.
-    settle: Vec<Settle>,
     latest_rate: Option<Decimal>,
+}
+
+impl Plan {
+    /// Commits of the plan: `decided + 1` items (the portfolio put last) in commits of
+    /// `max_items`; none when nothing is decided.
+    fn commits(&self, max_items: usize) -> usize {
+        match self.end - self.first {
+            0 => 0,
+            decided => (decided + 1).div_ceil(max_items),
+        }
+    }
+
+    /// The decisions of commit `c`: full pending commits, then the final one with the rest.
+    fn commit_range(&self, c: usize, max_items: usize) -> std::ops::Range<usize> {
+        let start = self.first + c * max_items;
+        start..(start + max_items).min(self.end)
+    }
+}
+
+/// The decisions of every plan of a batch, in one place (no allocation per user).
+#[derive(Default)]
+struct Decided<'t> {
+    decisions: Vec<Decision<'t>>,
+    /// Record index of each decision.
+    records: Vec<u32>,
 }
 
 struct UserWork<'t> {
     user_id: &'t str,
     /// Indexes into the batch's trades, in stream order.
     trades: &'t [u32],
+    /// Where the user's trades start in the batch's settle marks.
+    offset: usize,
+}
+
+/// Per-user state of a batch, kept in flat vectors.
+struct BatchPlans<'t> {
+    decided: Decided<'t>,
+    /// Parallel to the users' trades (grouped by user): when each record is settled.
+    settle: Vec<Settle>,
+    /// Trade ids decided by the plan being built (reused from user to user).
+    seen: FastSet<&'t str>,
 }
 
 /// What the commit phase left behind.
@@ -330,7 +362,8 @@ where
         let mut trades: Vec<Trade> = Vec::with_capacity(n);
         let mut trade_records: Vec<u32> = Vec::with_capacity(n);
         let mut invalid: Vec<(usize, InvalidTrade)> = Vec::new();
-        let mut interner = Interner::default();
+        // Users and channels repeat: room for a typical batch's, grown only by unusual ones.
+        let mut interner = Interner::with_capacity(n / 4);
         for (i, record) in records.iter().enumerate() {
             match decode(record, &mut interner) {
                 Ok(trade) => {
@@ -427,13 +460,17 @@ where
         }
         // One notification per decided trade: sized once, not grown batch after batch.
         phase.notifications.reserve(trades.len());
-        // Group by user with a counting sort: one flat index, no per-user allocation.
-        let mut slots: FastMap<&str, u32> = FastMap::default();
+        // Group by user with a counting sort: one flat index, no per-user allocation. The
+        // batch's trades were parsed with one interner, so one user id is one allocation:
+        // its address identifies the user without hashing the text.
+        let mut slots: FastMap<usize, u32> =
+            FastMap::with_capacity_and_hasher(trades.len() / 4, FastState::default());
         let mut user_ids: Vec<&str> = Vec::new();
         let mut trade_slots: Vec<u32> = Vec::with_capacity(trades.len());
         for trade in trades {
             let next = user_ids.len() as u32;
-            let slot = *slots.entry(&*trade.user_id).or_insert_with(|| {
+            let address = Arc::as_ptr(&trade.user_id).cast::<u8>() as usize;
+            let slot = *slots.entry(address).or_insert_with(|| {
                 user_ids.push(&*trade.user_id);
                 next
             });
@@ -460,6 +497,7 @@ where
             .map(|(u, user_id)| UserWork {
                 user_id,
                 trades: &order[bounds[u]..bounds[u + 1]],
+                offset: bounds[u],
             })
             .collect();
 
@@ -476,7 +514,15 @@ where
         let max_items = self.config.max_transaction_items.max(2);
         let no_known = FastSet::default();
         let mut versions: Vec<(u64, Option<String>)> = Vec::with_capacity(users.len());
-        let mut plans: Vec<Plan<'_>> = Vec::with_capacity(users.len());
+        let mut plans: Vec<Plan> = Vec::with_capacity(users.len());
+        let mut batch = BatchPlans {
+            decided: Decided {
+                decisions: Vec::with_capacity(trades.len()),
+                records: Vec::with_capacity(trades.len()),
+            },
+            settle: vec![Settle::Now; trades.len()],
+            seen: FastSet::default(),
+        };
         let mut stored = loaded.portfolios.into_iter();
         for user in &users {
             let (start, version) = match stored.next().flatten() {
@@ -485,13 +531,10 @@ where
             };
             plans.push(plan_user(
                 start,
-                user.trades,
-                trades,
-                trade_records,
-                records,
-                &loaded.decided,
-                &no_known,
-                max_items,
+                user,
+                &mut batch,
+                (trades, trade_records, records),
+                (&loaded.decided, &no_known),
                 now,
             ));
             versions.push(version);
@@ -504,9 +547,8 @@ where
                     user,
                     plan,
                     version,
-                    records,
-                    trades,
-                    trade_records,
+                    &mut batch,
+                    (trades, trade_records, records),
                     &loaded.decided,
                     status,
                     &mut phase,
@@ -522,7 +564,7 @@ where
     }
 
     /// Puts a recommendation on the portfolio of every plan with decisions.
-    async fn recommend(&self, plans: &mut [Plan<'_>]) {
+    async fn recommend(&self, plans: &mut [Plan]) {
         let requests: Vec<RecommendationRequest<'_>> = plans
             .iter()
             .filter_map(|p| {
@@ -551,52 +593,56 @@ where
     async fn commit_user<'t>(
         &self,
         user: &UserWork<'t>,
-        mut plan: Plan<'t>,
+        mut plan: Plan,
         (mut version, mut read_sequence): (u64, Option<String>),
-        records: &[Record<'t>],
-        trades: &'t [Trade],
-        trade_records: &[u32],
+        batch: &mut BatchPlans<'t>,
+        input: BatchInput<'_, 't>,
         durable: &HashSet<String>,
         status: &mut [Status],
         phase: &mut CommitPhase,
         max_items: usize,
         now: DateTime<Utc>,
     ) -> bool {
+        let (trades, _, records) = input;
         let mut known: FastSet<&'t str> = FastSet::default();
         let mut next = 0usize;
-        let mut start = 0usize;
         let mut conflicts = 0u32;
         let mut halted = false;
-        while next < plan.chunk_ends.len() {
-            let end = plan.chunk_ends[next];
-            let last = next + 1 == plan.chunk_ends.len();
+        while next < plan.commits(max_items) {
+            let last = next + 1 == plan.commits(max_items);
+            let decisions = &batch.decided.decisions;
             let commit = Commit {
                 user_id: user.user_id,
                 expected_version: version,
                 expected_sequence: read_sequence.as_deref(),
                 pending: !last,
                 portfolio: &plan.portfolio,
-                last_sequence: plan.decisions.last().map_or("", |d| d.sequence_number),
-                decisions: &plan.decisions[start..end],
+                last_sequence: decisions[plan.first..plan.end]
+                    .last()
+                    .map_or("", |d| d.sequence_number),
+                decisions: &decisions[plan.commit_range(next, max_items)],
             };
             match self.store.commit(&commit).await {
                 Ok(CommitOutcome::Committed) => {
                     if last {
                         // The final commit makes the whole plan durable.
-                        for (decision, record) in plan.decisions.iter().zip(&plan.decision_records)
+                        let range = plan.first..plan.end;
+                        for (decision, record) in batch.decided.decisions[range.clone()]
+                            .iter()
+                            .zip(&batch.decided.records[range])
                         {
                             status[*record as usize] = Status::Decided;
                             record_decision(phase, decision, &records[*record as usize]);
                         }
-                        if let Some(rec) = &plan.portfolio.recommendation {
+                        // The plan's portfolio is not used again: its recommendation moves.
+                        if let Some(recommendation) = plan.portfolio.recommendation.take() {
                             phase.recommendations.push(UserRecommendation {
                                 user_id: user.user_id.to_string(),
-                                recommendation: rec.clone(),
+                                recommendation,
                             });
                         }
                         version += 1;
                     }
-                    start = end;
                     next += 1;
                 }
                 Ok(CommitOutcome::Conflict(conflict)) => {
@@ -651,20 +697,10 @@ where
                             Portfolio::new(user.user_id)
                         }
                     };
-                    plan = plan_user(
-                        start_portfolio,
-                        user.trades,
-                        trades,
-                        trade_records,
-                        records,
-                        durable,
-                        &known,
-                        max_items,
-                        now,
-                    );
+                    // The redone plan's decisions go after the batch's others.
+                    plan = plan_user(start_portfolio, user, batch, input, (durable, &known), now);
                     self.recommend(std::slice::from_mut(&mut plan)).await;
                     next = 0;
-                    start = 0;
                 }
                 Err(e) => {
                     phase.halted_by = Some(e);
@@ -674,9 +710,10 @@ where
             }
         }
         // Settle the user's other records against what is durable now.
-        let plan_landed = next == plan.chunk_ends.len();
-        for (k, settle) in user.trades.iter().zip(&plan.settle) {
-            let i = trade_records[*k as usize] as usize;
+        let plan_landed = next == plan.commits(max_items);
+        let settle = &batch.settle[user.offset..user.offset + user.trades.len()];
+        for (k, settle) in user.trades.iter().zip(settle) {
+            let i = input.1[*k as usize] as usize;
             let settled = match settle {
                 Settle::Now => true,
                 Settle::WithPlan => plan_landed,
@@ -708,49 +745,47 @@ fn learn_decided<'t>(
     }
 }
 
-/// Applies a user's trades in order from `start`, and cuts the decisions into commits of at
-/// most `max_items` items: full pending ones, then the final one with the portfolio put.
-#[allow(clippy::too_many_arguments)]
+/// The batch's trades, the record index of each, and the records.
+type BatchInput<'a, 't> = (&'t [Trade], &'a [u32], &'a [Record<'t>]);
+
+/// Applies a user's trades in order from `start`, appending the decisions to the batch's and
+/// marking when each of the user's records settles. Trade ids in `durable` or `known` are
+/// decided already; an id repeated in the user's trades is decided once.
 fn plan_user<'t>(
     start: Portfolio,
-    user_trades: &[u32],
-    trades: &'t [Trade],
-    trade_records: &[u32],
-    records: &[Record<'t>],
-    durable: &HashSet<String>,
-    known: &FastSet<&str>,
-    max_items: usize,
+    user: &UserWork<'_>,
+    batch: &mut BatchPlans<'t>,
+    (trades, trade_records, records): BatchInput<'_, 't>,
+    (durable, known): (&HashSet<String>, &FastSet<&str>),
     now: DateTime<Utc>,
-) -> Plan<'t> {
+) -> Plan {
+    let first = batch.decided.decisions.len();
     let mut plan = Plan {
-        decisions: Vec::with_capacity(user_trades.len()),
-        decision_records: Vec::with_capacity(user_trades.len()),
-        chunk_ends: Vec::new(),
+        first,
+        end: first,
         portfolio: start,
-        settle: Vec::with_capacity(user_trades.len()),
         latest_rate: None,
     };
-    // Trade ids decided in this plan. Small users scan the decisions.
-    let many = user_trades.len() > 8;
-    let mut seen: FastSet<&'t str> = if many {
-        FastSet::with_capacity_and_hasher(user_trades.len(), FastState::default())
-    } else {
-        FastSet::default()
-    };
-    for k in user_trades {
+    // Small users scan their decisions; others keep a set of what they decided.
+    let many = user.trades.len() > 8;
+    batch.seen.clear();
+    let settle = &mut batch.settle[user.offset..user.offset + user.trades.len()];
+    for (k, settle) in user.trades.iter().zip(settle) {
         let trade = &trades[*k as usize];
         let id: &'t str = &trade.trade_id;
         if (!known.is_empty() && known.contains(id))
             || (!durable.is_empty() && durable.contains(id))
         {
-            plan.settle.push(Settle::Now);
+            *settle = Settle::Now;
             continue;
         }
-        plan.settle.push(Settle::WithPlan);
+        *settle = Settle::WithPlan;
         let repeated = if many {
-            !seen.insert(id)
+            !batch.seen.insert(id)
         } else {
-            plan.decisions.iter().any(|d| &*d.trade.trade_id == id)
+            batch.decided.decisions[first..]
+                .iter()
+                .any(|d| &*d.trade.trade_id == id)
         };
         if repeated {
             continue;
@@ -760,21 +795,17 @@ fn plan_user<'t>(
             Err(rejection) => DecisionOutcome::Rejected(rejection),
         };
         let record = trade_records[*k as usize];
-        plan.decisions.push(Decision {
+        batch.decided.decisions.push(Decision {
             trade,
             sequence_number: records[record as usize].sequence_number,
             outcome,
         });
-        plan.decision_records.push(record);
+        batch.decided.records.push(record);
         plan.latest_rate = Some(trade.rate);
     }
-    let decided = plan.decisions.len();
-    if decided > 0 {
+    plan.end = batch.decided.decisions.len();
+    if plan.end > first {
         plan.portfolio.updated_at = Some(now);
-        // `decided + 1` items (the portfolio put last) in commits of `max_items`.
-        let commits = (decided + 1).div_ceil(max_items);
-        plan.chunk_ends
-            .extend((1..commits).map(|c| c * max_items).chain([decided]));
     }
     plan
 }

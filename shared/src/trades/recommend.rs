@@ -11,6 +11,8 @@
 //!
 //! Defaults: take profit at +3 %, buy the dip at −2 %, reduce at −8 %.
 
+use std::fmt::{self, Write as _};
+
 use rust_decimal::{Decimal, RoundingStrategy};
 use tracing::warn;
 
@@ -50,16 +52,22 @@ impl RuleRecommender {
 
     /// The rule's answer for one portfolio.
     pub fn recommend_one(&self, request: &RecommendationRequest<'_>) -> Recommendation {
-        let rule = |action, reason| Recommendation {
-            action,
-            reason,
-            source: RecommendationSource::Rule,
-        };
+        // The text goes straight into a buffer of its usual size (one allocation).
+        fn rule(action: Action, text: fmt::Arguments<'_>) -> Recommendation {
+            let mut reason = String::with_capacity(120);
+            // Writing to a String cannot fail.
+            let _ = reason.write_fmt(text);
+            Recommendation {
+                action,
+                reason,
+                source: RecommendationSource::Rule,
+            }
+        }
         let rate = request.latest_rate;
         let Some(avg) = request.portfolio.average_cost().filter(|a| !a.is_zero()) else {
             return rule(
                 Action::Hold,
-                format!("no USD position to evaluate at {rate} COP/USD"),
+                format_args!("no USD position to evaluate at {rate} COP/USD"),
             );
         };
         // Compared unrounded; shown rounded to 2 places.
@@ -70,7 +78,7 @@ impl RuleRecommender {
         let Some(change) = change else {
             return rule(
                 Action::Hold,
-                format!("rate {rate} cannot be compared with the average cost {avg}"),
+                format_args!("rate {rate} cannot be compared with the average cost {avg}"),
             );
         };
         let change_pct = change.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
@@ -78,12 +86,12 @@ impl RuleRecommender {
         if change >= c.take_profit_pct {
             rule(
                 Action::TakeProfit,
-                format!("rate {rate} is {change_pct}% above the average cost {avg} COP/USD"),
+                format_args!("rate {rate} is {change_pct}% above the average cost {avg} COP/USD"),
             )
         } else if change <= -c.reduce_pct {
             rule(
                 Action::Reduce,
-                format!(
+                format_args!(
                     "rate {rate} is {}% below the average cost {avg} COP/USD, past the {}% stop",
                     -change_pct, c.reduce_pct
                 ),
@@ -91,7 +99,7 @@ impl RuleRecommender {
         } else if change <= -c.buy_dip_pct {
             rule(
                 Action::Buy,
-                format!(
+                format_args!(
                     "rate {rate} is {}% below the average cost {avg} COP/USD: buying lowers it",
                     -change_pct
                 ),
@@ -99,7 +107,9 @@ impl RuleRecommender {
         } else {
             rule(
                 Action::Hold,
-                format!("rate {rate} is within {change_pct}% of the average cost {avg} COP/USD"),
+                format_args!(
+                    "rate {rate} is within {change_pct}% of the average cost {avg} COP/USD"
+                ),
             )
         }
     }

@@ -136,6 +136,12 @@ pub(crate) struct Interner {
 }
 
 impl Interner {
+    pub(crate) fn with_capacity(strings: usize) -> Self {
+        Self {
+            strings: FastSet::with_capacity_and_hasher(strings, Default::default()),
+        }
+    }
+
     fn intern(&mut self, s: &str) -> Arc<str> {
         if let Some(known) = self.strings.get(s) {
             return Arc::clone(known);
