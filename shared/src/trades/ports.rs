@@ -63,6 +63,10 @@ impl StoredPortfolio {
 /// today, at most 128 bits).
 pub const SEQUENCE_KEY_WIDTH: usize = 64;
 
+/// The padding of the widest key, sliced as needed.
+const SEQUENCE_ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const _: () = assert!(SEQUENCE_ZEROS.len() == SEQUENCE_KEY_WIDTH);
+
 /// A stream sequence number as a fixed-width key, so that string order is numeric order
 /// (DynamoDB compares strings byte by byte): the decimal digits left-padded with zeros to
 /// [`SEQUENCE_KEY_WIDTH`]. Anything else (never sent by Kinesis) is kept as written.
@@ -77,7 +81,7 @@ pub fn sequence_key_into(sequence_number: &str, key: &mut String) {
     key.clear();
     let digits = sequence_number.trim_start_matches('0');
     if digits.len() <= SEQUENCE_KEY_WIDTH && digits.bytes().all(|b| b.is_ascii_digit()) {
-        key.extend(std::iter::repeat_n('0', SEQUENCE_KEY_WIDTH - digits.len()));
+        key.push_str(&SEQUENCE_ZEROS[digits.len()..]);
         key.push_str(digits);
     } else {
         key.push_str(sequence_number);

@@ -541,7 +541,7 @@ where
         }
         self.recommend(&mut plans).await;
 
-        for ((user, plan), version) in users.iter().zip(plans).zip(versions) {
+        for ((user, plan), version) in users.iter().zip(&mut plans).zip(versions) {
             let done = self
                 .commit_user(
                     user,
@@ -593,7 +593,7 @@ where
     async fn commit_user<'t>(
         &self,
         user: &UserWork<'t>,
-        mut plan: Plan,
+        plan: &mut Plan,
         (mut version, mut read_sequence): (u64, Option<String>),
         batch: &mut BatchPlans<'t>,
         input: BatchInput<'_, 't>,
@@ -698,8 +698,8 @@ where
                         }
                     };
                     // The redone plan's decisions go after the batch's others.
-                    plan = plan_user(start_portfolio, user, batch, input, (durable, &known), now);
-                    self.recommend(std::slice::from_mut(&mut plan)).await;
+                    *plan = plan_user(start_portfolio, user, batch, input, (durable, &known), now);
+                    self.recommend(std::slice::from_mut(plan)).await;
                     next = 0;
                 }
                 Err(e) => {

@@ -580,8 +580,17 @@ fn decimal_parts(s: &str) -> Option<(bool, u128, u32)> {
     if int.is_empty() || (digits.len() > int.len() && frac.is_empty()) {
         return None;
     }
-    let mut mantissa: u128 = 0;
-    for c in int.bytes().chain(frac.bytes()) {
+    // Up to 19 digits fit a u64, whose arithmetic is cheaper than u128's.
+    let mut small: u64 = 0;
+    let mut digits = int.bytes().chain(frac.bytes());
+    for c in digits.by_ref().take(19) {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        small = small * 10 + u64::from(c - b'0');
+    }
+    let mut mantissa = u128::from(small);
+    for c in digits {
         if !c.is_ascii_digit() {
             return None;
         }
