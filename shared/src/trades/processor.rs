@@ -361,6 +361,9 @@ where
         let mut status = vec![Status::Pending; n];
         let mut trades: Vec<Trade> = Vec::with_capacity(n);
         let mut trade_records: Vec<u32> = Vec::with_capacity(n);
+        // Plans read sequence numbers in user order: a compact copy stays in cache where the
+        // records themselves would not.
+        let mut trade_sequences: Vec<&str> = Vec::with_capacity(n);
         let mut invalid: Vec<(usize, InvalidTrade)> = Vec::new();
         // Users and channels repeat: room for a typical batch's, grown only by unusual ones.
         let mut interner = Interner::with_capacity(n / 4);
@@ -369,6 +372,7 @@ where
                 Ok(trade) => {
                     trades.push(trade);
                     trade_records.push(i as u32);
+                    trade_sequences.push(record.sequence_number);
                 }
                 Err(e) => {
                     status[i] = Status::Invalid;
@@ -378,7 +382,11 @@ where
         }
 
         let phase = self
-            .apply_and_commit(records, &trades, &trade_records, &mut status, now)
+            .apply_and_commit(
+                (&trades, &trade_records, records, &trade_sequences),
+                &mut status,
+                now,
+            )
             .await;
 
         // Everything before the first pending record is settled.
@@ -448,12 +456,11 @@ where
 
     async fn apply_and_commit(
         &self,
-        records: &[Record<'_>],
-        trades: &[Trade],
-        trade_records: &[u32],
+        input: BatchInput<'_, '_>,
         status: &mut [Status],
         now: DateTime<Utc>,
     ) -> CommitPhase {
+        let trades = input.0;
         let mut phase = CommitPhase::default();
         if trades.is_empty() {
             return phase;
@@ -533,7 +540,7 @@ where
                 start,
                 user,
                 &mut batch,
-                (trades, trade_records, records),
+                input,
                 (&loaded.decided, &no_known),
                 now,
             ));
@@ -548,7 +555,7 @@ where
                     plan,
                     version,
                     &mut batch,
-                    (trades, trade_records, records),
+                    input,
                     &loaded.decided,
                     status,
                     &mut phase,
@@ -603,7 +610,7 @@ where
         max_items: usize,
         now: DateTime<Utc>,
     ) -> bool {
-        let (trades, _, records) = input;
+        let (trades, _, records, _) = input;
         let mut known: FastSet<&'t str> = FastSet::default();
         let mut next = 0usize;
         let mut conflicts = 0u32;
@@ -745,8 +752,9 @@ fn learn_decided<'t>(
     }
 }
 
-/// The batch's trades, the record index of each, and the records.
-type BatchInput<'a, 't> = (&'t [Trade], &'a [u32], &'a [Record<'t>]);
+/// The batch's trades, the record index of each, the records, and the sequence number of
+/// each trade's record.
+type BatchInput<'a, 't> = (&'t [Trade], &'a [u32], &'a [Record<'t>], &'a [&'t str]);
 
 /// Applies a user's trades in order from `start`, appending the decisions to the batch's and
 /// marking when each of the user's records settles. Trade ids in `durable` or `known` are
@@ -755,7 +763,7 @@ fn plan_user<'t>(
     start: Portfolio,
     user: &UserWork<'_>,
     batch: &mut BatchPlans<'t>,
-    (trades, trade_records, records): BatchInput<'_, 't>,
+    (trades, trade_records, _, sequences): BatchInput<'_, 't>,
     (durable, known): (&HashSet<String>, &FastSet<&str>),
     now: DateTime<Utc>,
 ) -> Plan {
@@ -797,7 +805,7 @@ fn plan_user<'t>(
         let record = trade_records[*k as usize];
         batch.decided.decisions.push(Decision {
             trade,
-            sequence_number: records[record as usize].sequence_number,
+            sequence_number: sequences[*k as usize],
             outcome,
         });
         batch.decided.records.push(record);
