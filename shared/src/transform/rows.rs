@@ -1,11 +1,12 @@
 //! Parsing, validation and normalisation of the records of one chunk into an Arrow batch.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow_array::builder::{
     Date32Builder, Decimal128Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, Date32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::SchemaRef;
 
 use crate::contract::{ColumnKind, Contract, OutType, RowReason};
@@ -105,29 +106,67 @@ pub struct ChunkResult {
     pub rows_in: u64,
 }
 
-/// One parsed record: its raw span, its line, and its fields (offsets into `fields`).
+/// Where one field of a record lies in its record's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpan {
+    pub start: usize,
+    pub end: usize,
+    /// Read straight from the input, and holding no control byte, no byte that may start a
+    /// Unicode space, and no two spaces in a row: cleaning it only trims spaces at its ends.
+    pub clean: bool,
+}
+
+/// One parsed record: its raw span, its line, and its fields.
 pub struct RawRecord<'a> {
     pub raw: &'a [u8],
     pub start: usize,
     pub line: u64,
-    pub fields: &'a [u8],
-    pub ends: &'a [usize],
+    /// The buffer the fields lie in: the chunk itself, or the unquoted copy of a quoted record.
+    buf: &'a [u8],
+    /// `buf` as text, when it is known to be valid UTF-8.
+    text: Option<&'a str>,
+    /// The part of `buf` that holds this record's fields.
+    span: std::ops::Range<usize>,
+    fields: &'a [FieldSpan],
 }
 
-impl RawRecord<'_> {
-    pub fn field(&self, i: usize) -> &[u8] {
-        &self.fields[self.field_range(i)]
-    }
-    pub fn field_range(&self, i: usize) -> std::ops::Range<usize> {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        start..self.ends[i]
+impl<'a> RawRecord<'a> {
+    pub fn field(&self, i: usize) -> &'a [u8] {
+        let f = self.fields[i];
+        &self.buf[f.start..f.end]
     }
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.fields.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.fields.is_empty()
     }
+}
+
+/// Byte classes of the unquoted fast path of [`for_each_record`].
+const PLAIN: u8 = 0;
+const DELIM: u8 = 1;
+const NEWLINE: u8 = 2;
+const QUOTE: u8 = 3;
+const CR: u8 = 4;
+const SPACE: u8 = 5;
+/// A control byte, DEL, or a lead byte that may start a Unicode space (see `text::clean_text`).
+const DIRTY: u8 = 6;
+
+fn byte_classes(delimiter: u8) -> [u8; 256] {
+    let mut t = [PLAIN; 256];
+    for c in t.iter_mut().take(0x20) {
+        *c = DIRTY;
+    }
+    for b in [0x7f, 0xc2, 0xe1, 0xe2, 0xe3] {
+        t[b] = DIRTY;
+    }
+    t[usize::from(b' ')] = SPACE;
+    t[usize::from(b'"')] = QUOTE;
+    t[usize::from(b'\r')] = CR;
+    t[usize::from(b'\n')] = NEWLINE;
+    t[usize::from(delimiter)] = DELIM;
+    t
 }
 
 /// Calls `f` for each record of `bytes` (RFC 4180 with the given delimiter).
@@ -135,58 +174,212 @@ pub fn for_each_record(
     bytes: &[u8],
     delimiter: u8,
     first_line: u64,
+    f: impl FnMut(RawRecord<'_>) -> bool,
+) {
+    for_each_record_in(bytes, None, delimiter, first_line, f)
+}
+
+/// Like [`for_each_record`]; `text`, when given, is `bytes` already checked to be UTF-8.
+///
+/// Records without quotes, lone carriage returns or a leading byte-order mark are split in
+/// place; the others go through `csv_core`, which sees them exactly as it would have seen them
+/// reading the whole of `bytes`.
+fn for_each_record_in(
+    bytes: &[u8],
+    text: Option<&str>,
+    delimiter: u8,
+    first_line: u64,
     mut f: impl FnMut(RawRecord<'_>) -> bool,
 ) {
-    use csv_core::ReadRecordResult as R;
-    let mut rdr = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
-    let mut out = vec![0u8; 4096];
-    let mut ends = vec![0usize; 64];
-    let (mut pos, mut outlen, mut nends, mut rec_start) = (0usize, 0usize, 0usize, 0usize);
+    let classes = byte_classes(delimiter);
+    let fast = !matches!(delimiter, b'"' | b'\n' | b'\r');
+    let mut slow = SlowReader::new(delimiter);
+    let mut fields: Vec<FieldSpan> = Vec::with_capacity(64);
     let mut line = first_line;
-    loop {
-        let (res, nin, nout, nend) =
-            rdr.read_record(&bytes[pos..], &mut out[outlen..], &mut ends[nends..]);
-        pos += nin;
-        outlen += nout;
-        nends += nend;
-        match res {
-            R::InputEmpty => {}
-            R::OutputFull => out.resize(out.len() * 2, 0),
-            R::OutputEndsFull => ends.resize(ends.len() * 2, 0),
-            R::Record => {
-                let mut raw = &bytes[rec_start..pos];
-                let mut start = rec_start;
-                // Blank lines before a record are skipped by the parser: count them as lines.
-                while let Some((&c, rest)) = raw.split_first() {
-                    if c == b'\n' || c == b'\r' {
-                        if c == b'\n' {
-                            line += 1;
-                        }
-                        raw = rest;
-                        start += 1;
-                    } else {
+    let mut pos = 0usize;
+    let n = bytes.len();
+    // csv_core drops a byte-order mark at the start of its input.
+    let mut needs_slow = !fast || bytes.starts_with(&crate::dialect::UTF8_BOM);
+    while pos < n {
+        if !needs_slow {
+            fields.clear();
+            let (mut i, mut field_start) = (pos, pos);
+            let (mut clean, mut prev_space) = (true, false);
+            // (end of the record's text, start of the next record)
+            let mut found = None;
+            while i < n {
+                match classes[usize::from(bytes[i])] {
+                    PLAIN => prev_space = false,
+                    SPACE => {
+                        clean &= !prev_space;
+                        prev_space = true;
+                    }
+                    DELIM => {
+                        fields.push(FieldSpan {
+                            start: field_start,
+                            end: i,
+                            clean,
+                        });
+                        field_start = i + 1;
+                        clean = true;
+                        prev_space = false;
+                    }
+                    NEWLINE => {
+                        found = Some((i, i + 1));
                         break;
                     }
+                    CR if bytes.get(i + 1) == Some(&b'\n') => {
+                        found = Some((i, i + 2));
+                        break;
+                    }
+                    QUOTE | CR => break,
+                    _ => {
+                        clean = false;
+                        prev_space = false;
+                    }
                 }
-                // Short slices: a plain loop beats a SIMD search's set-up.
-                let newlines = raw.iter().filter(|&&c| c == b'\n').count() as u64;
-                let trimmed = trim_terminator(raw);
-                let keep_going = f(RawRecord {
-                    raw: trimmed,
-                    start,
-                    line,
-                    fields: &out[..outlen],
-                    ends: &ends[..nends],
-                });
-                line += newlines;
-                outlen = 0;
-                nends = 0;
-                rec_start = pos;
-                if !keep_going {
-                    return;
-                }
+                i += 1;
             }
-            R::End => return,
+            let (end, next) = match found {
+                Some(e) => e,
+                None if i == n => (n, n),
+                None => {
+                    needs_slow = true;
+                    continue;
+                }
+            };
+            if end == pos {
+                // A blank line: the parser skips it.
+                line += 1;
+                pos = next;
+                continue;
+            }
+            fields.push(FieldSpan {
+                start: field_start,
+                end,
+                clean,
+            });
+            let keep_going = f(RawRecord {
+                raw: &bytes[pos..end],
+                start: pos,
+                line,
+                buf: bytes,
+                text,
+                span: pos..end,
+                fields: &fields,
+            });
+            if next > end {
+                line += 1;
+            }
+            pos = next;
+            if !keep_going {
+                return;
+            }
+            continue;
+        }
+        needs_slow = false;
+        match slow.record(bytes, pos, &mut line, &mut fields, &mut f) {
+            Some(next) => pos = next,
+            None => return,
+        }
+    }
+}
+
+/// `csv_core` for the records the fast path leaves to it; one reader per buffer, as if it had
+/// read every record.
+struct SlowReader {
+    rdr: csv_core::Reader,
+    used: bool,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl SlowReader {
+    fn new(delimiter: u8) -> SlowReader {
+        SlowReader {
+            rdr: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            used: false,
+            out: vec![0u8; 4096],
+            ends: vec![0usize; 64],
+        }
+    }
+
+    /// Reads the record at `pos` and calls `f` with it; returns where the next record starts, or
+    /// `None` when there are no more records or `f` asked to stop.
+    fn record(
+        &mut self,
+        bytes: &[u8],
+        mut pos: usize,
+        line: &mut u64,
+        fields: &mut Vec<FieldSpan>,
+        f: &mut impl FnMut(RawRecord<'_>) -> bool,
+    ) -> Option<usize> {
+        use csv_core::ReadRecordResult as R;
+        if !self.used {
+            self.used = true;
+            if pos > 0 {
+                // A reader that has read before no longer drops a byte-order mark: a blank
+                // line leaves it at the start of a record with nothing else changed.
+                let _ = self.rdr.read_record(b"\n", &mut self.out, &mut self.ends);
+            }
+        }
+        let rec_start = pos;
+        let (mut outlen, mut nends) = (0usize, 0usize);
+        loop {
+            let (res, nin, nout, nend) = self.rdr.read_record(
+                &bytes[pos..],
+                &mut self.out[outlen..],
+                &mut self.ends[nends..],
+            );
+            pos += nin;
+            outlen += nout;
+            nends += nend;
+            match res {
+                R::InputEmpty => {}
+                R::OutputFull => self.out.resize(self.out.len() * 2, 0),
+                R::OutputEndsFull => self.ends.resize(self.ends.len() * 2, 0),
+                R::Record => {
+                    let mut raw = &bytes[rec_start..pos];
+                    let mut start = rec_start;
+                    // Blank lines before a record are skipped by the parser: count them as lines.
+                    while let Some((&c, rest)) = raw.split_first() {
+                        if c == b'\n' || c == b'\r' {
+                            if c == b'\n' {
+                                *line += 1;
+                            }
+                            raw = rest;
+                            start += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    // Short slices: a plain loop beats a SIMD search's set-up.
+                    let newlines = raw.iter().filter(|&&c| c == b'\n').count() as u64;
+                    let trimmed = trim_terminator(raw);
+                    fields.clear();
+                    let mut field_start = 0;
+                    for &e in &self.ends[..nends] {
+                        fields.push(FieldSpan {
+                            start: field_start,
+                            end: e,
+                            clean: false,
+                        });
+                        field_start = e;
+                    }
+                    let keep_going = f(RawRecord {
+                        raw: trimmed,
+                        start,
+                        line: *line,
+                        buf: &self.out,
+                        text: None,
+                        span: 0..outlen,
+                        fields,
+                    });
+                    *line += newlines;
+                    return keep_going.then_some(pos);
+                }
+                R::End => return None,
+            }
         }
     }
 }
@@ -202,9 +395,12 @@ fn trim_terminator(mut raw: &[u8]) -> &[u8] {
     raw
 }
 
-enum Val {
+/// One output value of a record. Text borrows from the record or the contract when it can, and
+/// lives in the record's scratch buffer otherwise.
+enum Val<'r> {
     Null,
-    Str(u32, u32),
+    Str(&'r str),
+    Scratch(u32, u32),
     Dec(i128),
     Date(i32),
     Ts(i64),
@@ -284,6 +480,12 @@ fn shown(v: &str) -> String {
     s
 }
 
+/// An empty vector of values for the next record, reusing the allocation of the last one.
+fn recycle<'b>(mut vals: Vec<Val<'_>>) -> Vec<Val<'b>> {
+    vals.clear();
+    vals.into_iter().map(|_| Val::Null).collect()
+}
+
 /// Validates and converts the records of one chunk.
 pub fn process_chunk(
     ctx: &FileContext,
@@ -292,8 +494,10 @@ pub fn process_chunk(
     skip_header: bool,
 ) -> ChunkResult {
     let cols = ctx.contract.output_columns();
+    // The lineage columns (the last three) are the same for every row: built at the end.
+    let data_cols = cols.len().saturating_sub(3);
     let estimated = chunk.bytes.len() / 64 + 16;
-    let mut builders: Vec<ColBuilder> = cols
+    let mut builders: Vec<ColBuilder> = cols[..data_cols]
         .iter()
         .map(|c| ColBuilder::new(c.ty, estimated))
         .collect();
@@ -303,17 +507,24 @@ pub fn process_chunk(
     let mut first = skip_header;
     let mut scratch = String::with_capacity(1024);
     let mut field_buf = String::with_capacity(256);
-    let mut vals: Vec<Val> = Vec::with_capacity(cols.len());
+    let mut spare: Vec<Val<'static>> = Vec::with_capacity(cols.len());
     let mut spellings: Vec<Vec<(Box<str>, usize)>> = vec![Vec::new(); ctx.contract.columns.len()];
     let key_col = ctx.key_col;
-    for_each_record(&chunk.bytes, ctx.delimiter, chunk.first_line, |rec| {
+    // One UTF-8 check for the whole chunk; fields are then sliced from it. Field boundaries are
+    // where ASCII delimiters and quotes were, so they are always char boundaries.
+    let text = if encoding == Encoding::Utf8 || chunk.bytes.is_ascii() {
+        std::str::from_utf8(&chunk.bytes).ok()
+    } else {
+        None
+    };
+    for_each_record_in(&chunk.bytes, text, ctx.delimiter, chunk.first_line, |rec| {
         if first {
             first = false;
             return true;
         }
         rows_in += 1;
         scratch.clear();
-        vals.clear();
+        let mut vals = recycle(std::mem::take(&mut spare));
         match validate(
             ctx,
             &rec,
@@ -324,22 +535,8 @@ pub fn process_chunk(
             &mut spellings,
         ) {
             Ok(key) => {
-                let key = key.map(|(s, e)| {
-                    xxhash_rust::xxh3::xxh3_128(&scratch.as_bytes()[s as usize..e as usize])
-                });
                 for (b, v) in builders.iter_mut().zip(vals.iter()) {
                     append(b, v, &scratch);
-                }
-                // Lineage.
-                let n = builders.len();
-                if let ColBuilder::Str(b) = &mut builders[n - 3] {
-                    b.append_value(&ctx.source_key);
-                }
-                if let ColBuilder::I64(b) = &mut builders[n - 2] {
-                    b.append_value(rec.line as i64);
-                }
-                if let ColBuilder::Date(b) = &mut builders[n - 1] {
-                    b.append_value(ctx.load_date_days);
                 }
                 ok.push(OkRow {
                     start: rec.start as u32,
@@ -355,12 +552,23 @@ pub fn process_chunk(
                 record: lossy_text(rec.raw, encoding),
             }),
         }
+        spare = recycle(vals);
         true
     });
     let batch = if ok.is_empty() {
         None
     } else {
-        let arrays: Vec<ArrayRef> = builders.iter_mut().map(ColBuilder::finish).collect();
+        let mut arrays: Vec<ArrayRef> = builders.iter_mut().map(ColBuilder::finish).collect();
+        arrays.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(ctx.source_key.as_str(), ok.len()),
+        )));
+        arrays.push(Arc::new(Int64Array::from_iter_values(
+            ok.iter().map(|r| r.line as i64),
+        )));
+        arrays.push(Arc::new(Date32Array::from(vec![
+            ctx.load_date_days;
+            ok.len()
+        ])));
         RecordBatch::try_new(ctx.schema.clone(), arrays).ok()
     };
     ChunkResult {
@@ -374,9 +582,12 @@ pub fn process_chunk(
     }
 }
 
-fn append(b: &mut ColBuilder, v: &Val, scratch: &str) {
+fn append(b: &mut ColBuilder, v: &Val<'_>, scratch: &str) {
     match (b, v) {
-        (ColBuilder::Str(b), Val::Str(s, e)) => b.append_value(&scratch[*s as usize..*e as usize]),
+        (ColBuilder::Str(b), Val::Str(s)) => b.append_value(s),
+        (ColBuilder::Str(b), Val::Scratch(s, e)) => {
+            b.append_value(&scratch[*s as usize..*e as usize])
+        }
         (ColBuilder::Str(b), Val::Null) => b.append_null(),
         (ColBuilder::Dec(b), Val::Dec(m)) => b.append_value(*m),
         (ColBuilder::Dec(b), Val::Null) => b.append_null(),
@@ -394,70 +605,98 @@ fn append(b: &mut ColBuilder, v: &Val, scratch: &str) {
     }
 }
 
-fn push_str(scratch: &mut String, s: &str) -> Val {
+fn push_str<'r>(scratch: &mut String, s: &str) -> Val<'r> {
     let start = scratch.len() as u32;
     scratch.push_str(s);
-    Val::Str(start, scratch.len() as u32)
+    Val::Scratch(start, scratch.len() as u32)
 }
 
-/// Validates one record into `vals` (output columns except lineage). Returns the span of the
-/// key text in `scratch`, when the dataset is keyed and the key is present.
-fn validate(
+/// Validates one record into `vals` (output columns except lineage). Returns the fingerprint of
+/// the key, when the dataset is keyed and the key is present.
+fn validate<'r>(
     ctx: &FileContext,
-    rec: &RawRecord<'_>,
+    rec: &RawRecord<'r>,
     encoding: Encoding,
     scratch: &mut String,
     field: &mut String,
-    vals: &mut Vec<Val>,
+    vals: &mut Vec<Val<'r>>,
     spellings: &mut [Vec<(Box<str>, usize)>],
-) -> Result<Option<(u32, u32)>, RowError> {
+) -> Result<Option<u128>, RowError> {
     if rec.len() != ctx.n_fields {
         return Err(RowError {
             reason: RowReason::RaggedRow,
             detail: format!("{} fields where the header has {}", rec.len(), ctx.n_fields),
         });
     }
-    // One UTF-8 check for the whole record; fields are then sliced from it. Field boundaries
-    // are where ASCII delimiters and quotes were, so they are always char boundaries.
-    let record_text = if encoding == Encoding::Utf8 || rec.fields.is_ascii() {
-        std::str::from_utf8(rec.fields).ok()
-    } else {
-        None
+    // Without a checked chunk, one UTF-8 check for the whole record. Its fields are separated
+    // by ASCII bytes, so it is valid exactly when every field is.
+    let record_text = match rec.text {
+        Some(_) => None,
+        None => {
+            let all = &rec.buf[rec.span.clone()];
+            if encoding == Encoding::Utf8 || all.is_ascii() {
+                std::str::from_utf8(all).ok()
+            } else {
+                None
+            }
+        }
     };
-    let mut key_span = None;
+    let mut key = None;
     let mut cantidad: Option<i128> = None;
     let mut precio: Option<i128> = None;
     for (ci, spec) in ctx.contract.columns.iter().enumerate() {
-        let raw: &str = match ctx.col_field[ci] {
-            None => "",
+        // The field as text of the record (`direct`), or decoded into `field`.
+        let (direct, clean): (Option<&'r str>, bool) = match ctx.col_field[ci] {
+            None => (Some(""), true),
             Some(fi) => {
-                let bytes = rec.field(fi);
-                let utf8 = match record_text {
-                    Some(t) => t.get(rec.field_range(fi)),
-                    None if encoding == Encoding::Utf8 || bytes.is_ascii() => {
-                        std::str::from_utf8(bytes).ok()
+                let span = rec.fields[fi];
+                let utf8 = match (rec.text, record_text) {
+                    (Some(t), _) => t.get(span.start..span.end),
+                    (None, Some(t)) => {
+                        t.get(span.start - rec.span.start..span.end - rec.span.start)
                     }
-                    None => None,
+                    (None, None) => {
+                        let bytes = rec.field(fi);
+                        if encoding == Encoding::Utf8 || bytes.is_ascii() {
+                            std::str::from_utf8(bytes).ok()
+                        } else {
+                            None
+                        }
+                    }
                 };
-                match utf8 {
-                    Some(s) => s,
-                    None => {
-                        field.clear();
-                        decode_field(bytes, encoding, field).map_err(|_| RowError {
-                            reason: RowReason::InvalidEncoding,
-                            detail: format!(
-                                "{}: bytes that are not valid {}",
-                                spec.name,
-                                encoding.label()
-                            ),
-                        })?;
-                        field.as_str()
-                    }
+                if utf8.is_none() {
+                    field.clear();
+                    decode_field(rec.field(fi), encoding, field).map_err(|_| RowError {
+                        reason: RowReason::InvalidEncoding,
+                        detail: format!(
+                            "{}: bytes that are not valid {}",
+                            spec.name,
+                            encoding.label()
+                        ),
+                    })?;
                 }
+                (utf8, span.clean)
             }
         };
-        let text = clean_text(raw);
-        let text: &str = &text;
+        // Cleaned text; `kept` when it is a slice of the record itself.
+        let cleaned;
+        let (text, kept): (&str, Option<&'r str>) = match direct {
+            Some(raw) if clean => {
+                let t = raw.trim_ascii();
+                (t, Some(t))
+            }
+            Some(raw) => match clean_text(raw) {
+                Cow::Borrowed(t) => (t, Some(t)),
+                Cow::Owned(t) => {
+                    cleaned = t;
+                    (cleaned.as_str(), None)
+                }
+            },
+            None => {
+                cleaned = clean_text(field.as_str()).into_owned();
+                (cleaned.as_str(), None)
+            }
+        };
         if text.is_empty() {
             if spec.required {
                 return Err(RowError {
@@ -473,16 +712,19 @@ fn validate(
         }
         match spec.kind {
             ColumnKind::Text => {
-                let v = push_str(scratch, text);
                 if Some(ci) == ctx.key_col {
-                    if let Val::Str(s, e) = v {
-                        key_span = Some((s, e));
-                    }
+                    key = Some(xxhash_rust::xxh3::xxh3_128(text.as_bytes()));
                 }
-                vals.push(v);
+                vals.push(match kept {
+                    Some(t) => Val::Str(t),
+                    None => push_str(scratch, text),
+                });
             }
             ColumnKind::NameWithNormalized => {
-                vals.push(push_str(scratch, text));
+                vals.push(match kept {
+                    Some(t) => Val::Str(t),
+                    None => push_str(scratch, text),
+                });
                 let n = normalized_name(text);
                 vals.push(push_str(scratch, &n));
             }
@@ -503,7 +745,7 @@ fn validate(
                         Some(i)
                     });
                 match found {
-                    Some(i) => vals.push(push_str(scratch, values[i])),
+                    Some(i) => vals.push(Val::Str(values[i])),
                     None => {
                         return Err(RowError {
                             reason: RowReason::InvalidEnum(spec.name),
@@ -588,7 +830,7 @@ fn validate(
             }
         }
     }
-    Ok(key_span)
+    Ok(key)
 }
 
 fn decimal_value(
@@ -654,6 +896,7 @@ fn decimal_value(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::clean_text;
     use proptest::prelude::*;
     use rust_decimal::Decimal;
     use std::str::FromStr;
@@ -674,6 +917,94 @@ mod tests {
             let expected = exact.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
             let got = mul_round(i128::from(c), 3, i128::from(p), 4, 2);
             prop_assert_eq!(got.map(|t| Decimal::from_i128_with_scale(t, 2)), Some(expected));
+        }
+    }
+
+    /// Records as `csv_core` alone reads them: (line, start, raw, fields).
+    type Seen = Vec<(u64, usize, Vec<u8>, Vec<Vec<u8>>)>;
+
+    fn reference(bytes: &[u8], delimiter: u8, first_line: u64) -> Seen {
+        use csv_core::ReadRecordResult as R;
+        let mut rdr = csv_core::ReaderBuilder::new().delimiter(delimiter).build();
+        let (mut out, mut ends) = (vec![0u8; 1 << 16], vec![0usize; 1 << 10]);
+        let (mut pos, mut outlen, mut nends, mut rec_start) = (0, 0, 0, 0);
+        let mut line = first_line;
+        let mut seen = Vec::new();
+        loop {
+            let (res, nin, nout, nend) =
+                rdr.read_record(&bytes[pos..], &mut out[outlen..], &mut ends[nends..]);
+            pos += nin;
+            outlen += nout;
+            nends += nend;
+            match res {
+                R::InputEmpty => {}
+                R::OutputFull | R::OutputEndsFull => unreachable!("buffers sized for the tests"),
+                R::Record => {
+                    let mut raw = &bytes[rec_start..pos];
+                    let mut start = rec_start;
+                    while let Some((&c, rest)) = raw.split_first() {
+                        if c != b'\n' && c != b'\r' {
+                            break;
+                        }
+                        line += u64::from(c == b'\n');
+                        raw = rest;
+                        start += 1;
+                    }
+                    let mut fields = Vec::new();
+                    let mut s = 0;
+                    for &e in &ends[..nends] {
+                        fields.push(out[s..e].to_vec());
+                        s = e;
+                    }
+                    seen.push((line, start, trim_terminator(raw).to_vec(), fields));
+                    line += raw.iter().filter(|&&c| c == b'\n').count() as u64;
+                    (outlen, nends, rec_start) = (0, 0, pos);
+                }
+                R::End => return seen,
+            }
+        }
+    }
+
+    fn split(bytes: &[u8], delimiter: u8, first_line: u64) -> Seen {
+        let mut seen = Vec::new();
+        for_each_record(bytes, delimiter, first_line, |r| {
+            let fields = (0..r.len()).map(|i| r.field(i).to_vec()).collect();
+            seen.push((r.line, r.start, r.raw.to_vec(), fields));
+            true
+        });
+        seen
+    }
+
+    proptest! {
+        #[test]
+        fn records_are_split_as_the_csv_parser_splits_them(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                &b"a"[..], b"bc ", b",", b";", b"\t", b"\"", b"\n", b"\r", b"\r\n", b" ",
+                b"\xef\xbb\xbf", "é".as_bytes(), "\u{a0}".as_bytes(), b"\xff", b"\x0b",
+            ]), 0..60),
+            delimiter in prop_oneof![Just(b','), Just(b';'), Just(b'\t')],
+        ) {
+            let bytes = parts.concat();
+            prop_assert_eq!(split(&bytes, delimiter, 7), reference(&bytes, delimiter, 7));
+        }
+
+        #[test]
+        fn clean_fields_only_need_their_spaces_trimmed(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "a", " ", ",", "\t", "é", "\u{a0}", "\u{2003}", "\u{3000}", "\u{85}",
+                "\u{1680}", "\u{205f}", "\x0b", "\x7f", "€", "\n",
+            ]), 0..40),
+        ) {
+            let text = parts.concat();
+            for_each_record(text.as_bytes(), b',', 1, |r| {
+                for f in r.fields {
+                    let field = &text[f.start..f.end];
+                    if f.clean {
+                        assert_eq!(clean_text(field), field.trim_ascii(), "{field:?}");
+                    }
+                }
+                true
+            });
         }
     }
 
