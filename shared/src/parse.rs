@@ -4,7 +4,7 @@
 //! decided once per file, so `1.234` is either 1234 or 1.234 for the whole file — never guessed
 //! per value, which is how values end up silently 1000× off.
 
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{NaiveDate, NaiveDateTime};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -181,33 +181,100 @@ fn num(b: &[u8]) -> Option<u32> {
     Some(b.iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0')))
 }
 
+/// Year, month and day of `2025-05-10`, `2025/05/10` or `10/05/2025` (day first), not checked
+/// to be a real date.
+fn date_parts(s: &str) -> Option<(u32, u32, u32)> {
+    let b = s.as_bytes();
+    if b.len() == 10 && (b[4] == b'-' || b[4] == b'/') && b[7] == b[4] {
+        return Some((num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?));
+    }
+    // D/M/YYYY with one or two digits for day and month: never longer than 10 bytes.
+    if b.len() > 10 {
+        return None;
+    }
+    let mut parts = s.split('/');
+    let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || d.len() > 2 || m.len() > 2 || y.len() != 4 {
+        return None;
+    }
+    Some((num(y.as_bytes())?, num(m.as_bytes())?, num(d.as_bytes())?))
+}
+
 /// Parses `2025-05-10`, `2025/05/10` and `10/05/2025` (day first).
 pub fn parse_date(s: &str) -> Option<NaiveDate> {
-    let b = s.trim().as_bytes();
-    let (y, m, d) = if b.len() == 10 && (b[4] == b'-' || b[4] == b'/') && b[7] == b[4] {
-        (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?)
-    } else {
-        // D/M/YYYY with one or two digits for day and month.
-        let mut parts = s.trim().split('/');
-        let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || d.len() > 2 || m.len() > 2 || y.len() != 4 {
-            return None;
-        }
-        (num(y.as_bytes())?, num(m.as_bytes())?, num(d.as_bytes())?)
-    };
+    let (y, m, d) = date_parts(s.trim())?;
     NaiveDate::from_ymd_opt(y as i32, m, d)
+}
+
+/// [`parse_date`] as days since 1970-01-01.
+pub fn parse_date_days(s: &str) -> Option<i32> {
+    let (y, m, d) = date_parts(s.trim())?;
+    civil_days(y, m, d)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date of a year up to 9999, if the date exists
+/// (the days-from-civil computation: eras of 400 years, years starting in March).
+fn civil_days(y: u32, m: u32, d: u32) -> Option<i32> {
+    if y > 9999 || !(1..=12).contains(&m) || d == 0 {
+        return None;
+    }
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    const MONTH_DAYS: [u32; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if d > MONTH_DAYS[(m - 1) as usize] + u32::from(m == 2 && leap) {
+        return None;
+    }
+    let y = i64::from(y) - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let month_from_march = i64::from((m + 9) % 12);
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(d) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    i32::try_from(era * 146_097 + day_of_era - 719_468).ok()
+}
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// `2025-05-10T14:30:00Z`, the form most exports use, when its fields are in range; anything
+/// else (leap seconds included) is left to the general parser.
+fn utc_seconds_timestamp(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let two = |i: usize| num(&b[i..i + 2]);
+    let (h, mi, sec) = (two(11)?, two(14)?, two(17)?);
+    if h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let days = civil_days(num(&b[0..4])?, two(5)?, two(8)?)?;
+    Some(i64::from(days) * MICROS_PER_DAY + i64::from(h * 3600 + mi * 60 + sec) * 1_000_000)
 }
 
 /// Parses a date (midnight UTC) or an RFC 3339 / ISO 8601 timestamp; a timestamp without offset
 /// is taken as UTC. Returns microseconds since the epoch.
 pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
     let t = s.trim();
-    if let Some(d) = parse_date(t) {
-        return Some(d.and_time(NaiveTime::MIN).and_utc().timestamp_micros());
+    if let Some(days) = parse_date_days(t) {
+        return Some(i64::from(days) * MICROS_PER_DAY);
     }
     if t.len() < 16 {
         return None;
     }
+    if let Some(us) = utc_seconds_timestamp(t) {
+        return Some(us);
+    }
+    parse_timestamp_general(t)
+}
+
+/// Timestamps in every accepted form, through chrono.
+fn parse_timestamp_general(t: &str) -> Option<i64> {
     if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
         return Some(dt.timestamp_micros());
     }
@@ -303,6 +370,34 @@ mod tests {
         assert_eq!(parse_timestamp_micros("2025-05-10T25:00:00Z"), None);
     }
 
+    #[test]
+    fn civil_days_agree_with_chrono_for_every_four_digit_year() {
+        for y in 0..=9999u32 {
+            for m in 0..=13u32 {
+                for d in [0, 1, 15, 27, 28, 29, 30, 31, 32] {
+                    let chrono_days = NaiveDate::from_ymd_opt(y as i32, m, d).map(days_since_epoch);
+                    assert_eq!(civil_days(y, m, d), chrono_days, "{y:04}-{m:02}-{d:02}");
+                }
+            }
+        }
+    }
+
+    /// The old timestamp parser: dates through chrono, then the general forms.
+    fn timestamp_through_chrono(s: &str) -> Option<i64> {
+        let t = s.trim();
+        if let Some(d) = parse_date(t) {
+            return Some(
+                d.and_time(chrono::NaiveTime::MIN)
+                    .and_utc()
+                    .timestamp_micros(),
+            );
+        }
+        if t.len() < 16 {
+            return None;
+        }
+        parse_timestamp_general(t)
+    }
+
     fn render(m: i64, scale: u32, sep: DecimalSep, grouped: bool) -> String {
         let v = Decimal::new(m, scale);
         let s = v.abs().to_string();
@@ -360,8 +455,34 @@ mod tests {
         }
 
         #[test]
+        fn timestamps_parse_as_chrono_parses_them(
+            (y, m, d) in (0u32..10_000, 0u32..14, 0u32..33),
+            (h, mi, sec) in (0u32..26, 0u32..62, 0u32..62),
+            shape in 0usize..5,
+            typo in proptest::option::of((0usize..20, proptest::sample::select(vec!["x", " ", "t", "z", "1"]))),
+        ) {
+            let mut text = match shape {
+                0 | 1 => format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{sec:02}Z"),
+                2 => format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{sec:02}-05:00"),
+                3 => format!("{y:04}/{m:02}/{d:02}"),
+                _ => format!("{d}/{m}/{y:04}"),
+            };
+            if let Some((pos, with)) = typo {
+                if pos < text.len() {
+                    text.replace_range(pos..=pos, with);
+                }
+            }
+            prop_assert_eq!(parse_timestamp_micros(&text), timestamp_through_chrono(&text));
+            prop_assert_eq!(
+                parse_date_days(&text),
+                parse_date(&text).map(days_since_epoch)
+            );
+        }
+
+        #[test]
         fn parse_date_never_panics(s in "\\PC{0,16}") {
             let _ = parse_date(&s);
+            let _ = parse_date_days(&s);
             let _ = parse_timestamp_micros(&s);
         }
     }

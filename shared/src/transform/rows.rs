@@ -12,8 +12,7 @@ use arrow_schema::SchemaRef;
 use crate::contract::{ColumnKind, Contract, OutType, RowReason};
 use crate::dialect::{decode_field, lossy_text, Encoding};
 use crate::parse::{
-    days_since_epoch, parse_date, parse_decimal_parts, parse_timestamp_micros, DecimalSep,
-    NumberError,
+    parse_date_days, parse_decimal_parts, parse_timestamp_micros, DecimalSep, NumberError,
 };
 use crate::text::{clean_text, fold_enum, is_valid_email, mask_email, normalized_name, pii_hash};
 
@@ -204,16 +203,19 @@ fn for_each_record_in(
         if !needs_slow {
             fields.clear();
             let (mut i, mut field_start) = (pos, pos);
-            let (mut clean, mut prev_space) = (true, false);
+            let mut clean = true;
             // (end of the record's text, start of the next record)
             let mut found = None;
-            while i < n {
+            loop {
+                // Most bytes are plain: skip them in a tight loop.
+                while i < n && classes[usize::from(bytes[i])] == PLAIN {
+                    i += 1;
+                }
+                if i == n {
+                    break;
+                }
                 match classes[usize::from(bytes[i])] {
-                    PLAIN => prev_space = false,
-                    SPACE => {
-                        clean &= !prev_space;
-                        prev_space = true;
-                    }
+                    SPACE => clean &= bytes.get(i + 1) != Some(&b' '),
                     DELIM => {
                         fields.push(FieldSpan {
                             start: field_start,
@@ -222,7 +224,6 @@ fn for_each_record_in(
                         });
                         field_start = i + 1;
                         clean = true;
-                        prev_space = false;
                     }
                     NEWLINE => {
                         found = Some((i, i + 1));
@@ -233,10 +234,7 @@ fn for_each_record_in(
                         break;
                     }
                     QUOTE | CR => break,
-                    _ => {
-                        clean = false;
-                        prev_space = false;
-                    }
+                    _ => clean = false,
                 }
                 i += 1;
             }
@@ -772,8 +770,8 @@ fn validate<'r>(
                 }
                 vals.push(Val::Dec(m));
             }
-            ColumnKind::Date => match parse_date(text) {
-                Some(d) => vals.push(Val::Date(days_since_epoch(d))),
+            ColumnKind::Date => match parse_date_days(text) {
+                Some(d) => vals.push(Val::Date(d)),
                 None => {
                     return Err(RowError {
                         reason: RowReason::InvalidDate(spec.name),
