@@ -64,45 +64,41 @@ impl<R: Read> Chunker<R> {
     /// record, and the state at the end of the buffer.
     fn scan(&self, buf: &[u8], from: usize, mut state: State) -> (Option<usize>, State) {
         let d = self.delimiter;
+        let n = buf.len();
         let mut last_end = None;
         let mut i = from;
-        while i < buf.len() {
-            let c = buf[i];
+        while i < n {
             match state {
                 State::FieldStart | State::Unquoted => {
-                    if state == State::FieldStart && c == b'"' {
-                        state = State::Quoted;
-                    } else if c == b'\n' {
-                        last_end = Some(i + 1);
-                        state = State::FieldStart;
-                    } else if c == d {
-                        state = State::FieldStart;
-                    } else {
-                        // Skip ahead to the next byte that can change the state.
-                        state = State::Unquoted;
-                        match memchr::memchr2(b'\n', d, &buf[i + 1..]) {
-                            Some(off) => {
-                                i += off + 1;
-                                continue;
-                            }
-                            None => {
-                                i = buf.len();
-                                continue;
-                            }
-                        }
+                    // Outside quotes only a quote can change more than where the last record
+                    // ends: jump to the next one.
+                    let stop = memchr::memchr(b'"', &buf[i..]).map_or(n, |off| i + off);
+                    if let Some(off) = memchr::memrchr(b'\n', &buf[i..stop]) {
+                        last_end = Some(i + off + 1);
                     }
+                    if stop > i {
+                        let c = buf[stop - 1];
+                        state = if c == b'\n' || c == d {
+                            State::FieldStart
+                        } else {
+                            State::Unquoted
+                        };
+                    }
+                    if stop < n && state == State::FieldStart {
+                        state = State::Quoted;
+                    }
+                    // A quote inside an unquoted field is a literal.
+                    i = stop + 1;
                 }
                 State::Quoted => match memchr::memchr(b'"', &buf[i..]) {
                     Some(off) => {
-                        i += off;
+                        i += off + 1;
                         state = State::QuoteInQuoted;
                     }
-                    None => {
-                        i = buf.len();
-                        continue;
-                    }
+                    None => i = n,
                 },
                 State::QuoteInQuoted => {
+                    let c = buf[i];
                     if c == b'"' {
                         state = State::Quoted;
                     } else if c == b'\n' {
@@ -113,9 +109,9 @@ impl<R: Read> Chunker<R> {
                     } else {
                         state = State::Unquoted;
                     }
+                    i += 1;
                 }
             }
-            i += 1;
         }
         (last_end, state)
     }
@@ -231,6 +227,84 @@ mod tests {
             line += lines;
         }
         Ok(())
+    }
+
+    /// The scan as a byte-by-byte state machine.
+    fn scan_bytewise(d: u8, buf: &[u8], from: usize, mut state: State) -> (Option<usize>, State) {
+        let mut last_end = None;
+        let mut i = from;
+        while i < buf.len() {
+            let c = buf[i];
+            match state {
+                State::FieldStart | State::Unquoted => {
+                    if state == State::FieldStart && c == b'"' {
+                        state = State::Quoted;
+                    } else if c == b'\n' {
+                        last_end = Some(i + 1);
+                        state = State::FieldStart;
+                    } else if c == d {
+                        state = State::FieldStart;
+                    } else {
+                        // Skip ahead to the next byte that can change the state.
+                        state = State::Unquoted;
+                        match memchr::memchr2(b'\n', d, &buf[i + 1..]) {
+                            Some(off) => {
+                                i += off + 1;
+                                continue;
+                            }
+                            None => {
+                                i = buf.len();
+                                continue;
+                            }
+                        }
+                    }
+                }
+                State::Quoted => match memchr::memchr(b'"', &buf[i..]) {
+                    Some(off) => {
+                        i += off;
+                        state = State::QuoteInQuoted;
+                    }
+                    None => {
+                        i = buf.len();
+                        continue;
+                    }
+                },
+                State::QuoteInQuoted => {
+                    if c == b'"' {
+                        state = State::Quoted;
+                    } else if c == b'\n' {
+                        last_end = Some(i + 1);
+                        state = State::FieldStart;
+                    } else if c == d {
+                        state = State::FieldStart;
+                    } else {
+                        state = State::Unquoted;
+                    }
+                }
+            }
+            i += 1;
+        }
+        (last_end, state)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn scan_agrees_with_the_bytewise_state_machine(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                &b"a"[..], b"bc", b",", b";", b"\"", b"\"\"", b"\n", b"\r\n", b" ",
+            ]), 0..80),
+            from in 0usize..8,
+            start in 0usize..4,
+        ) {
+            let buf = parts.concat();
+            let from = from.min(buf.len());
+            let state = [State::FieldStart, State::Unquoted, State::Quoted, State::QuoteInQuoted][start];
+            let c = Chunker::new(&b""[..], b',', 4096, 1);
+            proptest::prop_assert_eq!(
+                c.scan(&buf, from, state),
+                scan_bytewise(b',', &buf, from, state)
+            );
+        }
     }
 
     #[test]

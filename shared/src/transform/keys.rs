@@ -259,15 +259,16 @@ impl KeySet {
 
     /// Inserts a key; `false` when it was already there.
     pub fn insert(&mut self, fp: u128) -> io::Result<bool> {
-        if self.mem.contains(&fp) {
-            return Ok(false);
-        }
+        // A key is never both in memory and on disk, so the runs can be asked first and the
+        // in-memory set probed once, by the insertion itself.
         for run in &self.runs {
             if run.contains(fp, &mut self.probe)? {
                 return Ok(false);
             }
         }
-        self.mem.insert(fp);
+        if !self.mem.insert(fp) {
+            return Ok(false);
+        }
         if self.mem.len() >= self.memory_keys {
             self.spill()?;
         }
