@@ -457,7 +457,11 @@ pub fn mul_round(a: i128, a_scale: u32, b: i128, b_scale: u32, to: u32) -> Optio
         return p.checked_mul(*POW10.get((to - from) as usize)?);
     }
     let div = *POW10.get((from - to) as usize)?;
-    let (q, r) = (p / div, p % div);
+    // Most products fit in 64 bits, where division is much cheaper.
+    let (q, r) = match (i64::try_from(p), i64::try_from(div)) {
+        (Ok(p), Ok(div)) => (i128::from(p / div), i128::from(p % div)),
+        _ => (p / div, p % div),
+    };
     Some(if r.abs() * 2 >= div {
         q + p.signum()
     } else {
@@ -511,7 +515,7 @@ pub fn process_chunk(
     // One UTF-8 check for the whole chunk; fields are then sliced from it. Field boundaries are
     // where ASCII delimiters and quotes were, so they are always char boundaries.
     let text = if encoding == Encoding::Utf8 || chunk.bytes.is_ascii() {
-        std::str::from_utf8(&chunk.bytes).ok()
+        simdutf8::basic::from_utf8(&chunk.bytes).ok()
     } else {
         None
     };
