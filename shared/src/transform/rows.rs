@@ -168,6 +168,24 @@ fn byte_classes(delimiter: u8) -> [u8; 256] {
     t
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Flags (high bit of the byte) the bytes of a little-endian word that are not `PLAIN`: below
+/// 0x21, a quote, the delimiter (`delimiters` is it in every byte), DEL, 0xC2 or 0xE0–0xE3 (0xE0
+/// is plain: a false alarm, looked at and passed). Each test may also flag bytes above one it
+/// rightly flagged, never below, so the lowest flagged byte is always worth a look.
+fn needs_look(x: u64, delimiters: u64) -> u64 {
+    let zero = |y: u64| y.wrapping_sub(ONES) & !y & HIGHS;
+    let below_0x21 = x.wrapping_sub(ONES * 0x21) & !x & HIGHS;
+    below_0x21
+        | zero(x ^ (ONES * u64::from(b'"')))
+        | zero(x ^ delimiters)
+        | zero(x ^ (ONES * 0x7f))
+        | zero(x ^ (ONES * 0xc2))
+        | zero((x & (ONES * 0xfc)) ^ (ONES * 0xe0))
+}
+
 /// Calls `f` for each record of `bytes` (RFC 4180 with the given delimiter).
 pub fn for_each_record(
     bytes: &[u8],
@@ -191,6 +209,7 @@ fn for_each_record_in(
     mut f: impl FnMut(RawRecord<'_>) -> bool,
 ) {
     let classes = byte_classes(delimiter);
+    let delimiters = ONES * u64::from(delimiter);
     let fast = !matches!(delimiter, b'"' | b'\n' | b'\r');
     let mut slow = SlowReader::new(delimiter);
     let mut fields: Vec<FieldSpan> = Vec::with_capacity(64);
@@ -207,7 +226,15 @@ fn for_each_record_in(
             // (end of the record's text, start of the next record)
             let mut found = None;
             loop {
-                // Most bytes are plain: skip them in a tight loop.
+                // Most bytes are plain: skip them eight at a time, then one by one.
+                while let Some(word) = bytes[i..].first_chunk::<8>() {
+                    let flagged = needs_look(u64::from_le_bytes(*word), delimiters);
+                    if flagged != 0 {
+                        i += (flagged.trailing_zeros() / 8) as usize;
+                        break;
+                    }
+                    i += 8;
+                }
                 while i < n && classes[usize::from(bytes[i])] == PLAIN {
                     i += 1;
                 }
@@ -983,6 +1010,7 @@ mod tests {
             parts in proptest::collection::vec(proptest::sample::select(vec![
                 &b"a"[..], b"bc ", b",", b";", b"\t", b"\"", b"\n", b"\r", b"\r\n", b" ",
                 b"\xef\xbb\xbf", "é".as_bytes(), "\u{a0}".as_bytes(), b"\xff", b"\x0b",
+                b"abcdefghijk", "\u{800}".as_bytes(), b"\x7f", b"!#",
             ]), 0..60),
             delimiter in prop_oneof![Just(b','), Just(b';'), Just(b'\t')],
         ) {
@@ -994,7 +1022,8 @@ mod tests {
         fn clean_fields_only_need_their_spaces_trimmed(
             parts in proptest::collection::vec(proptest::sample::select(vec![
                 "a", " ", ",", "\t", "é", "\u{a0}", "\u{2003}", "\u{3000}", "\u{85}",
-                "\u{1680}", "\u{205f}", "\x0b", "\x7f", "€", "\n",
+                "\u{1680}", "\u{205f}", "\x0b", "\x7f", "€", "\n", "abcdefghijk", "\u{800}",
+                "  ",
             ]), 0..40),
         ) {
             let text = parts.concat();
@@ -1007,6 +1036,30 @@ mod tests {
                 }
                 true
             });
+        }
+    }
+
+    #[test]
+    fn needs_look_flags_first_the_first_byte_that_is_not_plain() {
+        for delimiter in [b',', b';', b'|', b'\t'] {
+            let classes = byte_classes(delimiter);
+            let delimiters = ONES * u64::from(delimiter);
+            for b in 0..=255u8 {
+                for pos in 0..8 {
+                    for filler in [b'a', b'0', 0xc3, 0x80] {
+                        let mut word = [filler; 8];
+                        word[pos] = b;
+                        let flagged = needs_look(u64::from_le_bytes(word), delimiters);
+                        let first = (flagged != 0).then(|| flagged.trailing_zeros() as usize / 8);
+                        let special = classes[usize::from(b)] != PLAIN;
+                        if special {
+                            assert_eq!(first, Some(pos), "byte {b:#x} at {pos}");
+                        } else if let Some(p) = first {
+                            assert!(p == pos && b == 0xe0, "byte {b:#x} at {pos}: {p}");
+                        }
+                    }
+                }
+            }
         }
     }
 
