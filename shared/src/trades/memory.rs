@@ -266,6 +266,7 @@ impl PortfolioStore for MemoryPortfolioStore {
         // Check every condition first, then write: all or nothing.
         decisions.reserve(commit.decisions.len());
         decisions.look_up(commit.decisions.iter().map(|d| &*d.trade.trade_id));
+        decisions.warm_next(commit.decisions.len());
         let already_decided: Vec<String> = commit
             .decisions
             .iter()
@@ -327,6 +328,9 @@ impl PortfolioStore for MemoryPortfolioStore {
     }
 }
 
+/// How many ids ahead of the commits the decision index reads its slots.
+const WARM_AHEAD: usize = 160;
+
 /// Decided trade ids, as a linear-probing table of 8-byte slots (a 32-bit tag of the id's
 /// hash and the index of its entry) over an append-only list of ids: checking or adding an
 /// id touches one slot of the table (one cache miss on a table of millions) and reads the id
@@ -340,8 +344,10 @@ struct DecisionIndex {
     hasher: FastState,
     /// What the last [`DecisionIndex::look_up`] found, one per id.
     looked_up: Vec<Probe>,
-    /// Scratch of [`DecisionIndex::warm`].
+    /// Home slots of the current batch's ids (see [`DecisionIndex::warm`]), read up to
+    /// `warmed`.
     homes: Vec<usize>,
+    warmed: usize,
 }
 
 /// One stored decision.
@@ -440,19 +446,34 @@ impl DecisionIndex {
         self.looked_up = looked_up;
     }
 
-    /// Brings the home slots of `ids` into cache ahead of their commits: these reads do not
-    /// depend on each other, so their misses overlap.
+    /// Notes the home slots of a batch's ids, in the order the commits will ask for them
+    /// (the processor loads them user by user), and reads the first few into cache: each
+    /// commit then reads the slots [`WARM_AHEAD`] ids ahead of it (see
+    /// [`DecisionIndex::warm_next`]), so a slot arrives in cache before its commit and is
+    /// still there when it comes. A different order only makes the warming useless.
     fn warm(&mut self, ids: &[&str]) {
+        self.homes.clear();
+        self.warmed = 0;
         if self.slots.is_empty() {
             return;
         }
         let mask = self.slots.len() - 1;
         let mut homes = std::mem::take(&mut self.homes);
-        homes.clear();
         homes.extend(ids.iter().map(|id| self.hash_of(id) as usize & mask));
-        let empty = homes.iter().filter(|h| self.slots[**h].tag == 0).count();
-        std::hint::black_box(empty);
         self.homes = homes;
+        self.warm_next(WARM_AHEAD);
+    }
+
+    /// Reads the next `n` noted home slots. The reads do not depend on each other or feed
+    /// anything but a discarded count, so their misses overlap with the commit's own work.
+    fn warm_next(&mut self, n: usize) {
+        let end = (self.warmed + n).min(self.homes.len());
+        let empty = self.homes[self.warmed.min(end)..end]
+            .iter()
+            .filter(|h| self.slots.get(**h).is_some_and(|s| s.tag == 0))
+            .count();
+        std::hint::black_box(empty);
+        self.warmed = end;
     }
 
     /// The stored decision a probe found.

@@ -508,7 +508,11 @@ where
             })
             .collect();
 
-        let trade_ids: Vec<&str> = trades.iter().map(|t| &*t.trade_id).collect();
+        // In commit order (user by user), which lets a store read ahead.
+        let trade_ids: Vec<&str> = order
+            .iter()
+            .map(|k| &*trades[*k as usize].trade_id)
+            .collect();
         let loaded = match self.store.load(&user_ids, &trade_ids).await {
             Ok(loaded) => loaded,
             Err(e) => {
