@@ -373,13 +373,11 @@ impl Slot {
     }
 }
 
-/// An id's hash and, once resolved, its entry.
+/// An id's hash and its entry, if stored.
 #[derive(Debug, Clone, Copy)]
 struct Probe {
     hash: u64,
-    /// `None` while unresolved or when the id is not stored (`resolved` tells which).
     entry: Option<u32>,
-    resolved: bool,
 }
 
 impl DecisionIndex {
@@ -417,33 +415,15 @@ impl DecisionIndex {
         }
     }
 
-    /// Finds every id of a commit into [`DecisionIndex::looked_up`]. The first pass reads
-    /// each id's home slot only: those reads do not depend on each other, so their cache
-    /// misses overlap instead of being paid one after the other, and an empty home slot
-    /// settles the id. The second pass probes the rest, from slots now in cache.
-    fn look_up<'a>(&mut self, ids: impl Iterator<Item = &'a str> + Clone) {
-        let mut looked_up = std::mem::take(&mut self.looked_up);
-        looked_up.clear();
-        let mask = self.slots.len().wrapping_sub(1);
-        for id in ids.clone() {
+    /// Finds every id of a commit into [`DecisionIndex::looked_up`], hashing each once for
+    /// the check and the write that follows.
+    fn look_up<'a>(&mut self, ids: impl Iterator<Item = &'a str>) {
+        self.looked_up.clear();
+        for id in ids {
             let hash = self.hash_of(id);
-            let resolved = self
-                .slots
-                .get(hash as usize & mask)
-                .is_none_or(|home| home.tag == 0);
-            looked_up.push(Probe {
-                hash,
-                entry: None,
-                resolved,
-            });
+            let entry = self.find(hash, id);
+            self.looked_up.push(Probe { hash, entry });
         }
-        for (probe, id) in looked_up.iter_mut().zip(ids) {
-            if !probe.resolved {
-                probe.entry = self.find(probe.hash, id);
-                probe.resolved = true;
-            }
-        }
-        self.looked_up = looked_up;
     }
 
     /// Notes the home slots of a batch's ids, in the order the commits will ask for them
@@ -458,9 +438,9 @@ impl DecisionIndex {
             return;
         }
         let mask = self.slots.len() - 1;
-        let mut homes = std::mem::take(&mut self.homes);
-        homes.extend(ids.iter().map(|id| self.hash_of(id) as usize & mask));
-        self.homes = homes;
+        let hasher = &self.hasher;
+        self.homes
+            .extend(ids.iter().map(|id| hasher.hash_one(*id) as usize & mask));
         self.warm_next(WARM_AHEAD);
     }
 

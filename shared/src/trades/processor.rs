@@ -287,6 +287,13 @@ struct UserWork<'t> {
     offset: usize,
 }
 
+impl UserWork<'_> {
+    /// The user's settle marks in [`BatchPlans::settle`].
+    fn settle_range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.trades.len()
+    }
+}
+
 /// Per-user state of a batch, kept in flat vectors.
 struct BatchPlans<'t> {
     decided: Decided<'t>,
@@ -383,7 +390,12 @@ where
 
         let phase = self
             .apply_and_commit(
-                (&trades, &trade_records, records, &trade_sequences),
+                BatchInput {
+                    trades: &trades,
+                    trade_records: &trade_records,
+                    records,
+                    sequences: &trade_sequences,
+                },
                 &mut status,
                 now,
             )
@@ -460,7 +472,7 @@ where
         status: &mut [Status],
         now: DateTime<Utc>,
     ) -> CommitPhase {
-        let trades = input.0;
+        let trades = input.trades;
         let mut phase = CommitPhase::default();
         if trades.is_empty() {
             return phase;
@@ -614,7 +626,9 @@ where
         max_items: usize,
         now: DateTime<Utc>,
     ) -> bool {
-        let (trades, _, records, _) = input;
+        let BatchInput {
+            trades, records, ..
+        } = input;
         let mut known: FastSet<&'t str> = FastSet::default();
         let mut next = 0usize;
         let mut conflicts = 0u32;
@@ -722,9 +736,9 @@ where
         }
         // Settle the user's other records against what is durable now.
         let plan_landed = next == plan.commits(max_items);
-        let settle = &batch.settle[user.offset..user.offset + user.trades.len()];
+        let settle = &batch.settle[user.settle_range()];
         for (k, settle) in user.trades.iter().zip(settle) {
-            let i = input.1[*k as usize] as usize;
+            let i = input.trade_records[*k as usize] as usize;
             let settled = match settle {
                 Settle::Now => true,
                 Settle::WithPlan => plan_landed,
@@ -756,9 +770,16 @@ fn learn_decided<'t>(
     }
 }
 
-/// The batch's trades, the record index of each, the records, and the sequence number of
-/// each trade's record.
-type BatchInput<'a, 't> = (&'t [Trade], &'a [u32], &'a [Record<'t>], &'a [&'t str]);
+/// A batch's valid trades (in record order) and what plans and commits need of their records.
+#[derive(Clone, Copy)]
+struct BatchInput<'a, 't> {
+    trades: &'t [Trade],
+    /// Record index of each trade.
+    trade_records: &'a [u32],
+    records: &'a [Record<'t>],
+    /// Sequence number of each trade's record.
+    sequences: &'a [&'t str],
+}
 
 /// Applies a user's trades in order from `start`, appending the decisions to the batch's and
 /// marking when each of the user's records settles. Trade ids in `durable` or `known` are
@@ -767,7 +788,7 @@ fn plan_user<'t>(
     start: Portfolio,
     user: &UserWork<'_>,
     batch: &mut BatchPlans<'t>,
-    (trades, trade_records, _, sequences): BatchInput<'_, 't>,
+    input: BatchInput<'_, 't>,
     (durable, known): (&HashSet<String>, &FastSet<&str>),
     now: DateTime<Utc>,
 ) -> Plan {
@@ -781,9 +802,9 @@ fn plan_user<'t>(
     // Small users scan their decisions; others keep a set of what they decided.
     let many = user.trades.len() > 8;
     batch.seen.clear();
-    let settle = &mut batch.settle[user.offset..user.offset + user.trades.len()];
+    let settle = &mut batch.settle[user.settle_range()];
     for (k, settle) in user.trades.iter().zip(settle) {
-        let trade = &trades[*k as usize];
+        let trade = &input.trades[*k as usize];
         let id: &'t str = &trade.trade_id;
         if (!known.is_empty() && known.contains(id))
             || (!durable.is_empty() && durable.contains(id))
@@ -806,10 +827,10 @@ fn plan_user<'t>(
             Ok(applied) => DecisionOutcome::Applied(applied),
             Err(rejection) => DecisionOutcome::Rejected(rejection),
         };
-        let record = trade_records[*k as usize];
+        let record = input.trade_records[*k as usize];
         batch.decided.decisions.push(Decision {
             trade,
-            sequence_number: sequences[*k as usize],
+            sequence_number: input.sequences[*k as usize],
             outcome,
         });
         batch.decided.records.push(record);
