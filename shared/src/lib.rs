@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod lake;
 pub mod load;
 pub mod parse;
+pub mod prefetch;
 pub mod text;
 pub mod trades;
 pub mod transform;

@@ -1,111 +1,187 @@
 //! The set of keys already accepted in a file, in bounded memory.
 //!
 //! Keys are 128-bit fingerprints (xxh3-128 of the normalised key text: a collision is about as
-//! likely as 2⁻⁶⁰ for a billion keys). Up to `memory_keys` live in a hash set; beyond that the set
-//! is sorted and spilled to a run file on disk with a Bloom filter and a sparse index kept in
-//! memory, and runs are merged level by level so a lookup touches few of them. Memory stays
-//! bounded by configuration, not by the size of the input.
+//! likely as 2⁻⁶⁰ for a billion keys). Up to `memory_keys` live in a hash table; beyond that the
+//! table is sorted and spilled to a run file on disk with a sparse index kept in memory, and runs
+//! are merged level by level. One Bloom filter in memory holds every key on disk, so a new key
+//! (the usual case) costs a table probe and a filter probe, and the disk is read only for the
+//! few the filter cannot rule out. Memory stays bounded by configuration, not by the input.
+//!
+//! The table and the filter place a key by the top bits of its fingerprint, so a sorted run
+//! fills the filter front to back, and the table drains almost in order.
 
-use std::collections::HashSet;
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 
-/// Fingerprints are already uniformly distributed: hash them by taking their low bits.
-#[derive(Default)]
-struct Fingerprint(u64);
-
-impl Hasher for Fingerprint {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
-    }
-}
-
-type FpSet = HashSet<u128, BuildHasherDefault<Fingerprint>>;
-
-/// Keys per sparse-index entry: one disk read of 16 KiB per probe.
-const BLOCK_KEYS: usize = 1024;
+/// How many keys ahead of its insertion a key's slot and filter block are prefetched.
+const WARM_AHEAD: usize = 24;
+/// Keys per sparse-index entry: one disk read of 4 KiB per probe.
+const BLOCK_KEYS: usize = 256;
 /// Runs of one level merged into one of the next.
 const FAN_IN: usize = 8;
-/// Bloom filter bits per key (at least; a filter has a power-of-two number of blocks).
-const BLOOM_BITS_PER_KEY: u64 = 10;
-/// The most bytes all filters of a key set hold (16 MiB: 10+ bits per key up to about 13 M keys
-/// on disk). Past it the largest filters are folded in half — fewer bits per key, more reads
-/// of the run files — so memory stays bounded whatever the input size.
+/// Filter bits per key on disk while the budget allows (about one false positive in 10,000).
+const BLOOM_BITS_PER_KEY: u64 = 24;
+/// The most bytes the filter holds (16 MiB: 24 bits per key up to about 5.6 M keys on disk,
+/// fewer bits per key beyond, so more reads of the run files but bounded memory).
 const BLOOM_BUDGET_BYTES: usize = 16 << 20;
-const BLOOM_HASHES: u32 = 7;
+/// The smallest filter (64 KiB).
+const BLOOM_MIN_BYTES: usize = 64 << 10;
+/// The farthest a key sits from its home slot; a key that would sit farther spills the table.
+const MAX_PROBE: usize = 64;
 
-/// A blocked Bloom filter: all the bits of one key live in one 512-bit block (one cache line),
-/// so a probe costs one memory access. The number of blocks is a power of two and a key's
-/// block is the low bits of its fingerprint, so the filter can be folded in half (block `i`
-/// ORed with block `i + n/2`) and still hold every key it held.
-struct Bloom {
-    blocks: Vec<[u64; 8]>,
+/// The top `bits` bits of a fingerprint.
+fn top_bits(fp: u128, bits: u32) -> usize {
+    if bits == 0 {
+        0
+    } else {
+        (fp >> (128 - bits)) as usize
+    }
 }
 
+/// The keys of the current run, in an open-addressing table of fingerprints (linear probing
+/// without wrap-around, 0 marks an empty slot). A key's home is the top bits of its fingerprint
+/// and it sits at most [`MAX_PROBE`] slots past it, so slot order is sorted order but for a
+/// short distance. One slot is one 16-byte load, and [`FpTable::warm`] can prefetch it.
+struct FpTable {
+    /// `2^bits` home slots and [`MAX_PROBE`] overflow slots after them.
+    slots: Vec<u128>,
+    bits: u32,
+    len: usize,
+    /// Whether the fingerprint 0 (which cannot be stored in a slot) is in the set.
+    zero: bool,
+}
+
+/// What an insertion into the table found.
+#[derive(Debug, PartialEq, Eq)]
+enum Placed {
+    New,
+    Present,
+    /// No free slot within [`MAX_PROBE`] of the key's home (keys crafted to collide, or a very
+    /// unlucky run): the table must be spilled first.
+    NoRoom,
+}
+
+impl FpTable {
+    /// A table for `keys` keys, at most five eighths full.
+    fn new(keys: usize) -> FpTable {
+        let homes = (keys * 8).div_ceil(5).next_power_of_two();
+        FpTable {
+            slots: vec![0; homes + MAX_PROBE],
+            bits: homes.trailing_zeros(),
+            len: 0,
+            zero: false,
+        }
+    }
+    fn insert(&mut self, fp: u128) -> Placed {
+        if fp == 0 {
+            return if std::mem::replace(&mut self.zero, true) {
+                Placed::Present
+            } else {
+                Placed::New
+            };
+        }
+        let home = top_bits(fp, self.bits);
+        for slot in &mut self.slots[home..home + MAX_PROBE] {
+            if *slot == 0 {
+                *slot = fp;
+                self.len += 1;
+                return Placed::New;
+            }
+            if *slot == fp {
+                return Placed::Present;
+            }
+        }
+        Placed::NoRoom
+    }
+    fn len(&self) -> usize {
+        self.len + usize::from(self.zero)
+    }
+    /// Starts loading the home slot of `fp` into cache.
+    fn warm(&self, fp: u128) {
+        crate::prefetch::prefetch(&self.slots[top_bits(fp, self.bits)]);
+    }
+    /// Moves every key into `keys` (emptied first), sorted, leaving the table empty. Slot order
+    /// is almost sorted order (a key is at most [`MAX_PROBE`] slots from its place), so an
+    /// insertion sort finishes it in linear time.
+    fn drain_sorted(&mut self, keys: &mut Vec<u128>) {
+        keys.clear();
+        if self.zero {
+            keys.push(0);
+        }
+        keys.extend(self.slots.iter().copied().filter(|s| *s != 0));
+        self.slots.fill(0);
+        self.len = 0;
+        self.zero = false;
+        for i in 1..keys.len() {
+            let key = keys[i];
+            let mut j = i;
+            while j > 0 && keys[j - 1] > key {
+                keys[j] = keys[j - 1];
+                j -= 1;
+            }
+            keys[j] = key;
+        }
+    }
+}
+
+/// A blocked Bloom filter: all the bits of one key live in one 512-bit block (one cache line),
+/// so a probe costs one memory access. A key's block is the top bits of its fingerprint, so
+/// sorted keys fill the filter front to back.
+struct Bloom {
+    blocks: Vec<Block>,
+    bits: u32,
+}
+
+/// One cache line of filter bits.
+#[derive(Clone, Copy, Default)]
+#[repr(align(64))]
+struct Block([u64; 8]);
+
 impl Bloom {
-    /// A filter for `keys` keys of at most `max_bytes`.
-    fn new(keys: u64, max_bytes: usize) -> Bloom {
-        let wanted = (keys * BLOOM_BITS_PER_KEY).div_ceil(512).max(1);
-        let cap = (max_bytes / 64).max(1);
-        let blocks = (wanted as usize)
-            .next_power_of_two()
-            .min(prev_power_of_two(cap));
+    /// A filter of `bytes` (a power of two, at least one block).
+    fn with_bytes(bytes: usize) -> Bloom {
+        let blocks = (bytes / 64).max(1).next_power_of_two();
         Bloom {
-            blocks: vec![[0; 8]; blocks],
+            blocks: vec![Block::default(); blocks],
+            bits: blocks.trailing_zeros(),
         }
     }
     fn bytes(&self) -> usize {
         self.blocks.len() * 64
     }
-    /// Halves the filter (and its memory); `false` when it is one block already.
-    fn fold(&mut self) -> bool {
-        let half = self.blocks.len() / 2;
-        if half == 0 {
-            return false;
-        }
-        let (low, high) = self.blocks.split_at_mut(half);
-        for (l, h) in low.iter_mut().zip(high.iter()) {
-            for (a, b) in l.iter_mut().zip(h) {
-                *a |= b;
-            }
-        }
-        self.blocks.truncate(half);
-        self.blocks.shrink_to_fit();
-        true
-    }
-    /// The block and, for each of the `BLOOM_HASHES` bits, its word and mask.
-    fn locate(&self, fp: u128) -> (usize, [(usize, u64); BLOOM_HASHES as usize]) {
-        let block = (fp as u64 & (self.blocks.len() as u64 - 1)) as usize;
-        let mut h = (fp >> 64) as u64;
-        let mut bits = [(0usize, 0u64); BLOOM_HASHES as usize];
-        for b in bits.iter_mut() {
-            let pos = (h & 511) as usize;
+    /// The block of `fp`, and its eight bits as (word, mask): nine bits of the fingerprint's
+    /// low half each, the last from the high half (whose top bits chose the block).
+    fn locate(&self, fp: u128) -> (usize, [(usize, u64); 8]) {
+        let mut h = fp as u64;
+        let mut bits = [(0usize, 0u64); 8];
+        for (i, b) in bits.iter_mut().enumerate() {
+            let pos = if i == 7 {
+                ((fp >> 64) as u64 & 511) as usize
+            } else {
+                let p = (h & 511) as usize;
+                h >>= 9;
+                p
+            };
             *b = (pos / 64, 1u64 << (pos % 64));
-            h >>= 9;
         }
-        (block, bits)
+        (top_bits(fp, self.bits), bits)
     }
     fn insert(&mut self, fp: u128) {
         let (block, bits) = self.locate(fp);
-        let words = &mut self.blocks[block];
+        let words = &mut self.blocks[block].0;
         for (w, m) in bits {
             words[w] |= m;
         }
     }
     fn may_contain(&self, fp: u128) -> bool {
         let (block, bits) = self.locate(fp);
-        let words = &self.blocks[block];
+        let words = &self.blocks[block].0;
         bits.iter().all(|(w, m)| words[*w] & m != 0)
+    }
+    /// Starts loading the block of `fp` into cache.
+    fn warm(&self, fp: u128) {
+        crate::prefetch::prefetch(&self.blocks[top_bits(fp, self.bits)]);
     }
 }
 
@@ -113,16 +189,12 @@ struct Run {
     file: File,
     len: u64,
     level: u32,
-    bloom: Bloom,
     /// First key of every block of `BLOCK_KEYS` keys.
     fences: Vec<u128>,
 }
 
 impl Run {
     fn contains(&self, fp: u128, buf: &mut Vec<u8>) -> io::Result<bool> {
-        if !self.bloom.may_contain(fp) {
-            return Ok(false);
-        }
         let block = match self.fences.binary_search(&fp) {
             Ok(_) => return Ok(true),
             Err(0) => return Ok(false),
@@ -146,11 +218,6 @@ impl Run {
     }
 }
 
-/// The largest power of two ≤ `n` (`n` ≥ 1).
-fn prev_power_of_two(n: usize) -> usize {
-    1 << (usize::BITS - 1 - n.leading_zeros())
-}
-
 fn read_fp(b: &[u8]) -> u128 {
     let mut a = [0u8; 16];
     a.copy_from_slice(b);
@@ -158,33 +225,26 @@ fn read_fp(b: &[u8]) -> u128 {
 }
 
 /// Writes sorted keys to a new run file.
-fn write_run(
-    sorted: impl Iterator<Item = io::Result<u128>>,
-    len: u64,
-    level: u32,
-    filter_bytes: usize,
-) -> io::Result<Run> {
+fn write_run(sorted: impl Iterator<Item = io::Result<u128>>, level: u32) -> io::Result<Run> {
     let file = tempfile::tempfile()?;
-    let mut bloom = Bloom::new(len, filter_bytes);
-    let mut fences = Vec::with_capacity((len as usize).div_ceil(BLOCK_KEYS));
-    let mut w = BufWriter::with_capacity(1 << 20, &file);
+    let mut fences = Vec::new();
+    let mut w = BufWriter::with_capacity(64 << 10, &file);
     let mut n = 0u64;
     for fp in sorted {
         let fp = fp?;
         if n % BLOCK_KEYS as u64 == 0 {
             fences.push(fp);
         }
-        bloom.insert(fp);
         w.write_all(&fp.to_le_bytes())?;
         n += 1;
     }
     w.flush()?;
     drop(w);
+    fences.shrink_to_fit();
     Ok(Run {
         file,
         len: n,
         level,
-        bloom,
         fences,
     })
 }
@@ -212,62 +272,67 @@ fn run_keys(run: &Run) -> impl Iterator<Item = io::Result<u128>> + '_ {
 
 /// Keys accepted so far in one file.
 pub struct KeySet {
-    mem: FpSet,
+    mem: FpTable,
     memory_keys: usize,
     runs: Vec<Run>,
+    /// Every key in `runs` (and no other).
+    filter: Bloom,
+    on_disk: u64,
+    /// The keys of the last spill (a buffer reused from spill to spill).
+    spilled: Vec<u128>,
     probe: Vec<u8>,
     spills: u32,
     filter_budget: usize,
 }
 
 impl KeySet {
-    /// `memory_keys` bounds the in-memory set (about 20 bytes a key).
+    /// `memory_keys` bounds the in-memory table (16 to 26 bytes a key: a power of two of slots
+    /// at most five eighths full).
     pub fn new(memory_keys: usize) -> KeySet {
         KeySet {
-            mem: FpSet::with_capacity_and_hasher(memory_keys.max(1024), Default::default()),
+            mem: FpTable::new(memory_keys.max(1024)),
             memory_keys: memory_keys.max(1024),
             runs: Vec::new(),
+            filter: Bloom::with_bytes(64),
+            on_disk: 0,
+            spilled: Vec::new(),
             probe: Vec::new(),
             spills: 0,
             filter_budget: BLOOM_BUDGET_BYTES,
         }
     }
 
-    /// The same set with another budget for its Bloom filters (tests).
+    /// The same set with another budget for its Bloom filter (tests).
     #[cfg(test)]
     fn with_filter_budget(mut self, bytes: usize) -> KeySet {
         self.filter_budget = bytes.max(64);
         self
     }
 
-    /// Bytes held by the Bloom filters of the runs on disk.
+    /// Bytes held by the Bloom filter of the keys on disk.
     pub fn filter_bytes(&self) -> usize {
-        self.runs.iter().map(|r| r.bloom.bytes()).sum()
-    }
-
-    /// Folds the largest filters until all of them fit the budget.
-    fn fit_filters(&mut self) {
-        while self.filter_bytes() > self.filter_budget {
-            let Some(largest) = self.runs.iter_mut().max_by_key(|r| r.bloom.bytes()) else {
-                return;
-            };
-            if !largest.bloom.fold() {
-                return;
-            }
-        }
+        self.filter.bytes()
     }
 
     /// Inserts a key; `false` when it was already there.
     pub fn insert(&mut self, fp: u128) -> io::Result<bool> {
-        // A key is never both in memory and on disk, so the runs can be asked first and the
-        // in-memory set probed once, by the insertion itself.
-        for run in &self.runs {
-            if run.contains(fp, &mut self.probe)? {
-                return Ok(false);
+        // A key is never both in memory and on disk, so the disk can be asked first and the
+        // table probed once, by the insertion itself.
+        if self.on_disk > 0 && self.filter.may_contain(fp) {
+            for run in &self.runs {
+                if run.contains(fp, &mut self.probe)? {
+                    return Ok(false);
+                }
             }
         }
-        if !self.mem.insert(fp) {
-            return Ok(false);
+        match self.mem.insert(fp) {
+            Placed::New => {}
+            Placed::Present => return Ok(false),
+            Placed::NoRoom => {
+                // The table may hold the key: spill it, then ask again (the table is empty).
+                self.spill()?;
+                return self.insert(fp);
+            }
         }
         if self.mem.len() >= self.memory_keys {
             self.spill()?;
@@ -275,20 +340,70 @@ impl KeySet {
         Ok(true)
     }
 
-    /// Number of times the in-memory set was spilled to disk.
+    /// Inserts keys in order, as [`KeySet::insert`] one by one would (a key repeated within
+    /// `fps` is fresh only the first time), and pushes onto `fresh` whether each was new.
+    /// The table slot and filter block of each key are prefetched [`WARM_AHEAD`] keys before
+    /// its insertion, so the cache misses of a batch overlap instead of coming one at a time.
+    pub fn insert_batch(&mut self, fps: &[u128], fresh: &mut Vec<bool>) -> io::Result<()> {
+        fresh.reserve(fps.len());
+        for fp in fps.iter().take(WARM_AHEAD) {
+            self.warm(*fp);
+        }
+        for (i, fp) in fps.iter().enumerate() {
+            if let Some(ahead) = fps.get(i + WARM_AHEAD) {
+                self.warm(*ahead);
+            }
+            fresh.push(self.insert(*fp)?);
+        }
+        Ok(())
+    }
+
+    fn warm(&self, fp: u128) {
+        self.mem.warm(fp);
+        self.filter.warm(fp);
+    }
+
+    /// Number of times the in-memory table was spilled to disk.
     pub fn spills(&self) -> u32 {
         self.spills
     }
 
     fn spill(&mut self) -> io::Result<()> {
-        let mut keys: Vec<u128> = self.mem.drain().collect();
-        keys.sort_unstable();
-        let len = keys.len() as u64;
-        let run = write_run(keys.into_iter().map(Ok), len, 0, self.filter_budget)?;
-        self.runs.push(run);
+        let mut keys = std::mem::take(&mut self.spilled);
+        self.mem.drain_sorted(&mut keys);
+        self.on_disk += keys.len() as u64;
+        self.size_filter(&keys)?;
+        for fp in &keys {
+            self.filter.insert(*fp);
+        }
+        let run = write_run(keys.iter().copied().map(Ok), 0);
+        // The buffer is kept for the next spill: its pages are already mapped.
+        self.spilled = keys;
+        self.runs.push(run?);
         self.spills += 1;
-        self.compact()?;
-        self.fit_filters();
+        self.compact()
+    }
+
+    /// Grows the filter (doubling, within the budget) while it has fewer than
+    /// [`BLOOM_BITS_PER_KEY`] bits for each key on disk; a grown filter is refilled from the
+    /// runs, in order. `adding` are the keys about to be written, not yet in any run.
+    fn size_filter(&mut self, adding: &[u128]) -> io::Result<()> {
+        let wanted = (self.on_disk * BLOOM_BITS_PER_KEY / 8) as usize;
+        let cap = prev_power_of_two(self.filter_budget.max(64));
+        let bytes = wanted.max(BLOOM_MIN_BYTES).next_power_of_two().min(cap);
+        if bytes <= self.filter.bytes() {
+            return Ok(());
+        }
+        let mut filter = Bloom::with_bytes(bytes);
+        for run in &self.runs {
+            for fp in run_keys(run) {
+                filter.insert(fp?);
+            }
+        }
+        for fp in adding {
+            filter.insert(*fp);
+        }
+        self.filter = filter;
         Ok(())
     }
 
@@ -303,18 +418,16 @@ impl KeySet {
                 .into_iter()
                 .partition(|r| r.level == level);
             self.runs = keep;
-            let len: u64 = merge.iter().map(|r| r.len).sum();
-            let run = write_run(
-                MergeSorted::new(&merge)?,
-                len,
-                level + 1,
-                self.filter_budget,
-            )?;
+            let run = write_run(MergeSorted::new(&merge)?, level + 1)?;
             drop(merge);
             self.runs.push(run);
-            self.fit_filters();
         }
     }
+}
+
+/// The largest power of two ≤ `n` (`n` ≥ 1).
+fn prev_power_of_two(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
 /// Streaming k-way merge of sorted runs (keys are unique across runs).
@@ -387,22 +500,103 @@ mod tests {
     }
 
     #[test]
-    fn a_folded_filter_still_holds_every_key() {
-        let mut bloom = Bloom::new(10_000, 1 << 20);
-        for i in 0..10_000 {
-            bloom.insert(fp(i));
+    fn a_batch_answers_as_one_insert_after_another() -> io::Result<()> {
+        // GIVEN a stream of keys with repeats near and far (within a batch, across batches,
+        // across spills) and the fingerprint 0, which no table slot can hold
+        let stream: Vec<u128> = (0..30_000u64)
+            .map(|i| match i % 7 {
+                0 => fp(i / 3),
+                3 => 0,
+                _ => fp(i),
+            })
+            .collect();
+        let mut one_by_one = KeySet::new(1024);
+        let expected: Vec<bool> = stream
+            .iter()
+            .map(|k| one_by_one.insert(*k))
+            .collect::<io::Result<_>>()?;
+        // WHEN the same keys go in as batches of uneven sizes
+        let mut batched = KeySet::new(1024);
+        let mut fresh = Vec::new();
+        for batch in stream.chunks(997) {
+            batched.insert_batch(batch, &mut fresh)?;
         }
-        let before = bloom.bytes();
-        while bloom.fold() {
-            assert!((0..10_000).all(|i| bloom.may_contain(fp(i))));
+        // THEN every answer is the same, and it is the answer of a plain hash set
+        assert_eq!(fresh, expected);
+        assert!(batched.spills() >= 20);
+        let mut seen = std::collections::HashSet::new();
+        let oracle: Vec<bool> = stream.iter().map(|k| seen.insert(*k)).collect();
+        assert_eq!(fresh, oracle);
+        assert!(fresh.iter().filter(|f| !**f).count() > 4285);
+        Ok(())
+    }
+
+    #[test]
+    fn the_filter_grows_with_the_keys_on_disk_and_holds_each_one() -> io::Result<()> {
+        // GIVEN a set that may hold only 1024 keys in memory
+        let mut s = KeySet::new(1024);
+        let keys = 200_000u64;
+        // WHEN far more keys arrive
+        for i in 0..keys {
+            assert!(s.insert(fp(i))?);
         }
-        assert_eq!(bloom.bytes(), 64);
-        assert!(before >= 10_000 * BLOOM_BITS_PER_KEY as usize / 8);
+        // THEN the filter has grown to its bits per key, holds every key on disk, and lets
+        // through few keys that are not there
+        assert!(s.filter_bytes() as u64 * 8 >= s.on_disk * BLOOM_BITS_PER_KEY);
+        assert!(s.filter_bytes() <= 2 * (keys * BLOOM_BITS_PER_KEY / 8) as usize);
+        let on_disk: Vec<u128> = s
+            .runs
+            .iter()
+            .flat_map(run_keys)
+            .collect::<io::Result<_>>()?;
+        assert_eq!(on_disk.len() as u64, s.on_disk);
+        assert!(on_disk.iter().all(|k| s.filter.may_contain(*k)));
+        let false_positives = (keys..keys + 100_000)
+            .filter(|i| s.filter.may_contain(fp(*i)))
+            .count();
+        assert!(false_positives < 100, "{false_positives} in 100,000");
+        Ok(())
+    }
+
+    #[test]
+    fn keys_crowding_one_home_slot_spill_the_table_and_stay_exact() -> io::Result<()> {
+        // GIVEN fingerprints that all share their top bits, so they all want one home slot
+        let crowd: Vec<u128> = (1..=500u128).map(|i| (0xABCD_u128 << 112) | i).collect();
+        let mut s = KeySet::new(1024);
+        // WHEN they arrive, more of them than a key may sit away from its home
+        let mut fresh = Vec::new();
+        s.insert_batch(&crowd, &mut fresh)?;
+        // THEN the table spilled instead of refusing, each key was new once, and each is
+        // still known, on disk or in memory
+        assert!(fresh.iter().all(|f| *f));
+        assert!(s.spills() >= 500 / MAX_PROBE as u32);
+        fresh.clear();
+        s.insert_batch(&crowd, &mut fresh)?;
+        assert!(fresh.iter().all(|f| !*f));
+        Ok(())
+    }
+
+    #[test]
+    fn the_table_drains_in_sorted_order() {
+        // GIVEN a table holding keys spread over it, 0 among them
+        let mut t = FpTable::new(4096);
+        let mut keys: Vec<u128> = (0..4000u64).map(fp).chain([0]).collect();
+        for k in &keys {
+            assert_eq!(t.insert(*k), Placed::New);
+        }
+        // WHEN it is drained
+        let mut drained = vec![7];
+        t.drain_sorted(&mut drained);
+        // THEN the keys come out sorted, and the table is empty
+        keys.sort_unstable();
+        assert_eq!(drained, keys);
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.insert(fp(1)), Placed::New);
     }
 
     #[test]
     fn filters_stay_within_their_budget_however_many_keys() -> io::Result<()> {
-        // GIVEN 4 KiB for all filters (3,276 keys at 10 bits) and 1,024 keys in memory
+        // GIVEN 4 KiB for the filter (1,365 keys at 24 bits) and 1,024 keys in memory
         let budget = 4096;
         let mut s = KeySet::new(1024).with_filter_budget(budget);
         // WHEN twenty times as many keys arrive
@@ -411,7 +605,7 @@ mod tests {
             assert!(s.insert(fp(i))?, "key {i} reported as duplicate");
             assert!(s.filter_bytes() <= budget, "{} bytes", s.filter_bytes());
         }
-        // THEN every key is still found, however small the filters became
+        // THEN every key is still found, however few bits per key the filter has
         assert!(s.spills() >= 60);
         for i in (0..keys).step_by(37) {
             assert!(!s.insert(fp(i))?, "key {i} not found");

@@ -113,9 +113,9 @@ impl Default for TransformOptions {
             part_size: 128 << 20,
             row_group_bytes: 16 << 20,
             chunk_size: 1 << 20,
-            // The most keys a 2^18-bucket hash set holds (4 MiB of keys): one more and the
-            // table would double to 8 MiB.
-            key_memory: 229_000,
+            // The most keys a 2^18-slot table holds (4 MiB of fingerprints, five eighths
+            // full): one more and the table would double to 8 MiB.
+            key_memory: 163_840,
             pii_salt: Vec::new(),
             deadline: None,
         }

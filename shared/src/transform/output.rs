@@ -56,6 +56,9 @@ pub struct OutputWriter<'a> {
     part_size: u64,
     row_group_bytes: usize,
     keys: Option<KeySet>,
+    /// A chunk's key fingerprints, and whether each was new (buffers kept across chunks).
+    fps: Vec<u128>,
+    fresh: Vec<bool>,
     pending: HashMap<u64, ChunkResult>,
     next_seq: u64,
     part: Option<Part>,
@@ -107,6 +110,8 @@ impl<'a> OutputWriter<'a> {
             part_size: opts.part_size.max(1 << 20),
             row_group_bytes: opts.row_group_bytes.max(1 << 20),
             keys: ctx.key_col.map(|_| KeySet::new(opts.key_memory)),
+            fps: Vec::new(),
+            fresh: Vec::new(),
             pending: HashMap::new(),
             next_seq: 0,
             part: None,
@@ -150,9 +155,14 @@ impl<'a> OutputWriter<'a> {
         } = r;
         let mut keep: Option<Vec<bool>> = None;
         if let Some(keys) = self.keys.as_mut() {
-            for (i, row) in ok.iter().enumerate() {
-                let Some(fp) = row.key else { continue };
-                if !keys.insert(fp).map_err(TransformError::KeySet)? {
+            self.fps.clear();
+            self.fps.extend(ok.iter().filter_map(|row| row.key));
+            self.fresh.clear();
+            keys.insert_batch(&self.fps, &mut self.fresh)
+                .map_err(TransformError::KeySet)?;
+            let keyed = ok.iter().enumerate().filter(|(_, row)| row.key.is_some());
+            for ((i, row), fresh) in keyed.zip(&self.fresh) {
+                if !fresh {
                     keep.get_or_insert_with(|| vec![true; ok.len()])[i] = false;
                     rejects.push(Reject {
                         line: row.line,
