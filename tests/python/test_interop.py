@@ -314,6 +314,25 @@ def test_clientes_windows_1252_semicolon_pii(lago_bin, tmp_path):
     assert rejected[1]["record"] == "C-001;Duplicado;residencial;CC;1;d@x.co;Cali;2025-01-01"
 
 
+def test_statistics_kept_where_they_prune_and_skipped_on_free_text(lago_bin, tmp_path):
+    src = place_raw(tmp_path, "clientes", "clientes_stats.csv", CLIENTES_CSV.encode("cp1252"))
+    lake = tmp_path / "lake"
+    m = transform(lago_bin, src, lake)
+    [part] = m["outputs"]["processed"]
+    meta = pq.ParquetFile(lake / part["key"]).metadata
+    group = meta.row_group(0)
+    stats = {group.column(i).path_in_schema: group.column(i).statistics for i in range(group.num_columns)}
+
+    # Keys, enums and dates keep min/max (and null counts), as pyarrow reads them.
+    assert stats["id_cliente"].has_min_max
+    assert (stats["id_cliente"].min, stats["id_cliente"].max) == ("C-001", "C-005")
+    assert (stats["segmento"].min, stats["segmento"].max) == ("comercial", "residencial")
+    assert stats["fecha_registro"].has_min_max and stats["fecha_registro"].null_count == 1
+    # Free text and hashes carry none: they would never prune a row group.
+    for name in ("nombre_cliente", "nombre_normalizado", "numero_identificacion_hash", "email_masked", "ciudad"):
+        assert stats[name] is None or not stats[name].has_min_max, name
+
+
 PROVEEDORES_CSV = (
     "\ufeffNombre;Tipo Energía;id_proveedor;Capacidad MW;Ciudad\r\n"
     "Parque Eólico Jepírachi;Eólica;P-01;19,5;Uribia\r\n"  # 2

@@ -719,7 +719,7 @@ fn run_pipeline<R: Read + Send>(
             }
             match chunks.next_chunk() {
                 Ok(Some(c)) => {
-                    rows_estimate += memchr::memchr_iter(b'\n', &c.bytes).count() as u64;
+                    rows_estimate += c.lines;
                     let enc = chunk_encoding(dialect, &c);
                     if work_tx.send((c, enc)).is_err() {
                         break Ok(());
