@@ -278,8 +278,6 @@ pub struct KeySet {
     /// Every key in `runs` (and no other).
     filter: Bloom,
     on_disk: u64,
-    /// The keys of the last spill (a buffer reused from spill to spill).
-    spilled: Vec<u128>,
     probe: Vec<u8>,
     spills: u32,
     filter_budget: usize,
@@ -295,7 +293,6 @@ impl KeySet {
             runs: Vec::new(),
             filter: Bloom::with_bytes(64),
             on_disk: 0,
-            spilled: Vec::new(),
             probe: Vec::new(),
             spills: 0,
             filter_budget: BLOOM_BUDGET_BYTES,
@@ -369,17 +366,14 @@ impl KeySet {
     }
 
     fn spill(&mut self) -> io::Result<()> {
-        let mut keys = std::mem::take(&mut self.spilled);
+        let mut keys = Vec::with_capacity(self.mem.len());
         self.mem.drain_sorted(&mut keys);
         self.on_disk += keys.len() as u64;
         self.size_filter(&keys)?;
         for fp in &keys {
             self.filter.insert(*fp);
         }
-        let run = write_run(keys.iter().copied().map(Ok), 0);
-        // The buffer is kept for the next spill: its pages are already mapped.
-        self.spilled = keys;
-        self.runs.push(run?);
+        self.runs.push(write_run(keys.into_iter().map(Ok), 0)?);
         self.spills += 1;
         self.compact()
     }
@@ -394,6 +388,9 @@ impl KeySet {
         if bytes <= self.filter.bytes() {
             return Ok(());
         }
+        // The old filter is not needed to fill the new one: free it first, so the two are
+        // never held together.
+        self.filter = Bloom::with_bytes(64);
         let mut filter = Bloom::with_bytes(bytes);
         for run in &self.runs {
             for fp in run_keys(run) {
