@@ -307,6 +307,8 @@ pub struct OutColumn {
     pub nullable: bool,
     /// Derived from PII: excluded from the analysts' grants.
     pub pii: bool,
+    /// Free text or a hash (not a key, not an enum): min/max of it never prune a row group.
+    pub free_text: bool,
 }
 
 impl Contract {
@@ -314,33 +316,42 @@ impl Contract {
     /// computed columns, then lineage.
     pub fn output_columns(&self) -> Vec<OutColumn> {
         let mut out = Vec::new();
-        let mut push = |name: &str, ty: OutType, nullable: bool, pii: bool| {
+        let mut push = |name: &str, ty: OutType, nullable: bool, pii: bool, free_text: bool| {
             out.push(OutColumn {
                 name: name.to_string(),
                 ty,
                 nullable,
                 pii,
+                free_text,
             })
         };
-        for c in self.columns {
+        let key = self.key_index();
+        for (i, c) in self.columns.iter().enumerate() {
             let nullable = !c.required;
             match c.kind {
-                ColumnKind::Text | ColumnKind::Enum(_) => {
-                    push(c.name, OutType::Text, nullable, false)
-                }
+                ColumnKind::Text => push(c.name, OutType::Text, nullable, false, Some(i) != key),
+                ColumnKind::Enum(_) => push(c.name, OutType::Text, nullable, false, false),
                 ColumnKind::NameWithNormalized => {
-                    push(c.name, OutType::Text, nullable, false);
-                    push("nombre_normalizado", OutType::Text, nullable, false);
+                    push(c.name, OutType::Text, nullable, false, true);
+                    push("nombre_normalizado", OutType::Text, nullable, false, true);
                 }
                 ColumnKind::Decimal {
                     precision, scale, ..
-                } => push(c.name, OutType::Decimal(precision, scale), nullable, false),
-                ColumnKind::Date => push(c.name, OutType::Date, nullable, false),
-                ColumnKind::Timestamp => push(c.name, OutType::TimestampUtc, nullable, false),
-                ColumnKind::HashedPii => {
-                    push(&format!("{}_hash", c.name), OutType::Text, true, true)
+                } => push(
+                    c.name,
+                    OutType::Decimal(precision, scale),
+                    nullable,
+                    false,
+                    false,
+                ),
+                ColumnKind::Date => push(c.name, OutType::Date, nullable, false, false),
+                ColumnKind::Timestamp => {
+                    push(c.name, OutType::TimestampUtc, nullable, false, false)
                 }
-                ColumnKind::MaskedEmail => push("email_masked", OutType::Text, true, true),
+                ColumnKind::HashedPii => {
+                    push(&format!("{}_hash", c.name), OutType::Text, true, true, true)
+                }
+                ColumnKind::MaskedEmail => push("email_masked", OutType::Text, true, true, true),
             }
         }
         if self.computes_total {
@@ -349,11 +360,12 @@ impl Contract {
                 OutType::Decimal(TOTAL_PRECISION, TOTAL_SCALE),
                 false,
                 false,
+                false,
             );
         }
-        push("_source_key", OutType::Text, false, false);
-        push("_source_line", OutType::Int64, false, false);
-        push("_load_date", OutType::Date, false, false);
+        push("_source_key", OutType::Text, false, false, false);
+        push("_source_line", OutType::Int64, false, false, false);
+        push("_load_date", OutType::Date, false, false, false);
         out
     }
 

@@ -10,7 +10,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::contract::{ColumnKind, Contract, Dataset, OutType, RowReason};
+use crate::contract::{Dataset, OutType, RowReason};
 use crate::dialect::lossy_text;
 use crate::lake::{LakeError, LakeStore, ObjectSink};
 
@@ -27,25 +27,6 @@ pub struct WriterResult {
     pub by_reason: BTreeMap<String, u64>,
     pub processed: Vec<OutputObject>,
     pub rejected: Option<OutputObject>,
-}
-
-/// Output columns of free text or hashes (not the key, not enums): their statistics are off.
-fn free_text_columns(contract: &Contract) -> Vec<String> {
-    let key = contract.key_index();
-    let mut out = Vec::new();
-    for (i, c) in contract.columns.iter().enumerate() {
-        match c.kind {
-            ColumnKind::Text if Some(i) != key => out.push(c.name.to_string()),
-            ColumnKind::NameWithNormalized => {
-                out.push(c.name.to_string());
-                out.push("nombre_normalizado".to_string());
-            }
-            ColumnKind::HashedPii => out.push(format!("{}_hash", c.name)),
-            ColumnKind::MaskedEmail => out.push("email_masked".to_string()),
-            _ => {}
-        }
-    }
-    out
 }
 
 /// One line of the rejected NDJSON.
@@ -119,9 +100,11 @@ impl<'a> OutputWriter<'a> {
         }
         // Min/max of free text (names, addresses) and of hashes never prune a row group — any
         // row group spans nearly the whole alphabet — and cost two comparisons per value.
-        for name in free_text_columns(ctx.contract) {
-            props = props
-                .set_column_statistics_enabled(ColumnPath::from(name), EnabledStatistics::None);
+        for c in ctx.contract.output_columns().iter().filter(|c| c.free_text) {
+            props = props.set_column_statistics_enabled(
+                ColumnPath::from(c.name.as_str()),
+                EnabledStatistics::None,
+            );
         }
         let props = props.build();
         OutputWriter {
