@@ -337,6 +337,11 @@ fn print_summary(m: &Manifest, lake_dir: &Path) {
         "  rows in {}  ok {}  rejected {}  ({} ms, {} thread(s))",
         m.rows_in, m.rows_ok, m.rows_rejected, m.duration_ms, m.threads
     );
+    let st = &m.stages;
+    println!(
+        "  stages: read {} ms, validate {} ms, keys {} ms, parquet {} ms, rejects {} ms",
+        st.read_ms, st.validate_ms, st.keys_ms, st.parquet_ms, st.rejects_ms
+    );
     for (reason, n) in &m.rejects_by_reason {
         println!("    {reason}: {n}");
     }

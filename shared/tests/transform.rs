@@ -556,3 +556,111 @@ fn ambiguous_thousands_follow_the_file_convention() -> Result<()> {
     );
     Ok(())
 }
+
+/// A local lake that refuses to create any Parquet part after the first `allowed`.
+struct FullAfterParts {
+    inner: LocalLake,
+    allowed: usize,
+    created: std::sync::atomic::AtomicUsize,
+}
+
+impl lago::lake::LakeStore for FullAfterParts {
+    fn create(&self, key: &str) -> Result<Box<dyn lago::lake::ObjectSink>, lago::lake::LakeError> {
+        use std::sync::atomic::Ordering;
+        if key.ends_with(".parquet") && self.created.fetch_add(1, Ordering::SeqCst) >= self.allowed
+        {
+            return Err(lago::lake::LakeError::Io {
+                key: key.to_string(),
+                source: std::io::Error::other("no space left for this part"),
+            });
+        }
+        self.inner.create(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, lago::lake::LakeError> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), lago::lake::LakeError> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_part_that_cannot_be_written_fails_the_run_with_its_cause_and_leaves_nothing() -> Result<()> {
+    let (bytes, _) = generated(
+        Dataset::Transacciones,
+        120_000,
+        2.0,
+        TextEncoding::Utf8,
+        b',',
+    )?;
+    // 1 MiB parts: the file needs several, and the second cannot be created.
+    let o = |threads| TransformOptions {
+        chunk_size: 64 * 1024,
+        part_size: 1 << 20,
+        row_group_bytes: 1 << 20,
+        ..opts(threads)
+    };
+    let whole = run_bytes(Dataset::Transacciones, "big.csv", &bytes, &o(1))?;
+    assert!(whole.manifest.outputs.processed.len() >= 2);
+    for threads in [1, 3] {
+        let dir = tempfile::tempdir()?;
+        let raw = dir.path().join("big.csv");
+        fs::write(&raw, &bytes)?;
+        let lake_dir = dir.path().join("lake");
+        let lake = FullAfterParts {
+            inner: LocalLake::new(&lake_dir),
+            allowed: 1,
+            created: Default::default(),
+        };
+        let req = TransformRequest {
+            dataset: Dataset::Transacciones,
+            load_date: date(),
+            source: SourceIdentity::of_local_file(&raw, "raw/transacciones/big.csv")?,
+        };
+        let err = match transform(&LocalFile(raw.clone()), &req, &o(threads), &lake, None) {
+            Ok(m) => anyhow::bail!("threads={threads}: expected a failure, got {m:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("no space left for this part"),
+            "threads={threads}: the cause is lost: {err}"
+        );
+        // The first part, complete before the failure, is removed; no manifest is written.
+        let left = if lake_dir.exists() {
+            walk(&lake_dir)?
+        } else {
+            Vec::new()
+        };
+        assert!(left.is_empty(), "threads={threads}: left behind {left:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_manifest_says_where_the_time_went() -> Result<()> {
+    let (bytes, _) = generated(
+        Dataset::Transacciones,
+        60_000,
+        3.0,
+        TextEncoding::Utf8,
+        b',',
+    )?;
+    for threads in [1, 3] {
+        let run = run_bytes(Dataset::Transacciones, "t.csv", &bytes, &opts(threads))?;
+        let m = &run.manifest;
+        let st = m.stages;
+        // 60,000 rows take more than a millisecond to validate and to encode.
+        assert!(st.validate_ms > 0, "threads={threads}: {st:?}");
+        assert!(st.parquet_ms > 0, "threads={threads}: {st:?}");
+        if threads == 1 {
+            // One after another: the stages fit in the whole.
+            let sum = st.read_ms + st.validate_ms + st.keys_ms + st.parquet_ms + st.rejects_ms;
+            assert!(sum <= m.duration_ms, "{st:?} > {} ms", m.duration_ms);
+        }
+        // What is on disk says the same.
+        let written: Manifest =
+            serde_json::from_slice(&fs::read(run.lake.join(&m.outputs.manifest))?)?;
+        assert_eq!(written.stages, st);
+    }
+    Ok(())
+}

@@ -331,6 +331,18 @@ pub async fn handle<St: Storage, Sec: SecretSource>(
         )
         .metric("BytesIn", Unit::Bytes, manifest.source.size)
         .metric("Duration", Unit::Milliseconds, duration_ms)
+        .metric("ReadTime", Unit::Milliseconds, manifest.stages.read_ms)
+        .metric(
+            "ValidateTime",
+            Unit::Milliseconds,
+            manifest.stages.validate_ms,
+        )
+        .metric("KeysTime", Unit::Milliseconds, manifest.stages.keys_ms)
+        .metric(
+            "ParquetTime",
+            Unit::Milliseconds,
+            manifest.stages.parquet_ms,
+        )
         .property("key", input.key.clone())
         .property("request_id", event.context.request_id.clone())
         .emit();

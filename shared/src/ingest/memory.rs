@@ -461,6 +461,7 @@ pub fn sample_manifest(dataset: Dataset, parts: usize) -> Manifest {
         },
         started_at: "2025-05-10T00:00:00.000Z".into(),
         duration_ms: 1,
+        stages: Default::default(),
         threads: 1,
     }
 }

@@ -64,7 +64,34 @@ pub struct Manifest {
     pub outputs: Outputs,
     pub started_at: String,
     pub duration_ms: u64,
+    /// Where the time went, stage by stage.
+    #[serde(default)]
+    pub stages: StageTimes,
     pub threads: usize,
+}
+
+/// Time spent in each stage of a transform, in milliseconds of wall clock. With one thread the
+/// stages run one after another and add up to nearly all of `duration_ms`; with several they
+/// overlap, `validate_ms` is summed over the workers, and a stage that waits for a free core
+/// counts the wait, so their sum can exceed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StageTimes {
+    /// Reading, decompressing, decoding and hashing the source, cut into chunks of records.
+    pub read_ms: u64,
+    /// Splitting, validating and converting the records.
+    pub validate_ms: u64,
+    /// Checking keys for duplicates (first row wins).
+    pub keys_ms: u64,
+    /// Encoding, compressing and writing Parquet.
+    pub parquet_ms: u64,
+    /// Writing rejected rows.
+    pub rejects_ms: u64,
+}
+
+impl StageTimes {
+    pub(crate) fn ms(d: std::time::Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 impl Manifest {

@@ -21,7 +21,7 @@ use std::io::{self, Cursor, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use xxhash_rust::xxh3::Xxh3;
@@ -32,7 +32,7 @@ use crate::lake::{self, LakeError, LakeStore, Zone};
 
 pub use chunker::{Chunk, Chunker};
 pub use keys::KeySet;
-pub use manifest::{Manifest, OutputObject, Outputs, SourceInfo, Status};
+pub use manifest::{Manifest, OutputObject, Outputs, SourceInfo, StageTimes, Status};
 pub use rows::{for_each_record, mul_round};
 
 use output::OutputWriter;
@@ -283,6 +283,7 @@ pub fn transform(
         },
         started_at,
         duration_ms: 0,
+        stages: StageTimes::default(),
         threads: opts.threads.max(1),
     };
 
@@ -470,8 +471,8 @@ pub fn transform(
         &raw_bytes,
         progress,
     );
-    match run {
-        Ok(()) => {}
+    let reading = match run {
+        Ok(reading) => reading,
         Err(PipelineError::Read(e, rows)) => {
             writer.abort();
             return fail_read(e, &mut base, rows);
@@ -484,7 +485,7 @@ pub fn transform(
             writer.abort();
             return Err(e);
         }
-    }
+    };
     if let Some(e) = dialect.encoding {
         base.source.encoding = Some(e.label().to_string());
     } else {
@@ -510,6 +511,10 @@ pub fn transform(
     base.rows_ok = result.rows_ok;
     base.rows_rejected = result.rows_rejected;
     base.rejects_by_reason = result.by_reason;
+    base.stages = StageTimes {
+        read_ms: StageTimes::ms(reading),
+        ..result.stages
+    };
     base.outputs.processed = result.processed;
     base.outputs.rejected = result.rejected;
     // Remove what an earlier run of the same source left and this run did not write.
@@ -528,6 +533,14 @@ pub fn transform(
     }
     base.source.size = raw_bytes.load(Ordering::Relaxed);
     write_manifest(lake_store, base, started)
+}
+
+/// Runs `f`, adding the time it took to `acc`.
+fn timed<T>(acc: &mut Duration, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    *acc += started.elapsed();
+    out
 }
 
 /// Output name prefixes of one source file.
@@ -657,8 +670,10 @@ fn run_pipeline<R: Read + Send>(
     writer: &mut OutputWriter<'_>,
     raw_bytes: &AtomicU64,
     progress: Option<&(dyn Fn(u64) + Sync)>,
-) -> Result<(), PipelineError> {
+) -> Result<Duration, PipelineError> {
     let mut chunks = Chunker::new(input, ctx.delimiter, opts.chunk_size, 1);
+    // Time spent waiting on the source and cutting it into chunks.
+    let mut reading = Duration::ZERO;
     let threads = opts.threads.max(1);
     let check = |rows: u64| -> Result<(), PipelineError> {
         if let Some(p) = progress {
@@ -672,9 +687,9 @@ fn run_pipeline<R: Read + Send>(
     if threads == 1 {
         loop {
             check(writer.rows_in())?;
-            let chunk = match chunks.next_chunk() {
+            let chunk = match timed(&mut reading, || chunks.next_chunk()) {
                 Ok(Some(c)) => c,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(reading),
                 Err(e) => return Err(PipelineError::Read(e, writer.rows_in())),
             };
             let enc = chunk_encoding(dialect, &chunk);
@@ -717,7 +732,7 @@ fn run_pipeline<R: Read + Send>(
             if let Err(e) = check(rows_estimate) {
                 break Err(e);
             }
-            match chunks.next_chunk() {
+            match timed(&mut reading, || chunks.next_chunk()) {
                 Ok(Some(c)) => {
                     rows_estimate += c.lines;
                     let enc = chunk_encoding(dialect, &c);
@@ -736,6 +751,7 @@ fn run_pipeline<R: Read + Send>(
             ))
         });
         read_result?;
-        write_result.map_err(PipelineError::Transform)
+        write_result.map_err(PipelineError::Transform)?;
+        Ok(reading)
     })
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use arrow_array::{BooleanArray, RecordBatch};
 use parquet::arrow::ArrowWriter;
@@ -15,7 +16,7 @@ use crate::dialect::lossy_text;
 use crate::lake::{LakeError, LakeStore, ObjectSink};
 
 use super::keys::KeySet;
-use super::manifest::OutputObject;
+use super::manifest::{OutputObject, StageTimes};
 use super::rows::{ChunkResult, FileContext, Reject};
 use super::{Names, TransformError, TransformOptions};
 
@@ -27,6 +28,8 @@ pub struct WriterResult {
     pub by_reason: BTreeMap<String, u64>,
     pub processed: Vec<OutputObject>,
     pub rejected: Option<OutputObject>,
+    /// Busy time of the stages after reading (`read_ms` is the reader's).
+    pub stages: StageTimes,
 }
 
 /// One line of the rejected NDJSON.
@@ -69,6 +72,10 @@ pub struct OutputWriter<'a> {
     rows_ok: u64,
     by_reason: BTreeMap<RowReason, u64>,
     written: Vec<String>,
+    validate_time: Duration,
+    keys_time: Duration,
+    parquet_time: Duration,
+    rejects_time: Duration,
 }
 
 impl<'a> OutputWriter<'a> {
@@ -130,6 +137,10 @@ impl<'a> OutputWriter<'a> {
             rows_ok: 0,
             by_reason: BTreeMap::new(),
             written: Vec::new(),
+            validate_time: Duration::ZERO,
+            keys_time: Duration::ZERO,
+            parquet_time: Duration::ZERO,
+            rejects_time: Duration::ZERO,
         }
     }
 
@@ -153,6 +164,7 @@ impl<'a> OutputWriter<'a> {
     fn apply(&mut self, r: ChunkResult) -> Result<(), TransformError> {
         self.next_seq = r.seq + 1;
         self.rows_in += r.rows_in;
+        self.validate_time += r.busy;
         let ChunkResult {
             batch,
             ok,
@@ -162,6 +174,7 @@ impl<'a> OutputWriter<'a> {
             ..
         } = r;
         let mut keep: Option<Vec<bool>> = None;
+        let started = Instant::now();
         if let Some(keys) = self.keys.as_mut() {
             self.fps.clear();
             self.fps.extend(ok.iter().filter_map(|row| row.key));
@@ -184,20 +197,24 @@ impl<'a> OutputWriter<'a> {
                 }
             }
         }
+        let batch = match (batch, keep) {
+            (Some(batch), Some(mask)) => Some(
+                arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(mask))
+                    .map_err(|e| TransformError::Parquet(e.into()))?,
+            ),
+            (batch, _) => batch,
+        };
+        let checked = Instant::now();
+        self.keys_time += checked - started;
         if !rejects.is_empty() {
             rejects.sort_by_key(|r| r.line);
             self.write_rejects(&rejects)?;
         }
+        let rejected = Instant::now();
+        self.rejects_time += rejected - checked;
         if let Some(batch) = batch {
-            let batch = match keep {
-                Some(mask) => {
-                    let mask = BooleanArray::from(mask);
-                    arrow_select::filter::filter_record_batch(&batch, &mask)
-                        .map_err(|e| TransformError::Parquet(e.into()))?
-                }
-                None => batch,
-            };
             self.write_batch(&batch)?;
+            self.parquet_time += rejected.elapsed();
         }
         Ok(())
     }
@@ -286,7 +303,9 @@ impl<'a> OutputWriter<'a> {
                 self.pending.len()
             )));
         }
+        let closing = Instant::now();
         self.close_part()?;
+        self.parquet_time += closing.elapsed();
         let rejected = match self.rejected.take() {
             Some((sink, rows)) => Some(OutputObject {
                 key: self.rejected_key.clone(),
@@ -303,6 +322,13 @@ impl<'a> OutputWriter<'a> {
             by_reason: self.by_reason.iter().map(|(r, n)| (r.code(), *n)).collect(),
             processed: std::mem::take(&mut self.parts),
             rejected,
+            stages: StageTimes {
+                read_ms: 0,
+                validate_ms: StageTimes::ms(self.validate_time),
+                keys_ms: StageTimes::ms(self.keys_time),
+                parquet_ms: StageTimes::ms(self.parquet_time),
+                rejects_ms: StageTimes::ms(self.rejects_time),
+            },
         })
     }
 

@@ -103,6 +103,8 @@ pub struct ChunkResult {
     pub bytes: Vec<u8>,
     pub encoding: Encoding,
     pub rows_in: u64,
+    /// Time spent producing this result.
+    pub busy: std::time::Duration,
 }
 
 /// Where one field of a record lies in its record's buffer.
@@ -522,6 +524,7 @@ pub fn process_chunk(
     encoding: Encoding,
     skip_header: bool,
 ) -> ChunkResult {
+    let started = std::time::Instant::now();
     let cols = ctx.contract.output_columns();
     // The lineage columns (the last three) are the same for every row: built at the end.
     let data_cols = cols.len().saturating_sub(3);
@@ -608,6 +611,7 @@ pub fn process_chunk(
         bytes: chunk.bytes,
         encoding,
         rows_in,
+        busy: started.elapsed(),
     }
 }
 
