@@ -305,7 +305,9 @@ impl<'a> OutputWriter<'a> {
         }
         let closing = Instant::now();
         self.close_part()?;
-        self.parquet_time += closing.elapsed();
+        let closed = Instant::now();
+        self.parquet_time += closed - closing;
+        // Completing the rejected object (the last upload, on S3) is rejects work too.
         let rejected = match self.rejected.take() {
             Some((sink, rows)) => Some(OutputObject {
                 key: self.rejected_key.clone(),
@@ -314,6 +316,7 @@ impl<'a> OutputWriter<'a> {
             }),
             None => None,
         };
+        self.rejects_time += closed.elapsed();
         let rows_rejected = rejected.as_ref().map_or(0, |r| r.rows);
         Ok(WriterResult {
             rows_in: self.rows_in,
