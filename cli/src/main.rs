@@ -227,7 +227,7 @@ pub(crate) fn transform_file(
     progress: Option<&ProgressBar>,
 ) -> Result<Manifest> {
     let key = source_key(input);
-    let identity = SourceIdentity::of_local_file(input, &key)
+    let identity = SourceIdentity::of_local_file_by_content(input, &key)
         .with_context(|| format!("reading {}", input.display()))?;
     let req = TransformRequest {
         dataset,

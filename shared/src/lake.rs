@@ -145,6 +145,8 @@ pub enum LakeError {
     InvalidKey(String),
     #[error("object store: {0}")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("this lake cannot {0}")]
+    Unsupported(&'static str),
 }
 
 /// An object being written. Nothing is visible under its key until `finish` succeeds.
@@ -159,6 +161,14 @@ pub trait LakeStore: Send + Sync {
     /// Keys that start with `prefix`.
     fn list(&self, prefix: &str) -> Result<Vec<String>, LakeError>;
     fn delete(&self, key: &str) -> Result<(), LakeError>;
+
+    /// Gives a finished object another key, replacing what is there. Only sources named after
+    /// their content ([`crate::transform::SourceVersion::Content`], local files) need it; a
+    /// store whose sources are named up front (S3, by ETag) may leave it unsupported.
+    fn rename(&self, from: &str, to: &str) -> Result<(), LakeError> {
+        let _ = (from, to);
+        Err(LakeError::Unsupported("rename objects"))
+    }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<u64, LakeError> {
         let mut sink = self.create(key)?;
@@ -254,16 +264,25 @@ impl Drop for LocalSink {
     }
 }
 
+/// Creates the folder an object of `key` goes in.
+fn create_parent(dest: &Path, key: &str) -> Result<(), LakeError> {
+    match dest.parent() {
+        Some(dir) => fs::create_dir_all(dir).map_err(|source| LakeError::Io {
+            key: key.to_string(),
+            source,
+        }),
+        None => Ok(()),
+    }
+}
+
 impl LakeStore for LocalLake {
     fn create(&self, key: &str) -> Result<Box<dyn ObjectSink>, LakeError> {
         let dest = self.path(key)?;
+        create_parent(&dest, key)?;
         let io = |source| LakeError::Io {
             key: key.to_string(),
             source,
         };
-        if let Some(dir) = dest.parent() {
-            fs::create_dir_all(dir).map_err(io)?;
-        }
         let tmp = dest.with_file_name(format!(".{}.{}.tmp", file_name(key), std::process::id()));
         let file = File::create(&tmp).map_err(io)?;
         Ok(Box::new(LocalSink {
@@ -313,6 +332,16 @@ impl LakeStore for LocalLake {
         }
         out.sort();
         Ok(out)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), LakeError> {
+        let dest = self.path(to)?;
+        create_parent(&dest, to)?;
+        // Atomic on one file system: readers see the old object or the new one, whole.
+        fs::rename(self.path(from)?, &dest).map_err(|source| LakeError::Io {
+            key: to.to_string(),
+            source,
+        })
     }
 
     fn delete(&self, key: &str) -> Result<(), LakeError> {
@@ -392,6 +421,32 @@ mod tests {
         assert_eq!(listed.len(), 2);
         lake.delete(&listed[0])?;
         assert_eq!(lake.list("processed/clientes/")?.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn local_lake_renames_over_what_is_there_and_stays_inside_its_root() -> Result<(), LakeError> {
+        let dir = tempfile::tempdir().map_err(|source| LakeError::Io {
+            key: String::new(),
+            source,
+        })?;
+        let lake = LocalLake::new(dir.path());
+        lake.put("processed/c/_a-1.parquet", b"new")?;
+        lake.put("processed/c/a-2.parquet", b"old")?;
+        lake.rename("processed/c/_a-1.parquet", "processed/c/a-2.parquet")?;
+        assert_eq!(lake.list("processed/c/")?, vec!["processed/c/a-2.parquet"]);
+        let body = fs::read(dir.path().join("processed/c/a-2.parquet"));
+        assert_eq!(body.ok().as_deref(), Some(&b"new"[..]));
+        lake.rename("processed/c/a-2.parquet", "rejected/c/a.csv")?;
+        assert_eq!(lake.list("rejected/")?, vec!["rejected/c/a.csv"]);
+        assert!(matches!(
+            lake.rename("rejected/c/a.csv", "../outside.csv"),
+            Err(LakeError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            lake.rename("rejected/c/missing.csv", "rejected/c/b.csv"),
+            Err(LakeError::Io { .. })
+        ));
         Ok(())
     }
 }

@@ -52,6 +52,16 @@ fn run_bytes(dataset: Dataset, name: &str, bytes: &[u8], o: &TransformOptions) -
 }
 
 fn run_file(dataset: Dataset, raw: &Path, lake: &Path, o: &TransformOptions) -> Result<Manifest> {
+    run_file_as(dataset, raw, lake, o, SourceIdentity::of_local_file)
+}
+
+fn run_file_as(
+    dataset: Dataset,
+    raw: &Path,
+    lake: &Path,
+    o: &TransformOptions,
+    identity: fn(&Path, &str) -> std::io::Result<SourceIdentity>,
+) -> Result<Manifest> {
     let key = format!(
         "raw/{}/year=2025/month=05/day=10/{}",
         dataset.name(),
@@ -60,7 +70,7 @@ fn run_file(dataset: Dataset, raw: &Path, lake: &Path, o: &TransformOptions) -> 
     let req = TransformRequest {
         dataset,
         load_date: date(),
-        source: SourceIdentity::of_local_file(raw, &key)?,
+        source: identity(raw, &key)?,
     };
     let m = transform(
         &LocalFile(raw.to_path_buf()),
@@ -536,6 +546,99 @@ fn a_replay_overwrites_the_same_outputs_and_leaves_no_stale_parts() -> Result<()
         .collect();
     assert_eq!(parquet.len(), 1);
     assert_eq!(third.rows_ok, first.rows_ok);
+    Ok(())
+}
+
+/// Every file under `dir`, by path relative to it, with its bytes.
+fn contents(dir: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>> {
+    walk(dir)?
+        .into_iter()
+        .map(|p| Ok((p.strip_prefix(dir)?.to_path_buf(), fs::read(&p)?)))
+        .collect()
+}
+
+#[test]
+fn a_file_named_after_the_content_it_reads_gets_the_names_of_its_prehashed_identity() -> Result<()>
+{
+    let (dirty, _) = generated(
+        Dataset::Transacciones,
+        40_000,
+        3.0,
+        TextEncoding::Utf8,
+        b',',
+    )?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&dirty)?;
+    let gz = gz.finish()?;
+    let cases: [(&str, &[u8]); 4] = [
+        ("parts_and_rejects.csv", &dirty),
+        ("compressed.csv.gz", &gz),
+        (
+            "no_amounts.csv",
+            b"id_transaccion,tipo_transaccion\nT1,compra\n",
+        ),
+        (
+            "header_only.csv",
+            b"id_transaccion,tipo_transaccion,nombre_cliente_proveedor\n",
+        ),
+    ];
+    for (name, bytes) in cases {
+        for threads in [1, 3] {
+            let dir = tempfile::tempdir()?;
+            let raw = dir.path().join(name);
+            fs::write(&raw, bytes)?;
+            let o = TransformOptions {
+                part_size: 1 << 20,
+                ..opts(threads)
+            };
+            let (hashed, by_content) = (dir.path().join("a"), dir.path().join("b"));
+            let a = run_file(Dataset::Transacciones, &raw, &hashed, &o)?;
+            // What an interrupted run of the same file left under its staged names goes too.
+            let key = format!("raw/transacciones/year=2025/month=05/day=10/{name}");
+            let staged_tag = SourceIdentity::of_local_file_by_content(&raw, &key)?.tag();
+            let partition = by_content.join("processed/transacciones/year=2025/month=05/day=10");
+            let leftover = partition.join(format!(
+                "_{}-{staged_tag}-00007.parquet",
+                lago::lake::output_stem(&key)
+            ));
+            fs::create_dir_all(&partition)?;
+            fs::write(&leftover, b"half a part")?;
+            let b = run_file_as(
+                Dataset::Transacciones,
+                &raw,
+                &by_content,
+                &o,
+                SourceIdentity::of_local_file_by_content,
+            )?;
+            let case = format!("{name} threads={threads}");
+            assert_eq!(a.outputs, b.outputs, "{case}");
+            assert_eq!(a.source, b.source, "{case}");
+            assert_eq!(
+                (a.status, a.rows_in, a.rows_ok, a.rows_rejected),
+                (b.status, b.rows_in, b.rows_ok, b.rows_rejected),
+                "{case}"
+            );
+            assert!(!a.source.version.is_empty(), "{case}");
+            // The same objects byte for byte but the manifests (their timings differ), and
+            // nothing staged left.
+            let without_manifests = |dir: &Path| -> Result<BTreeMap<PathBuf, Vec<u8>>> {
+                let mut c = contents(dir)?;
+                c.retain(|p, _| !p.starts_with("manifests"));
+                Ok(c)
+            };
+            assert_eq!(
+                without_manifests(&hashed)?,
+                without_manifests(&by_content)?,
+                "{case}"
+            );
+            assert_eq!(
+                contents(&hashed)?.keys().collect::<Vec<_>>(),
+                contents(&by_content)?.keys().collect::<Vec<_>>(),
+                "{case}"
+            );
+            assert!(!leftover.exists(), "{case}");
+        }
+    }
     Ok(())
 }
 

@@ -230,7 +230,9 @@ impl Classified for TransformTaskError {
             E::Transform(t) => match t {
                 TransformError::DeadlineExceeded { .. } => ErrorKind::DeadlineExceeded,
                 TransformError::Source(io) => io_kind(io),
-                TransformError::Lake(LakeError::InvalidKey(_)) => ErrorKind::Internal,
+                TransformError::Lake(LakeError::InvalidKey(_) | LakeError::Unsupported(_)) => {
+                    ErrorKind::Internal
+                }
                 TransformError::Lake(LakeError::Io { source, .. }) => io_kind(source),
                 TransformError::Manifest(_) | TransformError::Invariant(_) => ErrorKind::Internal,
                 // Parquet and the key set fail on I/O (an S3 part upload, the spill file).

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BoxError, Classified, ErrorKind};
 use crate::contract::Dataset;
-use crate::transform::{Manifest, SourceIdentity, Status, TransformRequest};
+use crate::transform::{Manifest, SourceIdentity, SourceVersion, Status, TransformRequest};
 
 /// The input of one ingest execution: one write of one raw object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +71,7 @@ impl ExecutionInput {
             source: SourceIdentity {
                 key: self.key.clone(),
                 size: self.size,
-                version: self.version(),
+                version: SourceVersion::Known(self.version()),
             },
         }
     }

@@ -44,20 +44,39 @@ use rows::{process_chunk, ChunkResult, FileContext};
 pub struct SourceIdentity {
     pub key: String,
     pub size: u64,
-    pub version: String,
+    pub version: SourceVersion,
+}
+
+/// The version part of a source's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceVersion {
+    /// Known before reading: an S3 version id or ETag, or a content hash computed beforehand.
+    Known(String),
+    /// The xxh3-128 of the stored bytes, computed while the transform reads them, so a local
+    /// file is read once. Outputs are written under staged names (`_<stem>-…`, which catalog
+    /// crawlers and query engines skip) and renamed when the run commits, so the lake must
+    /// support [`LakeStore::rename`]. The names come out exactly as with [`Self::Known`] and the
+    /// same hash.
+    Content,
 }
 
 impl SourceIdentity {
-    /// 8 hex characters identifying the source, used in every output name.
+    /// 8 hex characters identifying the source, used in every output name. For a version still
+    /// to be learnt from the content, the tag of the staged names.
     pub fn tag(&self) -> String {
+        let version = match &self.version {
+            SourceVersion::Known(v) => v.as_str(),
+            SourceVersion::Content => "",
+        };
         let mut h = Xxh3::new();
         h.update(self.key.as_bytes());
         h.update(&[0]);
-        h.update(self.version.as_bytes());
+        h.update(version.as_bytes());
         format!("{:016x}", h.digest())[..8].to_string()
     }
 
-    /// The identity of a local file: its path as key and the xxh3-128 of its bytes as version.
+    /// The identity of a local file: its path as key and the xxh3-128 of its bytes as version,
+    /// read here in full.
     pub fn of_local_file(path: &std::path::Path, key: &str) -> io::Result<SourceIdentity> {
         let mut f = std::fs::File::open(path)?;
         let mut h = Xxh3::new();
@@ -74,9 +93,28 @@ impl SourceIdentity {
         Ok(SourceIdentity {
             key: key.to_string(),
             size,
-            version: format!("{:032x}", h.digest128()),
+            version: SourceVersion::Known(content_version(h.digest128())),
         })
     }
+
+    /// The identity of a local file whose content hash the transform computes as it reads it
+    /// ([`SourceVersion::Content`]): the same output names as [`Self::of_local_file`], without
+    /// reading the file twice.
+    pub fn of_local_file_by_content(
+        path: &std::path::Path,
+        key: &str,
+    ) -> io::Result<SourceIdentity> {
+        Ok(SourceIdentity {
+            key: key.to_string(),
+            size: std::fs::metadata(path)?.len(),
+            version: SourceVersion::Content,
+        })
+    }
+}
+
+/// The version string of content whose xxh3-128 is `digest`.
+fn content_version(digest: u128) -> String {
+    format!("{digest:032x}")
 }
 
 /// What to transform.
@@ -221,22 +259,7 @@ pub fn transform(
 ) -> Result<Manifest, TransformError> {
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let tag = req.source.tag();
-    let stem = lake::output_stem(&req.source.key);
-    let names = Names {
-        processed: format!(
-            "{}{stem}-{tag}",
-            lake::partition_prefix(Zone::Processed, req.dataset, req.load_date)
-        ),
-        rejected: format!(
-            "{}{stem}-{tag}",
-            lake::partition_prefix(Zone::Rejected, req.dataset, req.load_date)
-        ),
-        manifest: format!(
-            "{}{stem}-{tag}.json",
-            lake::partition_prefix(Zone::Manifests, req.dataset, req.load_date)
-        ),
-    };
+    let names = Names::new(req, &req.source);
 
     let raw_bytes = Arc::new(AtomicU64::new(0));
     let source_failed = Arc::new(AtomicBool::new(false));
@@ -260,7 +283,10 @@ pub fn transform(
         source: SourceInfo {
             key: req.source.key.clone(),
             size: req.source.size,
-            version: req.source.version.clone(),
+            version: match &req.source.version {
+                SourceVersion::Known(v) => v.clone(),
+                SourceVersion::Content => String::new(),
+            },
             checksum: String::new(),
             compression: None,
             encoding: None,
@@ -517,22 +543,33 @@ pub fn transform(
     };
     base.outputs.processed = result.processed;
     base.outputs.rejected = result.rejected;
-    // Remove what an earlier run of the same source left and this run did not write.
-    let keep: Vec<&str> = base
-        .outputs
-        .processed
-        .iter()
-        .map(|o| o.key.as_str())
-        .chain(base.outputs.rejected.iter().map(|o| o.key.as_str()))
-        .collect();
-    remove_stale(lake_store, &names, &keep)?;
-    if let Ok(g) = digest.lock() {
-        if let Some(d) = *g {
-            base.source.checksum = format!("xxh3-128:{d:032x}");
-        }
-    }
     base.source.size = raw_bytes.load(Ordering::Relaxed);
-    write_manifest(lake_store, base, started)
+    let digest = match digest.lock().ok().and_then(|g| *g) {
+        Some(d) => d,
+        // The content was decoded to its end without the stored bytes being read to theirs
+        // (trailing bytes after a gzip stream): hash them as stored.
+        None => hash_source(source, |_| Ok(()))?,
+    };
+    base.source.checksum = format!("xxh3-128:{digest:032x}");
+    commit(lake_store, req, &names, base, digest, started)
+}
+
+/// The xxh3-128 of a source's stored bytes, read again from the start; `each` sees every read.
+fn hash_source(
+    source: &dyn RawSource,
+    mut each: impl FnMut(&[u8]) -> Result<(), TransformError>,
+) -> Result<u128, TransformError> {
+    let mut raw = source.open().map_err(TransformError::Source)?;
+    let mut hash = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = raw.read(&mut buf).map_err(TransformError::Source)?;
+        if n == 0 {
+            return Ok(hash.digest128());
+        }
+        hash.update(&buf[..n]);
+        each(&buf[..n])?;
+    }
 }
 
 /// Runs `f`, adding the time it took to `acc`.
@@ -544,10 +581,47 @@ fn timed<T>(acc: &mut Duration, f: impl FnOnce() -> T) -> T {
 }
 
 /// Output name prefixes of one source file.
+#[derive(Debug, Clone)]
 pub(crate) struct Names {
     pub processed: String,
     pub rejected: String,
     pub manifest: String,
+}
+
+impl Names {
+    /// `<zone>/<dataset>/year=…/<stem>-<tag>`; staged (`_<stem>-<tag>`) while the version is
+    /// still to be learnt from the content.
+    fn new(req: &TransformRequest, source: &SourceIdentity) -> Names {
+        let staged = if source.version == SourceVersion::Content {
+            "_"
+        } else {
+            ""
+        };
+        let base = format!(
+            "{staged}{}-{}",
+            lake::output_stem(&source.key),
+            source.tag()
+        );
+        let prefix = |zone| lake::partition_prefix(zone, req.dataset, req.load_date);
+        Names {
+            processed: format!("{}{base}", prefix(Zone::Processed)),
+            rejected: format!("{}{base}", prefix(Zone::Rejected)),
+            manifest: format!("{}{base}.json", prefix(Zone::Manifests)),
+        }
+    }
+
+    /// The name `key` (written under `self`) takes under `to`.
+    fn moved(&self, key: &str, to: &Names) -> Option<String> {
+        [
+            (&self.processed, &to.processed),
+            (&self.rejected, &to.rejected),
+        ]
+        .into_iter()
+        .find_map(|(from, to)| {
+            key.strip_prefix(from.as_str())
+                .map(|rest| format!("{to}{rest}"))
+        })
+    }
 }
 
 fn remove_stale(lake_store: &dyn LakeStore, names: &Names, keep: &[&str]) -> Result<(), LakeError> {
@@ -559,6 +633,58 @@ fn remove_stale(lake_store: &dyn LakeStore, names: &Names, keep: &[&str]) -> Res
         }
     }
     Ok(())
+}
+
+/// Commits a run: gives outputs written under staged names their final names (the content hash
+/// `digest` is known now), removes what an earlier run of the same source left and this one did
+/// not write, and writes the manifest last.
+fn commit(
+    lake_store: &dyn LakeStore,
+    req: &TransformRequest,
+    names: &Names,
+    mut m: Manifest,
+    digest: u128,
+    started: Instant,
+) -> Result<Manifest, TransformError> {
+    let names = if req.source.version == SourceVersion::Content {
+        let version = content_version(digest);
+        let known = SourceIdentity {
+            version: SourceVersion::Known(version.clone()),
+            ..req.source.clone()
+        };
+        let to = Names::new(req, &known);
+        let outputs = &mut m.outputs;
+        for o in outputs
+            .processed
+            .iter_mut()
+            .chain(outputs.rejected.as_mut())
+        {
+            let Some(key) = names.moved(&o.key, &to) else {
+                return Err(TransformError::Invariant(format!(
+                    "output {} is not under the staged names",
+                    o.key
+                )));
+            };
+            lake_store.rename(&o.key, &key)?;
+            o.key = key;
+        }
+        outputs.manifest = to.manifest.clone();
+        m.source.version = version;
+        // Staged objects an interrupted run left behind.
+        remove_stale(lake_store, names, &[])?;
+        to
+    } else {
+        names.clone()
+    };
+    let keep: Vec<&str> = m
+        .outputs
+        .processed
+        .iter()
+        .map(|o| o.key.as_str())
+        .chain(m.outputs.rejected.iter().map(|o| o.key.as_str()))
+        .collect();
+    remove_stale(lake_store, &names, &keep)?;
+    write_manifest(lake_store, m, started)
 }
 
 fn write_manifest(
@@ -596,20 +722,14 @@ fn reject_file(
         lake::original_extension(&req.source.key)
     );
     let mut sink = lake_store.create(&key)?;
-    let mut raw = source.open().map_err(TransformError::Source)?;
-    let mut hash = Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = raw.read(&mut buf).map_err(TransformError::Source)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        io::Write::write_all(&mut sink, &buf[..n]).map_err(|source| LakeError::Io {
-            key: key.clone(),
-            source,
-        })?;
-    }
+    let digest = hash_source(source, |bytes| {
+        io::Write::write_all(&mut sink, bytes).map_err(|source| {
+            TransformError::Lake(LakeError::Io {
+                key: key.clone(),
+                source,
+            })
+        })
+    })?;
     let bytes = sink.finish()?;
     let mut m = base.clone();
     m.status = Status::Rejected;
@@ -629,10 +749,9 @@ fn reject_file(
         rows,
         bytes,
     });
-    m.source.checksum = format!("xxh3-128:{:032x}", hash.digest128());
+    m.source.checksum = format!("xxh3-128:{digest:032x}");
     m.source.size = bytes;
-    remove_stale(lake_store, names, &[key.as_str()])?;
-    write_manifest(lake_store, m, started)
+    commit(lake_store, req, names, m, digest, started)
 }
 
 enum PipelineError {
