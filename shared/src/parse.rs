@@ -49,7 +49,48 @@ pub fn parse_decimal(s: &str, sep: DecimalSep) -> Result<Decimal, NumberError> {
 
 /// Like [`parse_decimal`], as a mantissa and a scale (`12.50` → `(1250, 2)`).
 pub fn parse_decimal_parts(s: &str, sep: DecimalSep) -> Result<(i128, u32), NumberError> {
-    let b = s.trim().as_bytes();
+    let b = trimmed(s).as_bytes();
+    match plain_decimal(b, sep.decimal()) {
+        Some(parts) => Ok(parts),
+        None => decimal_parts(b, sep),
+    }
+}
+
+/// `s` without surrounding whitespace; values that start and end with a visible ASCII
+/// character (nearly all) are returned as they are without scanning for Unicode spaces.
+fn trimmed(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(a), Some(z)) if a.is_ascii_graphic() && z.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
+/// The form nearly every value takes — up to 19 digits with at most one decimal separator
+/// between them (`1234`, `0.25`) — parsed in 64 bits. `None` for anything else (a sign,
+/// grouping, `.5`, too long), which [`decimal_parts`] decides.
+fn plain_decimal(b: &[u8], dec: u8) -> Option<(i128, u32)> {
+    if b.is_empty() || b.len() > 19 {
+        return None;
+    }
+    let mut m = 0u64;
+    let mut point = None;
+    for (i, &c) in b.iter().enumerate() {
+        let digit = c.wrapping_sub(b'0');
+        if digit < 10 {
+            // At most 19 digits: below 10^19 < 2^64.
+            m = m * 10 + u64::from(digit);
+        } else if c == dec && point.is_none() && i > 0 && i + 1 < b.len() {
+            point = Some(i);
+        } else {
+            return None;
+        }
+    }
+    let scale = point.map_or(0, |p| (b.len() - p - 1) as u32);
+    Some((i128::from(m), scale))
+}
+
+/// Every accepted form of a trimmed number: sign, grouping, a leading decimal separator.
+fn decimal_parts(b: &[u8], sep: DecimalSep) -> Result<(i128, u32), NumberError> {
     let (neg, mut i) = match b.first() {
         Some(b'-') => (true, 1),
         Some(b'+') => (false, 1),
@@ -174,11 +215,20 @@ pub fn days_since_epoch(d: NaiveDate) -> i32 {
     chrono::Datelike::num_days_from_ce(&d) - EPOCH_DAYS_CE
 }
 
+/// The value of 1 to 4 ASCII digits.
 fn num(b: &[u8]) -> Option<u32> {
-    if b.is_empty() || b.len() > 4 || !b.iter().all(u8::is_ascii_digit) {
+    if b.is_empty() || b.len() > 4 {
         return None;
     }
-    Some(b.iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0')))
+    // One test for all the digits rather than a branch per byte.
+    let mut value = 0u32;
+    let mut not_digit = false;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        not_digit |= d > 9;
+        value = value * 10 + u32::from(d);
+    }
+    (!not_digit).then_some(value)
 }
 
 /// Year, month and day of `2025-05-10`, `2025/05/10` or `10/05/2025` (day first), not checked
@@ -202,13 +252,13 @@ fn date_parts(s: &str) -> Option<(u32, u32, u32)> {
 
 /// Parses `2025-05-10`, `2025/05/10` and `10/05/2025` (day first).
 pub fn parse_date(s: &str) -> Option<NaiveDate> {
-    let (y, m, d) = date_parts(s.trim())?;
+    let (y, m, d) = date_parts(trimmed(s))?;
     NaiveDate::from_ymd_opt(y as i32, m, d)
 }
 
 /// [`parse_date`] as days since 1970-01-01.
 pub fn parse_date_days(s: &str) -> Option<i32> {
-    let (y, m, d) = date_parts(s.trim())?;
+    let (y, m, d) = date_parts(trimmed(s))?;
     civil_days(y, m, d)
 }
 
@@ -260,7 +310,7 @@ fn utc_seconds_timestamp(t: &str) -> Option<i64> {
 /// Parses a date (midnight UTC) or an RFC 3339 / ISO 8601 timestamp; a timestamp without offset
 /// is taken as UTC. Returns microseconds since the epoch.
 pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
-    let t = s.trim();
+    let t = trimmed(s);
     if let Some(days) = parse_date_days(t) {
         return Some(i64::from(days) * MICROS_PER_DAY);
     }
@@ -433,6 +483,18 @@ mod tests {
             let sep = if comma { DecimalSep::Comma } else { DecimalSep::Point };
             let text = render(m, scale, sep, grouped);
             prop_assert_eq!(parse_decimal(&text, sep), Ok(Decimal::new(m, scale)));
+        }
+
+        #[test]
+        fn the_plain_form_parses_as_the_general_parser_parses_it(
+            s in "[ \u{a0}]?[+-]?[0-9]{0,21}([.,][0-9]{0,6})?([.,][0-9]{0,4})?[ \u{a0}]?",
+            comma in any::<bool>(),
+        ) {
+            let sep = if comma { DecimalSep::Comma } else { DecimalSep::Point };
+            prop_assert_eq!(
+                parse_decimal_parts(&s, sep),
+                decimal_parts(s.trim().as_bytes(), sep)
+            );
         }
 
         #[test]
