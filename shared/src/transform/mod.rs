@@ -544,13 +544,16 @@ pub fn transform(
     base.outputs.processed = result.processed;
     base.outputs.rejected = result.rejected;
     base.source.size = raw_bytes.load(Ordering::Relaxed);
-    let digest = match digest.lock().ok().and_then(|g| *g) {
-        Some(d) => d,
-        // The content was decoded to its end without the stored bytes being read to theirs
-        // (trailing bytes after a gzip stream): hash them as stored.
-        None => hash_source(source, |_| Ok(()))?,
+    let digest = match (digest.lock().ok().and_then(|g| *g), &req.source.version) {
+        (Some(d), _) => Some(d),
+        // The content was decoded to its end before the stored bytes were read to theirs
+        // (bytes after a gzip stream): the name needs their hash, so read them as stored.
+        (None, SourceVersion::Content) => Some(hash_source(source, |_| Ok(()))?),
+        (None, SourceVersion::Known(_)) => None,
     };
-    base.source.checksum = format!("xxh3-128:{digest:032x}");
+    if let Some(d) = digest {
+        base.source.checksum = format!("xxh3-128:{d:032x}");
+    }
     commit(lake_store, req, &names, base, digest, started)
 }
 
@@ -643,10 +646,15 @@ fn commit(
     req: &TransformRequest,
     names: &Names,
     mut m: Manifest,
-    digest: u128,
+    digest: Option<u128>,
     started: Instant,
 ) -> Result<Manifest, TransformError> {
     let names = if req.source.version == SourceVersion::Content {
+        let Some(digest) = digest else {
+            return Err(TransformError::Invariant(
+                "a source named after its content was not hashed".into(),
+            ));
+        };
         let version = content_version(digest);
         let known = SourceIdentity {
             version: SourceVersion::Known(version.clone()),
@@ -751,7 +759,7 @@ fn reject_file(
     });
     m.source.checksum = format!("xxh3-128:{digest:032x}");
     m.source.size = bytes;
-    commit(lake_store, req, names, m, digest, started)
+    commit(lake_store, req, names, m, Some(digest), started)
 }
 
 enum PipelineError {
