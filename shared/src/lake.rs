@@ -398,12 +398,16 @@ mod tests {
         assert!(lake.path("processed/a/b.parquet").is_ok());
     }
 
-    #[test]
-    fn local_lake_writes_lists_and_deletes() -> Result<(), LakeError> {
-        let dir = tempfile::tempdir().map_err(|source| LakeError::Io {
+    fn tempdir() -> Result<tempfile::TempDir, LakeError> {
+        tempfile::tempdir().map_err(|source| LakeError::Io {
             key: String::new(),
             source,
-        })?;
+        })
+    }
+
+    #[test]
+    fn local_lake_writes_lists_and_deletes() -> Result<(), LakeError> {
+        let dir = tempdir()?;
         let lake = LocalLake::new(dir.path());
         lake.put(
             "processed/clientes/year=2025/month=01/day=02/a-1.parquet",
@@ -426,10 +430,7 @@ mod tests {
 
     #[test]
     fn local_lake_renames_over_what_is_there_and_stays_inside_its_root() -> Result<(), LakeError> {
-        let dir = tempfile::tempdir().map_err(|source| LakeError::Io {
-            key: String::new(),
-            source,
-        })?;
+        let dir = tempdir()?;
         let lake = LocalLake::new(dir.path());
         lake.put("processed/c/_a-1.parquet", b"new")?;
         lake.put("processed/c/a-2.parquet", b"old")?;

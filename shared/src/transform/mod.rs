@@ -64,36 +64,21 @@ impl SourceIdentity {
     /// 8 hex characters identifying the source, used in every output name. For a version still
     /// to be learnt from the content, the tag of the staged names.
     pub fn tag(&self) -> String {
-        let version = match &self.version {
-            SourceVersion::Known(v) => v.as_str(),
-            SourceVersion::Content => "",
-        };
         let mut h = Xxh3::new();
         h.update(self.key.as_bytes());
         h.update(&[0]);
-        h.update(version.as_bytes());
+        h.update(self.version.known().as_bytes());
         format!("{:016x}", h.digest())[..8].to_string()
     }
 
     /// The identity of a local file: its path as key and the xxh3-128 of its bytes as version,
     /// read here in full.
     pub fn of_local_file(path: &std::path::Path, key: &str) -> io::Result<SourceIdentity> {
-        let mut f = std::fs::File::open(path)?;
-        let mut h = Xxh3::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            h.update(&buf[..n]);
-        }
+        let (digest, size) = hash_all(&mut std::fs::File::open(path)?, |e| e, |_| Ok(()))?;
         Ok(SourceIdentity {
             key: key.to_string(),
             size,
-            version: SourceVersion::Known(content_version(h.digest128())),
+            version: SourceVersion::Known(content_version(digest)),
         })
     }
 
@@ -109,6 +94,16 @@ impl SourceIdentity {
             size: std::fs::metadata(path)?.len(),
             version: SourceVersion::Content,
         })
+    }
+}
+
+impl SourceVersion {
+    /// The version when known, else empty.
+    pub fn known(&self) -> &str {
+        match self {
+            SourceVersion::Known(v) => v,
+            SourceVersion::Content => "",
+        }
     }
 }
 
@@ -283,10 +278,7 @@ pub fn transform(
         source: SourceInfo {
             key: req.source.key.clone(),
             size: req.source.size,
-            version: match &req.source.version {
-                SourceVersion::Known(v) => v.clone(),
-                SourceVersion::Content => String::new(),
-            },
+            version: req.source.version.known().to_string(),
             checksum: String::new(),
             compression: None,
             encoding: None,
@@ -560,16 +552,27 @@ pub fn transform(
 /// The xxh3-128 of a source's stored bytes, read again from the start; `each` sees every read.
 fn hash_source(
     source: &dyn RawSource,
-    mut each: impl FnMut(&[u8]) -> Result<(), TransformError>,
+    each: impl FnMut(&[u8]) -> Result<(), TransformError>,
 ) -> Result<u128, TransformError> {
     let mut raw = source.open().map_err(TransformError::Source)?;
+    hash_all(&mut raw, TransformError::Source, each).map(|(digest, _)| digest)
+}
+
+/// The xxh3-128 and the length of everything `r` yields; `each` sees every read.
+fn hash_all<E>(
+    r: &mut dyn Read,
+    read_error: impl Fn(io::Error) -> E,
+    mut each: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(u128, u64), E> {
     let mut hash = Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
     loop {
-        let n = raw.read(&mut buf).map_err(TransformError::Source)?;
+        let n = r.read(&mut buf).map_err(&read_error)?;
         if n == 0 {
-            return Ok(hash.digest128());
+            return Ok((hash.digest128(), len));
         }
+        len += n as u64;
         hash.update(&buf[..n]);
         each(&buf[..n])?;
     }
