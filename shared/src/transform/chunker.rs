@@ -5,6 +5,7 @@
 //! is an escaped quote; the state carries over from one chunk to the next.
 
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -26,6 +27,46 @@ pub struct Chunk {
     pub lines: u64,
 }
 
+/// The least the chunker asks of the input at once.
+const MIN_READ: usize = 64 * 1024;
+
+/// Chunk buffers handed back once their chunk is done with, for later chunks to fill again: a
+/// buffer that was used before costs no allocation, no page faults and no zero-fill, and is
+/// likely still in cache. Holds at most `keep` buffers, none much larger than a chunk.
+#[derive(Clone)]
+pub struct Buffers {
+    free: Arc<Mutex<Vec<Vec<u8>>>>,
+    keep: usize,
+    largest: usize,
+}
+
+impl Buffers {
+    /// A pool of at most `keep` buffers for chunks of about `target` bytes.
+    pub fn new(keep: usize, target: usize) -> Buffers {
+        Buffers {
+            free: Arc::new(Mutex::new(Vec::with_capacity(keep))),
+            keep,
+            largest: target.max(MIN_READ).saturating_mul(2),
+        }
+    }
+
+    /// Hands a chunk's buffer back (dropped when the pool is full or the buffer outsized).
+    pub fn give(&self, buf: Vec<u8>) {
+        if buf.capacity() > self.largest {
+            return;
+        }
+        if let Ok(mut free) = self.free.lock() {
+            if free.len() < self.keep {
+                free.push(buf);
+            }
+        }
+    }
+
+    fn take(&self) -> Option<Vec<u8>> {
+        self.free.lock().ok()?.pop()
+    }
+}
+
 /// Reads whole-record chunks of about `target` bytes (larger when one record is larger).
 pub struct Chunker<R> {
     input: R,
@@ -39,6 +80,7 @@ pub struct Chunker<R> {
     eof: bool,
     /// Largest record accepted: a quote that never closes must not swallow the whole file.
     max_record: usize,
+    buffers: Option<Buffers>,
 }
 
 impl<R: Read> Chunker<R> {
@@ -53,7 +95,14 @@ impl<R: Read> Chunker<R> {
             seq: 0,
             eof: false,
             max_record: 64 << 20,
+            buffers: None,
         }
+    }
+
+    /// Fills buffers handed back to `buffers` before allocating new ones.
+    pub fn with_buffers(mut self, buffers: Buffers) -> Self {
+        self.buffers = Some(buffers);
+        self
     }
 
     /// Sets the largest record accepted (default 64 MiB).
@@ -120,33 +169,53 @@ impl<R: Read> Chunker<R> {
 
     /// The next chunk, or `None` at the end of the input.
     pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
-        let mut buf = std::mem::take(&mut self.carry);
+        // `buf[..filled]` holds the input; a reused buffer may hold old bytes past it, which
+        // are overwritten before they are read.
+        let mut buf = match self.buffers.as_ref().and_then(Buffers::take) {
+            Some(buf) => buf,
+            // Room for a chunk and a partial record carried over, so reading never reallocates.
+            None => {
+                let read = self.target.max(MIN_READ);
+                Vec::with_capacity(read + read / 8)
+            }
+        };
+        let mut filled = self.carry.len();
+        if buf.len() < filled {
+            buf.resize(filled, 0);
+        }
+        buf[..filled].copy_from_slice(&self.carry);
+        self.carry.clear();
         let mut scanned = 0;
         let mut state = self.carry_state;
         loop {
-            if buf.len() - scanned > 0 {
-                let (end, st) = self.scan(&buf, scanned, state);
-                scanned = buf.len();
+            if filled > scanned {
+                let (end, st) = self.scan(&buf[..filled], scanned, state);
+                scanned = filled;
                 if let Some(end) = end {
                     // Re-scan the tail after `end` from a record start to get its state.
-                    let (_, tail_state) = self.scan(&buf, end, State::FieldStart);
-                    if buf.len() >= self.target || self.eof {
-                        self.carry = buf.split_off(end);
+                    let (_, tail_state) = self.scan(&buf[..filled], end, State::FieldStart);
+                    if filled >= self.target || self.eof {
+                        self.carry.extend_from_slice(&buf[end..filled]);
                         self.carry_state = tail_state;
+                        buf.truncate(end);
                         return Ok(Some(self.emit(buf)));
                     }
                 }
                 state = st;
             }
             if self.eof {
-                if buf.is_empty() {
+                if filled == 0 {
+                    if let Some(buffers) = &self.buffers {
+                        buffers.give(buf);
+                    }
                     return Ok(None);
                 }
                 // The last record has no line feed.
                 self.carry_state = State::FieldStart;
+                buf.truncate(filled);
                 return Ok(Some(self.emit(buf)));
             }
-            if buf.len() > self.max_record + self.target {
+            if filled > self.max_record + self.target {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -155,11 +224,14 @@ impl<R: Read> Chunker<R> {
                     ),
                 ));
             }
-            let want = self.target.max(buf.len() / 2).max(64 * 1024);
-            let start = buf.len();
-            buf.resize(start + want, 0);
-            let n = read_full(&mut self.input, &mut buf[start..])?;
-            buf.truncate(start + n);
+            let want = self.target.max(filled / 2).max(MIN_READ);
+            let need = filled + want;
+            if buf.len() < need {
+                buf.reserve_exact(need - buf.len());
+                buf.resize(need, 0);
+            }
+            let n = read_full(&mut self.input, &mut buf[filled..need])?;
+            filled += n;
             if n < want {
                 self.eof = true;
             }
@@ -231,6 +303,52 @@ mod tests {
             line += lines;
         }
         Ok(())
+    }
+
+    #[test]
+    fn reused_buffers_yield_the_chunks_fresh_ones_do_whatever_they_held() -> io::Result<()> {
+        let mut input = Vec::new();
+        for i in 0..20_000 {
+            let quoted = if i % 7 == 0 {
+                "\"a\nb, \"\"c\"\"\""
+            } else {
+                "plain"
+            };
+            input.extend_from_slice(format!("{i},{quoted},{}\n", "x".repeat(i % 300)).as_bytes());
+        }
+        input.extend_from_slice(b"last,without,newline");
+        let fresh = chunks(&input, 4096)?;
+        let buffers = Buffers::new(3, 4096);
+        let mut c = Chunker::new(&input[..], b',', 4096, 2).with_buffers(buffers.clone());
+        let mut reused = Vec::new();
+        while let Some(ch) = c.next_chunk()? {
+            reused.push((ch.seq, ch.bytes.clone(), ch.first_line, ch.lines));
+            // What a buffer held before must never be read again: poison it with record ends.
+            let mut old = ch.bytes;
+            old.fill(b'\n');
+            buffers.give(old);
+        }
+        let fresh: Vec<_> = fresh
+            .into_iter()
+            .map(|ch| (ch.seq, ch.bytes, ch.first_line, ch.lines))
+            .collect();
+        assert!(fresh.len() > 30);
+        assert_eq!(reused, fresh);
+        // The buffers were kept for reuse, not dropped as outsized.
+        assert!(buffers.take().is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn the_pool_keeps_a_bounded_number_of_chunk_sized_buffers() {
+        let buffers = Buffers::new(2, 4096);
+        for _ in 0..5 {
+            buffers.give(Vec::with_capacity(4096));
+        }
+        buffers.give(Vec::with_capacity(64 << 10));
+        let kept: Vec<Vec<u8>> = std::iter::from_fn(|| buffers.take()).collect();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().all(|b| b.capacity() <= 8192));
     }
 
     /// The scan as a byte-by-byte state machine.

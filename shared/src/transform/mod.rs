@@ -30,7 +30,7 @@ use crate::contract::{ColumnKind, Dataset, FileReason, SCHEMA_VERSION};
 use crate::dialect::{self, Encoding, GZIP_MAGIC, UTF8_BOM};
 use crate::lake::{self, LakeError, LakeStore, Zone};
 
-pub use chunker::{Chunk, Chunker};
+pub use chunker::{Buffers, Chunk, Chunker};
 pub use keys::KeySet;
 pub use manifest::{Manifest, OutputObject, Outputs, SourceInfo, StageTimes, Status};
 pub use rows::{for_each_record, mul_round};
@@ -801,10 +801,13 @@ fn run_pipeline<R: Read + Send>(
     raw_bytes: &AtomicU64,
     progress: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<Duration, PipelineError> {
-    let mut chunks = Chunker::new(input, ctx.delimiter, opts.chunk_size, 1);
+    let threads = opts.threads.max(1);
+    // As many buffers as chunks can be on their way (queued, parsed, waiting for the writer).
+    let buffers = Buffers::new(5 * threads + 2, opts.chunk_size);
+    writer.recycle_into(buffers.clone());
+    let mut chunks = Chunker::new(input, ctx.delimiter, opts.chunk_size, 1).with_buffers(buffers);
     // Time spent waiting on the source and cutting it into chunks.
     let mut reading = Duration::ZERO;
-    let threads = opts.threads.max(1);
     let check = |rows: u64| -> Result<(), PipelineError> {
         if let Some(p) = progress {
             p(raw_bytes.load(Ordering::Relaxed));

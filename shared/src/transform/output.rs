@@ -15,6 +15,7 @@ use crate::contract::{Dataset, OutType, RowReason};
 use crate::dialect::lossy_text;
 use crate::lake::{LakeError, LakeStore, ObjectSink};
 
+use super::chunker::Buffers;
 use super::keys::KeySet;
 use super::manifest::{OutputObject, StageTimes};
 use super::rows::{ChunkResult, FileContext, Reject};
@@ -76,6 +77,8 @@ pub struct OutputWriter<'a> {
     keys_time: Duration,
     parquet_time: Duration,
     rejects_time: Duration,
+    /// Where a chunk's input buffer goes once its rows are written.
+    buffers: Option<Buffers>,
 }
 
 impl<'a> OutputWriter<'a> {
@@ -141,7 +144,13 @@ impl<'a> OutputWriter<'a> {
             keys_time: Duration::ZERO,
             parquet_time: Duration::ZERO,
             rejects_time: Duration::ZERO,
+            buffers: None,
         }
+    }
+
+    /// Hands every chunk's input buffer to `buffers` once the chunk is written.
+    pub fn recycle_into(&mut self, buffers: Buffers) {
+        self.buffers = Some(buffers);
     }
 
     pub fn rows_in(&self) -> u64 {
@@ -215,6 +224,9 @@ impl<'a> OutputWriter<'a> {
         if let Some(batch) = batch {
             self.write_batch(&batch)?;
             self.parquet_time += rejected.elapsed();
+        }
+        if let Some(buffers) = &self.buffers {
+            buffers.give(bytes);
         }
         Ok(())
     }
