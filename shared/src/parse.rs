@@ -242,12 +242,18 @@ fn date_parts(s: &str) -> Option<(u32, u32, u32)> {
     if b.len() > 10 {
         return None;
     }
-    let mut parts = s.split('/');
-    let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || d.len() > 2 || m.len() > 2 || y.len() != 4 {
+    // The first slash ends the day, the second (before the last five bytes) the month.
+    let first = b.iter().position(|&c| c == b'/')?;
+    let year = b.len().checked_sub(4)?;
+    if !(1..=2).contains(&first) || year < first + 3 || b[year - 1] != b'/' {
         return None;
     }
-    Some((num(y.as_bytes())?, num(m.as_bytes())?, num(d.as_bytes())?))
+    let (d, m, y) = (&b[..first], &b[first + 1..year - 1], &b[year..]);
+    if m.len() > 2 {
+        return None;
+    }
+    // `num` refuses any byte that is not a digit, a stray slash included.
+    Some((num(y)?, num(m)?, num(d)?))
 }
 
 /// Parses `2025-05-10`, `2025/05/10` and `10/05/2025` (day first).
@@ -433,6 +439,46 @@ mod tests {
     }
 
     /// The old timestamp parser: dates through chrono, then the general forms.
+    /// Every string of up to ten digits, slashes and dashes is read as its plain reading: an
+    /// ISO date, or exactly three slash-separated parts — day and month of one or two digits,
+    /// a year of four — all digits.
+    #[test]
+    fn day_first_dates_are_read_as_their_three_slash_separated_parts() {
+        let plain = |s: &str| -> Option<(u32, u32, u32)> {
+            let b = s.as_bytes();
+            if b.len() == 10 && (b[4] == b'-' || b[4] == b'/') && b[7] == b[4] {
+                let n = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
+                return n(0..4)
+                    .zip(n(5..7))
+                    .zip(n(8..10))
+                    .map(|((y, m), d)| (y, m, d));
+            }
+            match s.split('/').collect::<Vec<_>>()[..] {
+                [d, m, y] if s.len() <= 10 && d.len() <= 2 && m.len() <= 2 && y.len() == 4 => {
+                    let n = |p: &str| {
+                        let digits = !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit());
+                        digits.then(|| p.parse::<u32>().ok())?
+                    };
+                    n(y).zip(n(m)).zip(n(d)).map(|((y, m), d)| (y, m, d))
+                }
+                _ => None,
+            }
+        };
+        let mut texts = vec![String::new()];
+        let mut checked = 0;
+        for _ in 0..10 {
+            texts = texts
+                .iter()
+                .flat_map(|t| ["1", "/", "-"].map(|c| format!("{t}{c}")))
+                .collect();
+            for t in &texts {
+                assert_eq!(date_parts(t), plain(t), "{t:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 88_572);
+    }
+
     fn timestamp_through_chrono(s: &str) -> Option<i64> {
         let t = s.trim();
         if let Some(d) = parse_date(t) {
