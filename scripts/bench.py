@@ -25,7 +25,8 @@ What it does
 3. Prints: tool, threads, seconds, MB/s (input MB / s), rows/s, peak RSS MiB; then the
    speed ratios lago/DuckDB and lago/pyarrow at equal thread counts (>1 means lago is faster).
 4. Generates a --big-size-mb file and shows lago's peak RSS (all threads) at both sizes, to show
-   memory does not grow with the input.
+   memory does not grow with the input; then lago's peak RSS on the first file at the thread
+   counts of --rss-threads (default 4 and 6, as on Lambda's larger sizes).
 5. Writes <out>/bench.json (everything measured, plus machine and versions) and <out>/bench.md
    (a Markdown table ready for the README). Generated CSVs are deleted at the end unless --keep;
    each run's Parquet output is deleted right after the run.
@@ -329,6 +330,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("bench-out"), help="results and work folder (default bench-out)")
     ap.add_argument("--runs", type=int, default=3, help="runs per configuration (best time, max RSS; default 3)")
     ap.add_argument("--threads", type=int, default=0, help="'all threads' count (default: usable cores)")
+    ap.add_argument("--rss-threads", default="4,6",
+                    help="more thread counts at which to show lago's peak RSS on the same file "
+                         "(a Lambda has up to 6 vCPUs; beyond this machine's cores only memory "
+                         "is meaningful; default 4,6; empty for none)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--keep", action="store_true", help="keep the generated CSV files")
     args = ap.parse_args()
@@ -478,6 +483,22 @@ def main() -> int:
             size_growth = mem[1]["input_mb"] / mem[0]["input_mb"]
             print(f"input ×{size_growth:.1f} → peak RSS ×{growth:.2f}")
 
+        # Memory versus thread count, on the same file.
+        by_threads = [{"threads": t, "seconds": by[("lago", t)]["seconds"], "rss_kib": by[("lago", t)]["rss_kib"]}
+                      for t in thread_counts if ("lago", t) in by]
+        for t in [int(x) for x in args.rss_threads.split(",") if x.strip()]:
+            if any(b["threads"] == t for b in by_threads):
+                continue
+            r = best_of(args.runs, f"lago --threads {t}", lambda t=t: run_lago(lago, src, work, t, rows))
+            by_threads.append({"threads": t, "seconds": r["seconds"], "rss_kib": r["rss_kib"]})
+        by_threads.sort(key=lambda b: b["threads"])
+        thead = ["threads", "seconds", "lago peak RSS MiB"]
+        trows_rss = [[str(b["threads"]), f"{b['seconds']:.3f}", f"{b['rss_kib'] / 1024:.1f}"] for b in by_threads]
+        print()
+        print(f"lago peak RSS by thread count ({input_bytes / MB:.0f} MB; past {nproc} threads "
+              "the seconds are not a speed figure):")
+        print(render_text(thead, trows_rss))
+
         info = machine_info()
         schemas = {r["tool"]: r["schema"] for r in results if "schema" in r}
         versions = {"lago": version}
@@ -500,6 +521,7 @@ def main() -> int:
             "ratios": ratios,
             "budget_for_2x_pyarrow": budget,
             "memory_by_size": [m | {"rss_mib": m["rss_kib"] / 1024} for m in mem],
+            "memory_by_threads": [b | {"rss_mib": b["rss_kib"] / 1024} for b in by_threads],
             "inferred_schemas": schemas,
         }
         (out / "bench.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -524,6 +546,11 @@ def main() -> int:
             f"lago peak RSS by input size ({nproc} threads):",
             "",
             render_md(mhead, mrows),
+            "",
+            f"lago peak RSS by thread count ({input_bytes / MB:.0f} MB; past {nproc} threads the "
+            "seconds are not a speed figure):",
+            "",
+            render_md(thead, trows_rss),
             "",
             f"Versions: {version}, DuckDB {versions.get('duckdb', '?')}, pyarrow {versions.get('pyarrow', '?')}, "
             f"Python {info['python']}. DuckDB and pyarrow read every column of this file as text; lago "

@@ -792,6 +792,9 @@ fn chunk_encoding(dialect: &mut Dialect, chunk: &Chunk) -> Encoding {
     e
 }
 
+/// Chunks waiting for a worker, and results waiting for the writer.
+const QUEUE_DEPTH: usize = 2;
+
 fn run_pipeline<R: Read + Send>(
     input: R,
     ctx: &FileContext,
@@ -803,7 +806,7 @@ fn run_pipeline<R: Read + Send>(
 ) -> Result<Duration, PipelineError> {
     let threads = opts.threads.max(1);
     // As many buffers as chunks can be on their way (queued, parsed, waiting for the writer).
-    let buffers = Buffers::new(5 * threads + 2, opts.chunk_size);
+    let buffers = Buffers::new(threads + 2 * QUEUE_DEPTH + 2, opts.chunk_size);
     writer.recycle_into(buffers.clone());
     let mut chunks = Chunker::new(input, ctx.delimiter, opts.chunk_size, 1).with_buffers(buffers);
     // Time spent waiting on the source and cutting it into chunks.
@@ -831,8 +834,11 @@ fn run_pipeline<R: Read + Send>(
         }
     }
 
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<(Chunk, Encoding)>(threads * 2);
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<ChunkResult>(threads * 2);
+    // Short queues, whatever the thread count: the reader outpaces the workers and the writer
+    // is the slowest stage, so deeper queues only hold more chunks in memory (each queued
+    // result is a chunk and its Arrow batch, a few MiB).
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<(Chunk, Encoding)>(QUEUE_DEPTH);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<ChunkResult>(QUEUE_DEPTH);
     std::thread::scope(|s| {
         for _ in 0..threads {
             let work_rx = work_rx.clone();
