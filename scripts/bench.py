@@ -133,24 +133,56 @@ class BenchError(RuntimeError):
     pass
 
 
+# Starts a measured command from a small, fresh interpreter: a process started straight from
+# this one would inherit this interpreter's resident set as the floor of its peak RSS (Linux
+# carries the high-water mark of the address space an exec replaces into the child's
+# ru_maxrss), which hid every figure below it. The launcher times the command itself and
+# reports "<seconds> <peak RSS KiB>" on the descriptor given as its first argument.
+LAUNCHER = """
+import os, sys, time
+report = int(sys.argv[1])
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.close(report)
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+os.write(report, f"{time.perf_counter() - t0} {usage.ru_maxrss}".encode())
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(cmd: list[str], env: dict | None = None, what: str = "") -> dict:
     """Runs cmd, returns wall seconds, peak RSS (KiB), exit code, stdout and stderr."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-        _, status, rusage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        rd, wr = os.pipe()
+        try:
+            proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", LAUNCHER, str(wr), *cmd],
+                                    stdout=out, stderr=err, env=env, pass_fds=(wr,))
+            os.close(wr)
+            wr = -1
+            with os.fdopen(rd, "rb") as r:
+                rd = -1
+                report = r.read().decode()
+            proc.wait()
+        finally:
+            for fd in (rd, wr):
+                if fd >= 0:
+                    os.close(fd)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
-    if proc.returncode != 0:
+    if proc.returncode != 0 or not report:
         raise BenchError(
             f"{what or cmd[0]} failed with exit code {proc.returncode}\n"
             f"command: {' '.join(cmd)}\n--- stderr ---\n{stderr[-6000:]}\n--- stdout ---\n{stdout[-2000:]}"
         )
-    return {"seconds": wall, "rss_kib": rusage.ru_maxrss, "stdout": stdout, "stderr": stderr}
+    wall, rss = report.split()
+    return {"seconds": float(wall), "rss_kib": int(rss), "stdout": stdout, "stderr": stderr}
 
 
 def lago_env() -> dict:
