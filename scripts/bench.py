@@ -14,9 +14,9 @@ What it does
 ------------
 1. Generates a clean `transacciones` CSV of about --size-mb MB (1 MB = 10^6 bytes) with
    `lago generate`; the row count comes from a small pilot file (about 85 bytes per row).
-2. On that same file, each run in its own subprocess (so peak RSS is per run, read from
-   `os.wait4`'s ru_maxrss), each configuration --runs times, keeping the best time and the
-   highest peak RSS:
+2. On that same file, each run in its own process, started from a small launcher interpreter
+   (so peak RSS, `wait4`'s ru_maxrss, is the run's own and not this interpreter's), each
+   configuration --runs times, keeping the best time and the highest peak RSS:
      * `lago transform --threads 1` and `--threads <nproc>` (a fresh lake folder each run);
      * DuckDB `SET threads=1` / all threads:
        COPY (SELECT * FROM read_csv('<file>')) TO '<out>.parquet' (FORMAT parquet, COMPRESSION snappy)
