@@ -438,7 +438,6 @@ mod tests {
         }
     }
 
-    /// The old timestamp parser: dates through chrono, then the general forms.
     /// Every string of up to ten digits, slashes and dashes is read as its plain reading: an
     /// ISO date, or exactly three slash-separated parts — day and month of one or two digits,
     /// a year of four — all digits.
@@ -479,6 +478,7 @@ mod tests {
         assert_eq!(checked, 88_572);
     }
 
+    /// The old timestamp parser: dates through chrono, then the general forms.
     fn timestamp_through_chrono(s: &str) -> Option<i64> {
         let t = s.trim();
         if let Some(d) = parse_date(t) {

@@ -173,7 +173,8 @@ impl<R: Read> Chunker<R> {
         // are overwritten before they are read.
         let mut buf = match self.buffers.as_ref().and_then(Buffers::take) {
             Some(buf) => buf,
-            // Room for a chunk and a partial record carried over, so reading never reallocates.
+            // Room for a chunk and the partial record carried over (unless that record is
+            // unusually long), so reading does not reallocate.
             None => {
                 let read = self.target.max(MIN_READ);
                 Vec::with_capacity(read + read / 8)
