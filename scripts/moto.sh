@@ -14,7 +14,8 @@ moto_start() {
   # Ask the kernel for a free port, then give it to moto.
   port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
   MOTO_LOG="${MOTO_LOG:-${TMPDIR:-/tmp}/lago-moto-$port.log}"
-  "$py" -m moto.server -H 127.0.0.1 -p "$port" >"$MOTO_LOG" 2>&1 &
+  # moto's server, serving one request at a time (see the script for why).
+  "$py" "$(dirname "${BASH_SOURCE[0]}")/moto_server.py" -H 127.0.0.1 -p "$port" >"$MOTO_LOG" 2>&1 &
   MOTO_PID=$!
   for i in $(seq 1 150); do
     if "$py" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/', timeout=1)" >/dev/null 2>&1; then

@@ -4,16 +4,46 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use lago::trades::{generate_trades, replay, run_bench, GenerateOptions, GenerateReport};
+use lago::trades::{
+    generate_trades, replay_with, run_bench_with, BenchOptions, GenerateOptions, GenerateReport,
+    ReplayOptions, DEFAULT_COMMIT_CONCURRENCY,
+};
 
 #[derive(Parser)]
 pub struct TradesArgs {
     #[command(subcommand)]
     command: TradesCommand,
+}
+
+/// How the in-memory portfolio store answers and how many users are committed at once.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Delay of every store call (each read and each transaction), in milliseconds, as a
+    /// round trip to DynamoDB would take (typically 10–30).
+    #[arg(long, default_value_t = 0.0)]
+    store_latency_ms: f64,
+    /// Users whose commits are in flight at once (1 = one user after another).
+    #[arg(long, default_value_t = DEFAULT_COMMIT_CONCURRENCY)]
+    commit_concurrency: usize,
+}
+
+impl StoreArgs {
+    fn latency(&self) -> Result<Duration> {
+        if !(0.0..=60_000.0).contains(&self.store_latency_ms) {
+            return Err(crate::usage(
+                "--store-latency-ms is between 0 and 60000 milliseconds",
+            ));
+        }
+        if self.commit_concurrency == 0 || self.commit_concurrency > 1024 {
+            return Err(crate::usage("--commit-concurrency is between 1 and 1024"));
+        }
+        Ok(Duration::from_secs_f64(self.store_latency_ms / 1e3))
+    }
 }
 
 #[derive(Subcommand)]
@@ -44,11 +74,14 @@ enum TradesCommand {
         /// Archive each batch's valid trades under this lake folder (raw/trades/…).
         #[arg(long)]
         lake: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Print the summary (and every portfolio) as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// In-process throughput of decode + validate + apply, and store requests per batch.
+    /// Throughput of decode + validate + apply + commit (optionally with a store latency per
+    /// call), batch time percentiles, and store requests per batch.
     Bench {
         #[arg(long, default_value_t = 1_000_000)]
         trades: u64,
@@ -56,6 +89,8 @@ enum TradesCommand {
         users: u64,
         #[arg(long, default_value_t = 10_000)]
         batch_size: usize,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         json: bool,
     },
@@ -118,6 +153,7 @@ pub fn run(args: TradesArgs) -> Result<()> {
             input,
             batch_size,
             lake,
+            store,
             json,
         } => {
             if batch_size == 0 || batch_size > 10_000 {
@@ -127,9 +163,14 @@ pub fn run(args: TradesArgs) -> Result<()> {
             }
             let file =
                 File::open(&input).with_context(|| format!("cannot read {}", input.display()))?;
-            let summary = replay(
-                BufReader::with_capacity(1 << 20, file),
+            let options = ReplayOptions {
                 batch_size,
+                store_latency: store.latency()?,
+                commit_concurrency: store.commit_concurrency,
+            };
+            let summary = replay_with(
+                BufReader::with_capacity(1 << 20, file),
+                &options,
                 lake.as_deref(),
             )
             .with_context(|| format!("replaying {}", input.display()))?;
@@ -143,12 +184,19 @@ pub fn run(args: TradesArgs) -> Result<()> {
             trades,
             users,
             batch_size,
+            store,
             json,
         } => {
             if users == 0 || batch_size == 0 {
                 return Err(crate::usage("--users and --batch-size must be at least 1"));
             }
-            let report = run_bench(trades, users, batch_size);
+            let report = run_bench_with(&BenchOptions {
+                trades,
+                users,
+                batch_size,
+                store_latency: store.latency()?,
+                commit_concurrency: store.commit_concurrency,
+            });
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -394,3 +394,25 @@ def test_every_variable_the_template_sets_is_read_by_the_function(logical_id: st
     code = "\n".join(p.read_text(encoding="utf-8") for p in sources)
     unread = sorted(n for n in names if f'"{n}"' not in code)
     assert unread == [], f"{logical_id} sets {unread}, which functions/{binary} never reads"
+
+
+def test_the_trades_event_source_is_tuned_as_the_latency_budget_says() -> None:
+    """The concurrency knobs are parameters whose defaults docs/trades.md reasons about; batches
+    go out as soon as a poll brings records (no batching window); failures are per record."""
+    fn = resources()["TradesStreamFunction"]["Properties"]
+    source = fn["Events"]["Trades"]["Properties"]
+    assert source["ParallelizationFactor"] == {"Ref": "TradesParallelizationFactor"}
+    assert source["MaximumBatchingWindowInSeconds"] == 0
+    assert source["BatchSize"] == 10000
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert fn["Environment"]["Variables"]["STORE_CONCURRENCY"] == {"Ref": "TradesStoreConcurrency"}
+    params = template()["Parameters"]
+    factor = params["TradesParallelizationFactor"]
+    concurrency = params["TradesStoreConcurrency"]
+    assert (factor["MinValue"], factor["MaxValue"]) == (1, 10)
+    assert (concurrency["MinValue"], concurrency["MaxValue"]) == (1, 512)
+    doc = (ROOT / "docs" / "trades.md").read_text(encoding="utf-8")
+    assert f"`TradesParallelizationFactor` (default {factor['Default']})" in doc
+    assert f"`TradesStoreConcurrency` (default {concurrency['Default']})" in doc
+    # Room for every shard's batches at the default factor: reserved ≥ factor × 10 shards.
+    assert fn["ReservedConcurrentExecutions"] >= factor["Default"] * 10

@@ -19,6 +19,13 @@ pub struct Config {
     pub recommender_endpoint: Option<String>,
     /// `RECOMMENDER_TIMEOUT_MS` (default 2000): the longest a model call may take.
     pub recommender_timeout: Duration,
+    /// `STORE_CONCURRENCY` (default 64, 1–512): DynamoDB calls a batch has in flight at
+    /// once — the portfolio reads, then the users committed concurrently (each user's
+    /// transactions stay in order).
+    pub store_concurrency: usize,
+    /// `DELIVERY_RESERVE_MS` (default 10000): time kept before the invocation's deadline for
+    /// delivering the batch's outputs; commits and their retries stop that much earlier.
+    pub delivery_reserve: Duration,
     /// S3 path-style addressing, for a local endpoint (moto): on when `AWS_ENDPOINT_URL` or
     /// `AWS_ENDPOINT_URL_S3` is set, unless `S3_FORCE_PATH_STYLE=false`.
     pub s3_force_path_style: bool,
@@ -37,6 +44,8 @@ pub enum ConfigError {
 }
 
 pub const DEFAULT_RECOMMENDER_TIMEOUT: Duration = Duration::from_millis(2000);
+pub const DEFAULT_STORE_CONCURRENCY: usize = lago::trades::DEFAULT_COMMIT_CONCURRENCY;
+pub const DEFAULT_DELIVERY_RESERVE: Duration = Duration::from_millis(10_000);
 
 impl Config {
     /// Reads the process environment.
@@ -76,6 +85,33 @@ impl Config {
                     expected: "a positive number of milliseconds",
                 })?,
         };
+        let number =
+            |name: &'static str, range: std::ops::RangeInclusive<u64>, expected| match get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .map(Some)
+                    .ok_or(ConfigError::Invalid {
+                        name,
+                        value: v,
+                        expected,
+                    }),
+            };
+        let store_concurrency = number(
+            "STORE_CONCURRENCY",
+            1..=512,
+            "a number of calls between 1 and 512",
+        )?
+        .map_or(DEFAULT_STORE_CONCURRENCY, |n| n as usize);
+        let delivery_reserve = number(
+            "DELIVERY_RESERVE_MS",
+            0..=600_000,
+            "milliseconds between 0 and 600000",
+        )?
+        .map_or(DEFAULT_DELIVERY_RESERVE, Duration::from_millis);
         let local_endpoint = get("AWS_ENDPOINT_URL").or_else(|| get("AWS_ENDPOINT_URL_S3"));
         let s3_force_path_style = match get("S3_FORCE_PATH_STYLE").as_deref().map(str::trim) {
             None => local_endpoint.is_some(),
@@ -97,6 +133,8 @@ impl Config {
             lake_bucket,
             recommender_endpoint: get("RECOMMENDER_ENDPOINT").map(|e| e.trim().to_string()),
             recommender_timeout,
+            store_concurrency,
+            delivery_reserve,
             s3_force_path_style,
         })
     }
@@ -145,7 +183,33 @@ mod tests {
         let config = Config::from_lookup(lookup(&ALL))?;
         assert_eq!(config.recommender_endpoint, None);
         assert_eq!(config.recommender_timeout, DEFAULT_RECOMMENDER_TIMEOUT);
+        assert_eq!(config.store_concurrency, DEFAULT_STORE_CONCURRENCY);
+        assert_eq!(config.delivery_reserve, DEFAULT_DELIVERY_RESERVE);
         assert!(!config.s3_force_path_style);
+        Ok(())
+    }
+
+    #[test]
+    fn store_concurrency_and_delivery_reserve_are_bounded() -> Result<(), ConfigError> {
+        let mut vars = ALL.to_vec();
+        vars.push(("STORE_CONCURRENCY", "32"));
+        vars.push(("DELIVERY_RESERVE_MS", "5000"));
+        let config = Config::from_lookup(lookup(&vars))?;
+        assert_eq!(config.store_concurrency, 32);
+        assert_eq!(config.delivery_reserve, Duration::from_secs(5));
+        for (name, bad) in [
+            ("STORE_CONCURRENCY", "0"),
+            ("STORE_CONCURRENCY", "513"),
+            ("STORE_CONCURRENCY", "many"),
+            ("DELIVERY_RESERVE_MS", "-1"),
+        ] {
+            let mut vars = ALL.to_vec();
+            vars.push((name, bad));
+            assert!(
+                matches!(Config::from_lookup(lookup(&vars)), Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{name}={bad}"
+            );
+        }
         Ok(())
     }
 

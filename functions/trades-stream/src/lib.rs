@@ -16,7 +16,7 @@ pub mod config;
 pub mod event;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_lambda_events::streams::KinesisEventResponse;
@@ -27,8 +27,8 @@ use lago::aws::trades::{
 use lago::ingest::metrics::{Emf, Unit};
 use lago::trades::{
     deliver, BatchOutcome, DeadLetter, DeadLetterSink, DeliveryError, Notification, Notifier,
-    PortfolioStore, Recommender, SinkError, StoreError, TradeArchive, TradeProcessor,
-    WithRuleFallback,
+    PortfolioStore, ProcessorConfig, Recommender, SinkError, StoreError, TradeArchive,
+    TradeProcessor, WithRuleFallback,
 };
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use tracing::{debug, error, info, warn};
@@ -144,6 +144,8 @@ pub struct TradeStream<S, R, A, D, N> {
     archive: A,
     dead_letters: D,
     notifier: N,
+    /// Kept before the invocation's deadline for delivering the outputs.
+    delivery_reserve: Duration,
 }
 
 /// The function as deployed.
@@ -169,7 +171,14 @@ where
             archive,
             dead_letters,
             notifier,
+            delivery_reserve: config::DEFAULT_DELIVERY_RESERVE,
         }
+    }
+
+    /// Time kept before the invocation's deadline for delivering the outputs.
+    pub fn with_delivery_reserve(mut self, reserve: Duration) -> Self {
+        self.delivery_reserve = reserve;
+        self
     }
 
     pub fn processor(&self) -> &TradeProcessor<S, R> {
@@ -188,8 +197,27 @@ where
         event: &KinesisTradeEvent,
         now: DateTime<Utc>,
     ) -> (Result<KinesisEventResponse, HandlerError>, Emf) {
+        self.handle_within(event, now, None).await
+    }
+
+    /// [`Self::handle`] with a time budget for the commits: transient store failures are
+    /// retried with back-off until `deadline`, then reported (see
+    /// [`TradeProcessor::process_batch_within`]).
+    pub async fn handle_within(
+        &self,
+        event: &KinesisTradeEvent,
+        now: DateTime<Utc>,
+        deadline: Option<Instant>,
+    ) -> (Result<KinesisEventResponse, HandlerError>, Emf) {
         let records = event.records();
-        let mut outcome = self.processor.process_batch(&records, now).await;
+        let mut outcome = match deadline {
+            Some(deadline) => {
+                self.processor
+                    .process_batch_within(&records, now, deadline)
+                    .await
+            }
+            None => self.processor.process_batch(&records, now).await,
+        };
         let (archive, dead_letters, notifier) = (
             Tracked::new(&self.archive),
             Tracked::new(&self.dead_letters),
@@ -261,10 +289,21 @@ where
             records = event.payload.records.len(),
             "invoked"
         );
-        let (result, metrics) = self.handle(&event.payload, Utc::now()).await;
+        let deadline = commit_deadline(event.context.deadline, self.delivery_reserve);
+        let (result, metrics) = self
+            .handle_within(&event.payload, Utc::now(), Some(deadline))
+            .await;
         metrics.emit();
         result
     }
+}
+
+/// When the commits must stop: the invocation's deadline (milliseconds since the epoch) less
+/// the time kept for delivering the outputs.
+pub fn commit_deadline(invocation_deadline_ms: u64, reserve: Duration) -> Instant {
+    let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+    let left = Duration::from_millis(invocation_deadline_ms.saturating_sub(now_ms));
+    Instant::now() + left.saturating_sub(reserve)
 }
 
 /// The EMF record of one batch.
@@ -281,6 +320,11 @@ fn batch_metrics(outcome: &BatchOutcome, shard_id: &str, undelivered: u64) -> Em
         )
         .metric("Conflicts", Unit::Count, outcome.conflicts)
         .metric("Retried", Unit::Count, outcome.retried)
+        .metric(
+            "DeadlineReached",
+            Unit::Count,
+            u64::from(outcome.deadline_reached),
+        )
         .metric("Undelivered", Unit::Count, undelivered)
         .property("shard_id", shard_id);
     if let Some(failure) = &outcome.batch_item_failure {
@@ -344,11 +388,13 @@ impl AwsClients {
 
 /// The function wired to AWS: DynamoDB, S3, SQS, SNS and, when configured, SageMaker.
 pub fn aws_trade_stream(clients: &AwsClients, config: &Config) -> AwsTradeStream {
+    // One bound for both phases: the reads, then the users committed at once.
     let store = DynamoDbPortfolioStore::new(
         clients.dynamodb.clone(),
         &config.portfolios_table,
         &config.decisions_table,
-    );
+    )
+    .with_read_concurrency(config.store_concurrency);
     let model = config.recommender_endpoint.as_ref().map(|endpoint| {
         SageMakerRecommender::new(
             clients.sagemaker.clone(),
@@ -357,10 +403,16 @@ pub fn aws_trade_stream(clients: &AwsClients, config: &Config) -> AwsTradeStream
         )
     });
     let recommender = WithRuleFallback::new(model, Default::default());
+    let processor =
+        TradeProcessor::with_recommender(store, recommender).with_config(ProcessorConfig {
+            commit_concurrency: config.store_concurrency,
+            ..ProcessorConfig::default()
+        });
     TradeStream::new(
-        TradeProcessor::with_recommender(store, recommender),
+        processor,
         S3TradeArchive::new(clients.s3.clone(), &config.lake_bucket),
         SqsDeadLetterSink::new(clients.sqs.clone(), &config.dead_letter_queue_url),
         SnsNotifier::new(clients.sns.clone(), &config.topic_arn),
     )
+    .with_delivery_reserve(config.delivery_reserve)
 }

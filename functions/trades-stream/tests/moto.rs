@@ -25,8 +25,8 @@ use flate2::read::GzDecoder;
 use lago::aws::trades::dynamodb::{portfolio_from_item, DynamoDbPortfolioStore};
 use lago::trades::{
     generate_trades, sequence_key, Commit, CommitOutcome, Decision, DecisionOutcome,
-    GenerateOptions, MemoryPortfolioStore, Portfolio, PortfolioStore, RecordingArchive,
-    RecordingDeadLetters, RecordingNotifier, Trade, TradeProcessor,
+    GenerateOptions, MemoryPortfolioStore, Portfolio, PortfolioStore, ProcessorConfig,
+    RecordingArchive, RecordingDeadLetters, RecordingNotifier, Trade, TradeProcessor,
 };
 use rust_decimal::Decimal;
 use trades_stream::{
@@ -81,6 +81,8 @@ impl Moto {
             lake_bucket: format!("{name}-lake"),
             recommender_endpoint: None,
             recommender_timeout: trades_stream::config::DEFAULT_RECOMMENDER_TIMEOUT,
+            store_concurrency: 32,
+            delivery_reserve: trades_stream::config::DEFAULT_DELIVERY_RESERVE,
             s3_force_path_style: true,
         };
         let clients = AwsClients::new(&sdk, &config);
@@ -524,6 +526,15 @@ async fn the_fixture_lands_in_dynamodb_sqs_s3_and_sns() -> anyhow::Result<()> {
 /// Kinesis events of `lines` (one record each) in batches of `batch`, sequence numbers
 /// continuing across batches.
 fn batches(lines: &[&str], batch: usize) -> anyhow::Result<Vec<KinesisTradeEvent>> {
+    shard_batches(2, lines, batch)
+}
+
+/// Kinesis events of `shard`'s records, `batch` at a time, sequence numbers from 1.
+fn shard_batches(
+    shard: usize,
+    lines: &[&str],
+    batch: usize,
+) -> anyhow::Result<Vec<KinesisTradeEvent>> {
     let mut events = Vec::new();
     for (b, chunk) in lines.chunks(batch).enumerate() {
         let records: Vec<serde_json::Value> = chunk
@@ -532,7 +543,7 @@ fn batches(lines: &[&str], batch: usize) -> anyhow::Result<Vec<KinesisTradeEvent
             .map(|(i, line)| {
                 let seq = format!("{:056}", 1 + b * batch + i);
                 serde_json::json!({
-                    "eventID": format!("shardId-000000000002:{seq}"),
+                    "eventID": format!("shardId-{shard:012}:{seq}"),
                     "eventSource": "aws:kinesis",
                     "kinesis": {
                         "sequenceNumber": seq,
@@ -583,15 +594,7 @@ async fn generated_trades_match_the_in_memory_replay() -> anyhow::Result<()> {
     let mut applied = 0;
     let mut duplicates = 0;
     for (i, event) in events.iter().chain([&events[1]]).enumerate() {
-        let (result, metrics) = stream.handle(event, now()).await;
-        let response = result.map_err(|e| anyhow!("batch {i}: {e}"))?;
-        if !response.batch_item_failures.is_empty() {
-            bail!(
-                "batch {i} reported failures: {:?}",
-                response.batch_item_failures
-            );
-        }
-        let emf: serde_json::Value = serde_json::from_str(&metrics.to_json(0))?;
+        let emf = handle_whole(&stream, event, i).await?;
         applied += emf["Applied"].as_u64().unwrap_or_default();
         duplicates += emf["Duplicates"].as_u64().unwrap_or_default();
     }
@@ -642,6 +645,127 @@ async fn generated_trades_match_the_in_memory_replay() -> anyhow::Result<()> {
     let published = moto.queue_depth(&moto.all_events_url).await?;
     assert_eq!(published, report.valid + report.oversells);
     Ok(())
+}
+
+/// A load test, bounded in records and time: three shards' worth of generated trades (with
+/// redeliveries, malformed records and oversells) go through the handler on moto, the shards
+/// concurrently and each user's commits 32 at a time, one batch per shard delivered twice. The
+/// result must be the sequential processor's: the same portfolios, the same decision for every
+/// trade id, each trade applied once.
+#[tokio::test]
+async fn concurrent_shards_end_as_the_sequential_processor_in_moto() -> anyhow::Result<()> {
+    let Some(endpoint) =
+        lago::aws::moto_endpoint("concurrent_shards_end_as_the_sequential_processor_in_moto")
+    else {
+        return Ok(());
+    };
+    // GIVEN 600 generated trades of 60 users, 5 % dirty, split into three shards by user (as
+    // the partition key does), in batches of 100 (moto copies a table per transaction, so more
+    // is slow there, not here)
+    const SHARDS: usize = 3;
+    let mut ndjson = Vec::new();
+    let report = generate_trades(
+        &GenerateOptions {
+            trades: 600,
+            users: 60,
+            seed: 11,
+            dirty_pct: 5.0,
+        },
+        &mut ndjson,
+    )?;
+    let text = String::from_utf8(ndjson)?;
+    let mut per_shard: Vec<Vec<&str>> = vec![Vec::new(); SHARDS];
+    for line in text.lines() {
+        // Malformed lines have no user: any shard takes them.
+        let shard = lago::trades::Trade::parse(line.as_bytes())
+            .map(|t| t.user_id.bytes().map(usize::from).sum::<usize>() % SHARDS)
+            .unwrap_or(0);
+        per_shard[shard].push(line);
+    }
+    let shards: Vec<Vec<KinesisTradeEvent>> = per_shard
+        .iter()
+        .enumerate()
+        .map(|(shard, lines)| shard_batches(shard, lines, 100))
+        .collect::<anyhow::Result<_>>()?;
+    let moto = Moto::create(&endpoint, "load").await?;
+    let stream = moto.stream();
+
+    // WHEN the shards are consumed at once (a redelivery of each shard's first batch at its
+    // end), within a time limit
+    let all = futures_util::future::join_all(shards.iter().map(|events| consume(&stream, events)));
+    let applied: u64 = tokio::time::timeout(std::time::Duration::from_secs(120), all)
+        .await
+        .context("the load test did not finish in 120 s")?
+        .into_iter()
+        .sum::<anyhow::Result<u64>>()?;
+
+    // AND the same batches go through the sequential processor in memory
+    let reference = TradeStream::new(
+        TradeProcessor::new(MemoryPortfolioStore::new()).with_config(ProcessorConfig {
+            commit_concurrency: 1,
+            ..ProcessorConfig::default()
+        }),
+        RecordingArchive::new(),
+        RecordingDeadLetters::new(),
+        RecordingNotifier::new(),
+    );
+    for events in &shards {
+        for event in events.iter().chain(events.first()) {
+            reference.handle(event, now()).await.0?;
+        }
+    }
+
+    // THEN each valid trade was applied once
+    assert_eq!(applied, report.valid);
+    // AND DynamoDB holds the reference's portfolios, versions and stream positions
+    let want = reference.processor().store();
+    let items = moto.scan(&moto.config.portfolios_table).await?;
+    assert_eq!(items.len(), want.portfolios().len());
+    for item in &items {
+        let stored = portfolio_from_item(item)?;
+        let twin = want
+            .portfolio(&stored.portfolio.user_id)
+            .context("the reference has the user")?;
+        assert_eq!(stored, twin, "{}", stored.portfolio.user_id);
+    }
+    // AND every trade id has the reference's decision
+    let decisions = moto.scan(&moto.config.decisions_table).await?;
+    assert_eq!(decisions.len(), want.decided_count());
+    for item in &decisions {
+        let id = s(item, "trade_id").context("trade_id")?;
+        let applied = s(item, "outcome").map(|o| o == "APPLIED");
+        assert_eq!(applied, want.decision(&id), "{id}");
+        assert_eq!(s(item, "pending_sequence"), None, "{id}");
+    }
+    Ok(())
+}
+
+/// Handles a shard's batches in order (then its first batch again, as a redelivery) and
+/// returns how many trades were applied.
+async fn consume(stream: &AwsTradeStream, events: &[KinesisTradeEvent]) -> anyhow::Result<u64> {
+    let mut applied = 0u64;
+    for (i, event) in events.iter().chain(events.first()).enumerate() {
+        let emf = handle_whole(stream, event, i).await?;
+        applied += emf["Applied"].as_u64().unwrap_or_default();
+    }
+    Ok(applied)
+}
+
+/// Handles batch `i`, which must settle whole (no `batchItemFailures`); returns its EMF record.
+async fn handle_whole(
+    stream: &AwsTradeStream,
+    event: &KinesisTradeEvent,
+    i: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let (result, metrics) = stream.handle(event, now()).await;
+    let response = result.map_err(|e| anyhow!("batch {i}: {e}"))?;
+    if !response.batch_item_failures.is_empty() {
+        bail!(
+            "batch {i} reported failures: {:?}",
+            response.batch_item_failures
+        );
+    }
+    Ok(serde_json::from_str(&metrics.to_json(0))?)
 }
 
 fn buy_line(id: &str, user: &str) -> String {

@@ -1,12 +1,13 @@
 //! The AWS adapters on SDK clients answered by `aws-smithy-mocks`: throttling in the middle of a
 //! batch (retried by the SDK, then reported as `batchItemFailures`), a cancelled transaction
-//! that says which trades were already decided, unprocessed keys, failed batch entries, and a
+//! that says which trades were already decided, throttling that outlasts the SDK's retries
+//! retried by the processor within the deadline, unprocessed keys, failed batch entries, and a
 //! model endpoint that fails.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
@@ -27,8 +28,9 @@ use lago::aws::trades::{
     DynamoDbPortfolioStore, SageMakerRecommender, SnsNotifier, SqsDeadLetterSink,
 };
 use lago::trades::{
-    DataEncoding, DeadLetter, DeadLetterSink, Notifier, RecommendationSource, RecordingArchive,
-    RecordingDeadLetters, RecordingNotifier, RuleRecommender, TradeProcessor, WithRuleFallback,
+    DataEncoding, DeadLetter, DeadLetterSink, Notifier, ProcessorConfig, RecommendationSource,
+    RecordingArchive, RecordingDeadLetters, RecordingNotifier, RetryPolicy, RuleRecommender,
+    TradeProcessor, WithRuleFallback,
 };
 use rust_decimal::Decimal;
 use trades_stream::{KinesisTradeEvent, TradeStream};
@@ -276,6 +278,82 @@ async fn throttling_mid_batch_reports_the_first_record_not_applied() -> anyhow::
     assert_eq!(failing_run.0.len(), 3);
     assert_eq!(failing_run.1.len(), 5);
     assert_eq!(failing_run, clean_run);
+    Ok(())
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_the_sdk_is_retried_within_the_deadline() -> anyhow::Result<()> {
+    let lines = interleaved();
+    let batch = event(1, &lines)?;
+
+    // GIVEN DynamoDB throttles bo's transaction on every SDK attempt once, and a transaction
+    // conflict cancels the next one, then commits
+    let captured: Captured<TransactWriteItemsInput> = Arc::default();
+    let reads = mock!(aws_sdk_dynamodb::Client::batch_get_item)
+        .sequence()
+        .output(|| found(vec![]))
+        .times(2)
+        .build();
+    let writes = transactions(&captured)
+        .sequence()
+        .output(committed)
+        .http_status(400, Some(throttling()))
+        .times(lago::aws::MAX_ATTEMPTS as usize)
+        .error(|| {
+            TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .message("Transaction cancelled")
+                    .cancellation_reasons(CancellationReason::builder().code("None").build())
+                    .cancellation_reasons(
+                        CancellationReason::builder()
+                            .code("TransactionConflict")
+                            .build(),
+                    )
+                    .build(),
+            )
+        })
+        .output(committed)
+        .times(2)
+        .build();
+    let store = DynamoDbPortfolioStore::new(dynamodb(&[&reads, &writes]), PORTFOLIOS, DECISIONS);
+    let config = ProcessorConfig {
+        retry: RetryPolicy {
+            first_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+        },
+        ..ProcessorConfig::default()
+    };
+    let stream = TradeStream::new(
+        TradeProcessor::new(store).with_config(config),
+        RecordingArchive::new(),
+        RecordingDeadLetters::new(),
+        RecordingNotifier::new(),
+    );
+
+    // WHEN the batch runs with time to spare
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (result, metrics) = stream.handle_within(&batch, now(), Some(deadline)).await;
+
+    // THEN the processor retried bo after the SDK gave up, redid it after the conflict, and
+    // the batch settled whole: nothing handed back to Kinesis
+    assert!(result?.batch_item_failures.is_empty());
+    let emf: serde_json::Value = serde_json::from_str(&metrics.to_json(0))?;
+    assert_eq!(
+        (
+            emf["Applied"].as_u64(),
+            emf["Retried"].as_u64(),
+            emf["Conflicts"].as_u64()
+        ),
+        (Some(5), Some(0), Some(1))
+    );
+    assert!(writes.is_exhausted() && reads.is_exhausted());
+    // ana, bo (throttled), bo again (conflict), bo redone, cy
+    let users: Vec<String> = lock(&captured)
+        .iter()
+        .filter_map(portfolio_put)
+        .map(|item| user_of(&item))
+        .collect();
+    assert_eq!(users, ["ana", "bo", "bo", "bo", "cy"]);
     Ok(())
 }
 

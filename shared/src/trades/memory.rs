@@ -2,9 +2,13 @@
 //! DLQ and notifier, and the test doubles (scripted failures, request counters).
 
 use std::cmp::Ordering;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::Hasher;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -42,6 +46,8 @@ pub struct StoreCounters {
     pub transient_failures: u64,
     /// Items written by committed transactions.
     pub items_written: u64,
+    /// The most calls (loads and commits) in flight at once.
+    pub max_in_flight: u64,
 }
 
 impl StoreCounters {
@@ -98,6 +104,61 @@ impl MemoryState {
 pub struct MemoryPortfolioStore {
     state: Mutex<MemoryState>,
     lookup_decisions: bool,
+    latency: Latency,
+    in_flight: AtomicU64,
+}
+
+/// One call in flight, counted from its start to its end (dropped).
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(store: &'a MemoryPortfolioStore) -> Self {
+        let now = store.in_flight.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+        let mut state = lock(&store.state);
+        state.counters.max_in_flight = state.counters.max_in_flight.max(now);
+        Self(&store.in_flight)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, AtomicOrdering::SeqCst);
+    }
+}
+
+/// A delay before every store call, to stand in for a real store's round trip: `base` plus a
+/// uniformly random part in `[0, jitter]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Latency {
+    pub base: Duration,
+    pub jitter: Duration,
+}
+
+impl Latency {
+    pub fn fixed(base: Duration) -> Self {
+        Self {
+            base,
+            jitter: Duration::ZERO,
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        self.base.is_zero() && self.jitter.is_zero()
+    }
+
+    /// Sleeps on tokio's timer (no-op, and no runtime needed, when zero).
+    async fn wait(&self) {
+        if self.is_zero() {
+            return;
+        }
+        let mut delay = self.base;
+        if !self.jitter.is_zero() {
+            let nanos = u64::try_from(self.jitter.as_nanos()).unwrap_or(u64::MAX);
+            let random = RandomState::new().build_hasher().finish();
+            delay += Duration::from_nanos(random % nanos.saturating_add(1));
+        }
+        tokio::time::sleep(delay).await;
+    }
 }
 
 impl Default for MemoryPortfolioStore {
@@ -112,6 +173,8 @@ impl MemoryPortfolioStore {
         Self {
             state: Mutex::new(MemoryState::default()),
             lookup_decisions: true,
+            latency: Latency::default(),
+            in_flight: AtomicU64::new(0),
         }
     }
 
@@ -131,6 +194,13 @@ impl MemoryPortfolioStore {
             state.decisions.reserve(decisions);
             state.portfolios.reserve(users);
         }
+        self
+    }
+
+    /// Every `load` and `commit` waits `latency` first, as a round trip to a real store would
+    /// (calls in flight at once wait together). Needs a tokio runtime with time enabled.
+    pub fn with_latency(mut self, latency: Latency) -> Self {
+        self.latency = latency;
         self
     }
 
@@ -201,6 +271,8 @@ impl MemoryPortfolioStore {
 
 impl PortfolioStore for MemoryPortfolioStore {
     async fn load(&self, user_ids: &[&str], trade_ids: &[&str]) -> Result<Loaded, StoreError> {
+        let _call = InFlight::enter(self);
+        self.latency.wait().await;
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         state.counters.loads += 1;
@@ -237,6 +309,8 @@ impl PortfolioStore for MemoryPortfolioStore {
     }
 
     async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {
+        let _call = InFlight::enter(self);
+        self.latency.wait().await;
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         state.counters.commits += 1;

@@ -30,11 +30,11 @@ pub mod trade;
 mod properties;
 
 pub use archive::{archive_key, encode_ndjson_gz};
-pub use bench::{run_bench, BenchReport};
+pub use bench::{run_bench, run_bench_with, BenchOptions, BenchReport};
 pub use generate::{generate_trades, GenerateOptions, GenerateReport};
 pub use memory::{
-    FailureMode, LocalFolderArchive, MemoryPortfolioStore, RecordingArchive, RecordingDeadLetters,
-    RecordingNotifier, StoreCounters,
+    FailureMode, Latency, LocalFolderArchive, MemoryPortfolioStore, RecordingArchive,
+    RecordingDeadLetters, RecordingNotifier, StoreCounters,
 };
 pub use portfolio::{Applied, Portfolio, Rejection};
 pub use ports::{
@@ -45,8 +45,9 @@ pub use ports::{
 };
 pub use processor::{
     deliver, BatchOutcome, DataEncoding, DeadLetter, DeliveryError, Notification, NotificationKind,
-    ProcessorConfig, Record, RecordData, TradeProcessor, UserRecommendation,
+    ProcessorConfig, Record, RecordData, RetryPolicy, TradeProcessor, UserRecommendation,
+    DEFAULT_COMMIT_CONCURRENCY,
 };
 pub use recommend::{RuleConfig, RuleRecommender, WithRuleFallback};
-pub use replay::{replay, PortfolioView, ReplayError, ReplaySummary};
+pub use replay::{replay, replay_with, PortfolioView, ReplayError, ReplayOptions, ReplaySummary};
 pub use trade::{InvalidReason, InvalidTrade, Side, Trade};

@@ -15,22 +15,35 @@
 //!    on the version read. Pending decisions become durable when the final transaction lands
 //!    (see [`Commit`]); until then a retry may write them again, so the user's records count
 //!    as settled only after the final transaction.
+//!    Users are committed concurrently, at most [`ProcessorConfig::commit_concurrency`] at
+//!    once; a user's own transactions go out one after another, in order. Users that share a
+//!    trade id within the batch (a producer's mistake) are committed first, one after another
+//!    in user order, so the first of them decides it whatever the timing. The results are merged in
+//!    user order: the outcome is the one committing users one after another would give.
 //! 7. A conflict (a decision already recorded, or the version moved under a concurrent writer)
 //!    writes nothing: the processor learns which trades are decided, re-reads that user's
 //!    portfolio and redoes the user from what is stored.
-//! 8. A store error stops the batch. `batch_item_failure` is the sequence number of the first
-//!    record (in stream order) whose outcome is not durable — every record before it is
-//!    committed, a duplicate of something durable, or invalid — so Kinesis re-sends only what
-//!    is needed, and whatever was committed turns into duplicates when re-sent.
+//! 8. A store error stops the batch: no further user is started (those in flight finish).
+//!    With a deadline ([`TradeProcessor::process_batch_within`]) a transient error is first
+//!    retried with jittered back-off while the wait ends before the deadline, and no user is
+//!    started after it. `batch_item_failure` is the sequence number of the first record (in
+//!    stream order) whose outcome is not durable — every record before it is committed, a
+//!    duplicate of something durable, or invalid — so Kinesis re-sends only what is needed,
+//!    and whatever was committed (by users committed concurrently past that point too) turns
+//!    into duplicates when re-sent.
 //!
 //! The outcome carries only what is settled: dead letters, archive and counts for the records
 //! before the failure point, notifications and recommendations for what was committed.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tracing::{debug, warn};
@@ -39,7 +52,7 @@ use super::archive::{archive_key, encode_ndjson_gz};
 use super::hash::{FastMap, FastSet, FastState};
 use super::portfolio::Portfolio;
 use super::ports::{
-    BoxError, Commit, CommitOutcome, DeadLetterSink, Decision, DecisionOutcome, Notifier,
+    BoxError, Commit, CommitOutcome, DeadLetterSink, Decision, DecisionOutcome, Loaded, Notifier,
     PortfolioStore, Recommendation, RecommendationRequest, Recommender, SinkError, StoreError,
     TradeArchive,
 };
@@ -183,6 +196,9 @@ pub struct BatchOutcome {
     pub batch_item_failure: Option<String>,
     /// The store error that stopped the batch.
     pub halted_by: Option<StoreError>,
+    /// The deadline of [`TradeProcessor::process_batch_within`] passed before every user was
+    /// committed: the rest is in [`BatchOutcome::batch_item_failure`].
+    pub deadline_reached: bool,
 }
 
 impl BatchOutcome {
@@ -198,6 +214,14 @@ pub struct ProcessorConfig {
     pub max_transaction_items: usize,
     /// Conflicts tolerated per user and batch before giving up as a transient failure.
     pub max_conflict_retries: u32,
+    /// Users whose commits are in flight at once (each user's own commits stay in order);
+    /// `1` (the default) commits one user after another. The store's reads use the same bound
+    /// (`DynamoDbPortfolioStore::with_read_concurrency`), so this is the most store calls a
+    /// batch has in flight.
+    pub commit_concurrency: usize,
+    /// Back-off of transient store failures retried within a deadline
+    /// ([`TradeProcessor::process_batch_within`]).
+    pub retry: RetryPolicy,
 }
 
 impl Default for ProcessorConfig {
@@ -205,7 +229,50 @@ impl Default for ProcessorConfig {
         Self {
             max_transaction_items: 100,
             max_conflict_retries: 16,
+            commit_concurrency: 1,
+            retry: RetryPolicy::default(),
         }
+    }
+}
+
+/// Users committed at once by the `trades-stream` Lambda and the `lago trades` commands: 64
+/// calls of ~10 ms keep one invocation above 20,000 trades/s on a typical batch (see
+/// `docs/trades.md`). [`ProcessorConfig::default`] commits one user after another: the
+/// reference the concurrent commits are tested against.
+pub const DEFAULT_COMMIT_CONCURRENCY: usize = 64;
+
+/// Exponential back-off with full jitter: attempt `n` waits a uniformly random time in
+/// `[0, min(max, first × 2ⁿ)]`, so that throttled users do not retry in lockstep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            first_backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry `attempt` (0-based) of `key`'s call, or `None` when there is no
+    /// deadline or the wait would reach it.
+    fn wait(&self, attempt: u32, key: &str, deadline: Option<Instant>) -> Option<Duration> {
+        let deadline = deadline?;
+        let cap = self
+            .first_backoff
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_backoff);
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write(key.as_bytes());
+        hasher.write_u32(attempt);
+        let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+        let wait = Duration::from_nanos(hasher.finish() % nanos.saturating_add(1));
+        (Instant::now() + wait < deadline).then_some(wait)
     }
 }
 
@@ -313,6 +380,7 @@ struct CommitPhase {
     notifications: Vec<Notification>,
     recommendations: Vec<UserRecommendation>,
     halted_by: Option<StoreError>,
+    deadline_reached: bool,
 }
 
 impl<S> TradeProcessor<S, RuleRecommender> {
@@ -361,9 +429,32 @@ where
     R: Recommender + Sync,
 {
     /// Processes one batch (records in stream order). Never fails: a store failure is reported
-    /// in [`BatchOutcome::batch_item_failure`] / [`BatchOutcome::halted_by`]. `now` stamps
-    /// `updated_at` on the portfolios written.
+    /// in [`BatchOutcome::batch_item_failure`] / [`BatchOutcome::halted_by`] at once, without
+    /// retrying. `now` stamps `updated_at` on the portfolios written.
     pub async fn process_batch(&self, records: &[Record<'_>], now: DateTime<Utc>) -> BatchOutcome {
+        self.process(records, now, None).await
+    }
+
+    /// [`Self::process_batch`] with a time budget: transient store failures (throttling, a
+    /// transaction conflict, a timeout) are retried with jittered back-off
+    /// ([`ProcessorConfig::retry`]) as long as the wait ends before `deadline`, and no user is
+    /// started after it. Whatever is not durable by then is reported in
+    /// [`BatchOutcome::batch_item_failure`], never lost. Waits on tokio's timer.
+    pub async fn process_batch_within(
+        &self,
+        records: &[Record<'_>],
+        now: DateTime<Utc>,
+        deadline: Instant,
+    ) -> BatchOutcome {
+        self.process(records, now, Some(deadline)).await
+    }
+
+    async fn process(
+        &self,
+        records: &[Record<'_>],
+        now: DateTime<Utc>,
+        deadline: Option<Instant>,
+    ) -> BatchOutcome {
         let n = records.len();
         let mut status = vec![Status::Pending; n];
         let mut trades: Vec<Trade> = Vec::with_capacity(n);
@@ -398,6 +489,7 @@ where
                 },
                 &mut status,
                 now,
+                deadline,
             )
             .await;
 
@@ -414,6 +506,7 @@ where
             recommendations: phase.recommendations,
             batch_item_failure: failure.map(|i| records[i].sequence_number.to_string()),
             halted_by: phase.halted_by,
+            deadline_reached: phase.deadline_reached,
             ..BatchOutcome::default()
         };
         for (i, err) in invalid {
@@ -453,6 +546,12 @@ where
                 retried = outcome.retried,
                 "trade batch stopped"
             );
+        } else if outcome.deadline_reached {
+            warn!(
+                failure = outcome.batch_item_failure.as_deref().unwrap_or(""),
+                retried = outcome.retried,
+                "trade batch stopped at its deadline"
+            );
         }
         debug!(
             records = outcome.records,
@@ -471,6 +570,7 @@ where
         input: BatchInput<'_, '_>,
         status: &mut [Status],
         now: DateTime<Utc>,
+        deadline: Option<Instant>,
     ) -> CommitPhase {
         let trades = input.trades;
         let mut phase = CommitPhase::default();
@@ -525,7 +625,7 @@ where
             .iter()
             .map(|k| &*trades[*k as usize].trade_id)
             .collect();
-        let loaded = match self.store.load(&user_ids, &trade_ids).await {
+        let loaded = match self.load(&user_ids, &trade_ids, deadline).await {
             Ok(loaded) => loaded,
             Err(e) => {
                 phase.halted_by = Some(e);
@@ -555,7 +655,11 @@ where
             plans.push(plan_user(
                 start,
                 user,
-                &mut batch,
+                (
+                    &mut batch.decided,
+                    &mut batch.settle[user.settle_range()],
+                    &mut batch.seen,
+                ),
                 input,
                 (&loaded.decided, &no_known),
                 now,
@@ -564,26 +668,189 @@ where
         }
         self.recommend(&mut plans).await;
 
-        for ((user, plan), version) in users.iter().zip(&mut plans).zip(versions) {
-            let done = self
-                .commit_user(
-                    user,
-                    plan,
-                    version,
-                    &mut batch,
+        let one_by_one = one_by_one(&users, trades, self.config.commit_concurrency);
+        let BatchPlans {
+            decided, settle, ..
+        } = &mut batch;
+        let results = self
+            .commit_users(
+                &users,
+                one_by_one,
+                UserStarts {
+                    plans: &mut plans,
+                    versions,
+                    settle,
+                },
+                CommitContext {
+                    shared: decided,
                     input,
-                    &loaded.decided,
-                    status,
-                    &mut phase,
+                    durable: &loaded.decided,
                     max_items,
                     now,
-                )
-                .await;
-            if !done {
-                break;
+                    deadline,
+                },
+            )
+            .await;
+
+        // Merged in user order, whatever order the commits finished in: the outcome is the
+        // one committing the users one after another would give.
+        let mut not_started = 0usize;
+        let merged = users.iter().zip(results).zip(&mut plans);
+        for (((user, result), plan), settle) in merged.zip(user_settles(settle, &users)) {
+            let Some(result) = result else {
+                // Never started (the batch stopped first): the user's records stay pending.
+                not_started += 1;
+                continue;
+            };
+            phase.conflicts += u64::from(result.conflicts);
+            if let Some(e) = result.error {
+                // Keep the first failure, preferring a permanent one (it needs a human).
+                if phase
+                    .halted_by
+                    .as_ref()
+                    .is_none_or(StoreError::is_transient)
+                {
+                    phase.halted_by = Some(e);
+                }
+            }
+            let decisions = result.own.as_deref().unwrap_or(decided);
+            if result.landed {
+                let range = plan.first..plan.end;
+                for (decision, record) in decisions.decisions[range.clone()]
+                    .iter()
+                    .zip(&decisions.records[range])
+                {
+                    status[*record as usize] = Status::Decided;
+                    record_decision(&mut phase, decision, &input.records[*record as usize]);
+                }
+                // The plan's portfolio is not used again: its recommendation moves.
+                if let Some(recommendation) = plan.portfolio.recommendation.take() {
+                    phase.recommendations.push(UserRecommendation {
+                        user_id: user.user_id.to_string(),
+                        recommendation,
+                    });
+                }
+            }
+            // Settle the user's other records against what is durable now.
+            for (k, settle) in user.trades.iter().zip(settle.iter()) {
+                let i = input.trade_records[*k as usize] as usize;
+                let settled = match settle {
+                    Settle::Now => true,
+                    Settle::WithPlan => result.landed,
+                };
+                if settled && status[i] == Status::Pending {
+                    status[i] = Status::Duplicate;
+                }
             }
         }
+        phase.deadline_reached = not_started > 0 && deadline.is_some_and(|d| Instant::now() >= d);
         phase
+    }
+
+    /// One read of `user_ids`, retried within `deadline` while it fails transiently.
+    async fn load(
+        &self,
+        user_ids: &[&str],
+        trade_ids: &[&str],
+        deadline: Option<Instant>,
+    ) -> Result<Loaded, StoreError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.store.load(user_ids, trade_ids).await {
+                Err(e) if e.is_transient() => {
+                    let key = user_ids.first().copied().unwrap_or("");
+                    let Some(wait) = self.config.retry.wait(attempt, key, deadline) else {
+                        return Err(e);
+                    };
+                    debug!(error = %e, attempt, ?wait, "portfolio read failed; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Commits the users' plans and returns each user's result (`None`: not started). The
+    /// users in `one_by_one` go first, one after another in user order; then the others,
+    /// `commit_concurrency` at a time. Once a user fails or the deadline passes no user
+    /// starts; those in flight finish.
+    async fn commit_users<'t>(
+        &self,
+        users: &[UserWork<'t>],
+        one_by_one: Vec<u32>,
+        starts: UserStarts<'_, '_>,
+        cx: CommitContext<'_, '_, 't>,
+    ) -> Vec<Option<UserCommit<'t>>> {
+        let limit = self.config.commit_concurrency.max(1);
+        let mut results: Vec<Option<UserCommit<'t>>> = (0..users.len()).map(|_| None).collect();
+        let mut starts: Vec<Option<UserStart<'_>>> = starts
+            .plans
+            .iter_mut()
+            .zip(starts.versions)
+            .zip(user_settles(starts.settle, users))
+            .map(|((plan, (version, read_sequence)), settle)| {
+                Some(UserStart {
+                    plan,
+                    version,
+                    read_sequence,
+                    settle,
+                })
+            })
+            .collect();
+        let past_deadline = || cx.deadline.is_some_and(|d| Instant::now() >= d);
+        let mut stop = false;
+        for u in one_by_one {
+            let Some(start) = starts[u as usize].take() else {
+                continue;
+            };
+            if stop || past_deadline() {
+                stop = true;
+                break;
+            }
+            let result = self.commit_user(&users[u as usize], start, cx).await;
+            stop |= result.error.is_some();
+            results[u as usize] = Some(result);
+        }
+
+        // The others: `limit` workers take the next user as they become free. A store that
+        // answers without waiting lets the first worker commit every user in its first poll,
+        // exactly as one user after another would, failures included.
+        let queue = Mutex::new(CommitQueue {
+            starts: starts.into_iter().enumerate(),
+            results,
+            stop,
+        });
+        let worker = || async {
+            loop {
+                let (u, start) = {
+                    let mut queue = lock(&queue);
+                    if queue.stop {
+                        return;
+                    }
+                    let Some((u, start)) = queue.starts.find_map(|(u, s)| Some((u, s?))) else {
+                        return;
+                    };
+                    if past_deadline() {
+                        queue.stop = true;
+                        return;
+                    }
+                    (u, start)
+                };
+                let result = self.commit_user(&users[u], start, cx).await;
+                let mut queue = lock(&queue);
+                queue.stop |= result.error.is_some();
+                queue.results[u] = Some(result);
+            }
+        };
+        let mut workers: FuturesUnordered<_> =
+            (0..limit.min(users.len())).map(|_| worker()).collect();
+        while workers.next().await.is_some() {}
+        drop(workers);
+        queue
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .results
     }
 
     /// Puts a recommendation on the portfolio of every plan with decisions.
@@ -611,67 +878,54 @@ where
         }
     }
 
-    /// Commits one user's plan, redoing it on conflicts. `false` when the batch must stop.
-    #[allow(clippy::too_many_arguments)]
+    /// Commits one user's plan, redoing it on conflicts and retrying transient failures
+    /// within the deadline. The user's settle marks follow the plan that was committed last.
     async fn commit_user<'t>(
         &self,
         user: &UserWork<'t>,
-        plan: &mut Plan,
-        (mut version, mut read_sequence): (u64, Option<String>),
-        batch: &mut BatchPlans<'t>,
-        input: BatchInput<'_, 't>,
-        durable: &HashSet<String>,
-        status: &mut [Status],
-        phase: &mut CommitPhase,
-        max_items: usize,
-        now: DateTime<Utc>,
-    ) -> bool {
-        let BatchInput {
-            trades, records, ..
-        } = input;
+        start: UserStart<'_>,
+        cx: CommitContext<'_, '_, 't>,
+    ) -> UserCommit<'t> {
+        let UserStart {
+            plan,
+            mut version,
+            mut read_sequence,
+            settle,
+        } = start;
+        let trades = cx.input.trades;
+        let max_items = cx.max_items;
+        // The decisions of a redone plan (the first plan's are in the batch's).
+        let mut own: Option<Box<Decided<'t>>> = None;
         let mut known: FastSet<&'t str> = FastSet::default();
         let mut next = 0usize;
         let mut conflicts = 0u32;
-        let mut halted = false;
+        let mut retries = 0u32;
+        let mut error = None;
         while next < plan.commits(max_items) {
             let last = next + 1 == plan.commits(max_items);
-            let decisions = &batch.decided.decisions;
-            let commit = Commit {
-                user_id: user.user_id,
-                expected_version: version,
-                expected_sequence: read_sequence.as_deref(),
-                pending: !last,
-                portfolio: &plan.portfolio,
-                last_sequence: decisions[plan.first..plan.end]
-                    .last()
-                    .map_or("", |d| d.sequence_number),
-                decisions: &decisions[plan.commit_range(next, max_items)],
+            let result = {
+                let decisions = &own.as_deref().unwrap_or(cx.shared).decisions;
+                let commit = Commit {
+                    user_id: user.user_id,
+                    expected_version: version,
+                    expected_sequence: read_sequence.as_deref(),
+                    pending: !last,
+                    portfolio: &plan.portfolio,
+                    last_sequence: decisions[plan.first..plan.end]
+                        .last()
+                        .map_or("", |d| d.sequence_number),
+                    decisions: &decisions[plan.commit_range(next, max_items)],
+                };
+                self.store.commit(&commit).await
             };
-            match self.store.commit(&commit).await {
+            match result {
                 Ok(CommitOutcome::Committed) => {
                     if last {
-                        // The final commit makes the whole plan durable.
-                        let range = plan.first..plan.end;
-                        for (decision, record) in batch.decided.decisions[range.clone()]
-                            .iter()
-                            .zip(&batch.decided.records[range])
-                        {
-                            status[*record as usize] = Status::Decided;
-                            record_decision(phase, decision, &records[*record as usize]);
-                        }
-                        // The plan's portfolio is not used again: its recommendation moves.
-                        if let Some(recommendation) = plan.portfolio.recommendation.take() {
-                            phase.recommendations.push(UserRecommendation {
-                                user_id: user.user_id.to_string(),
-                                recommendation,
-                            });
-                        }
                         version += 1;
                     }
                     next += 1;
                 }
                 Ok(CommitOutcome::Conflict(conflict)) => {
-                    phase.conflicts += 1;
                     conflicts += 1;
                     warn!(
                         user_id = user.user_id,
@@ -685,9 +939,19 @@ where
                             user_id: user.user_id.to_string(),
                             conflicts,
                         });
-                        phase.halted_by = Some(StoreError::Transient(cause));
-                        halted = true;
+                        error = Some(StoreError::Transient(cause));
                         break;
+                    }
+                    // A concurrent writer (or transaction) moved the portfolio: let it finish
+                    // before reading again, when there is time to.
+                    if conflict.version_moved {
+                        if let Some(wait) =
+                            self.config
+                                .retry
+                                .wait(conflicts - 1, user.user_id, cx.deadline)
+                        {
+                            tokio::time::sleep(wait).await;
+                        }
                     }
                     // Pending decisions written so far are not durable: the redo writes them
                     // again (their conditions allow it) or learns that they are decided.
@@ -698,15 +962,14 @@ where
                         .iter()
                         .map(|k| &*trades[*k as usize].trade_id)
                         .collect();
-                    let start_from = match self.store.load(&[user.user_id], &ids).await {
+                    let start_from = match self.load(&[user.user_id], &ids, cx.deadline).await {
                         Ok(loaded) => {
                             let decided: Vec<String> = loaded.decided.into_iter().collect();
                             learn_decided(&mut known, user, trades, &decided);
                             loaded.portfolios.into_iter().next().flatten()
                         }
                         Err(e) => {
-                            phase.halted_by = Some(e);
-                            halted = true;
+                            error = Some(e);
                             break;
                         }
                     };
@@ -722,33 +985,136 @@ where
                             Portfolio::new(user.user_id)
                         }
                     };
-                    // The redone plan's decisions go after the batch's others.
-                    *plan = plan_user(start_portfolio, user, batch, input, (durable, &known), now);
+                    let redo = own.get_or_insert_with(Box::default);
+                    redo.decisions.clear();
+                    redo.records.clear();
+                    *plan = plan_user(
+                        start_portfolio,
+                        user,
+                        (redo, &mut *settle, &mut FastSet::default()),
+                        cx.input,
+                        (cx.durable, &known),
+                        cx.now,
+                    );
                     self.recommend(std::slice::from_mut(plan)).await;
                     next = 0;
                 }
+                Err(e) if e.is_transient() => {
+                    match self.config.retry.wait(retries, user.user_id, cx.deadline) {
+                        Some(wait) => {
+                            debug!(user_id = user.user_id, error = %e, retries, ?wait, "portfolio commit failed; retrying");
+                            retries += 1;
+                            tokio::time::sleep(wait).await;
+                        }
+                        None => {
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                }
                 Err(e) => {
-                    phase.halted_by = Some(e);
-                    halted = true;
+                    error = Some(e);
                     break;
                 }
             }
         }
-        // Settle the user's other records against what is durable now.
-        let plan_landed = next == plan.commits(max_items);
-        let settle = &batch.settle[user.settle_range()];
-        for (k, settle) in user.trades.iter().zip(settle) {
-            let i = input.trade_records[*k as usize] as usize;
-            let settled = match settle {
-                Settle::Now => true,
-                Settle::WithPlan => plan_landed,
-            };
-            if settled && status[i] == Status::Pending {
-                status[i] = Status::Duplicate;
+        UserCommit {
+            landed: error.is_none() && next == plan.commits(max_items),
+            own,
+            conflicts,
+            error,
+        }
+    }
+}
+
+/// The users left to commit, shared by the commit workers of a batch.
+struct CommitQueue<'a, 't, I: Iterator<Item = (usize, Option<UserStart<'a>>)>> {
+    starts: I,
+    results: Vec<Option<UserCommit<'t>>>,
+    /// A user failed or the deadline passed: no user starts any more.
+    stop: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding it; a poisoned lock still holds consistent data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The per-user starting points of the commit phase.
+struct UserStarts<'a, 'b> {
+    plans: &'a mut [Plan],
+    versions: Vec<(u64, Option<String>)>,
+    /// The batch's settle marks, split per user.
+    settle: &'b mut [Settle],
+}
+
+/// One user's plan (redone in place on a conflict), the version and stream position it was
+/// computed from, and the user's settle marks.
+struct UserStart<'a> {
+    plan: &'a mut Plan,
+    version: u64,
+    read_sequence: Option<String>,
+    settle: &'a mut [Settle],
+}
+
+/// What every user's commit reads.
+#[derive(Clone, Copy)]
+struct CommitContext<'a, 'b, 't> {
+    /// The decisions of the first plans.
+    shared: &'a Decided<'t>,
+    input: BatchInput<'b, 't>,
+    /// Trade ids the batch's load found decided.
+    durable: &'a HashSet<String>,
+    max_items: usize,
+    now: DateTime<Utc>,
+    deadline: Option<Instant>,
+}
+
+/// How one user's commits ended (the plan committed last is the user's, redone in place).
+struct UserCommit<'t> {
+    /// Every commit of the plan landed: its decisions are durable.
+    landed: bool,
+    /// The decisions of a redone plan; `None`: the plan's are in the batch's.
+    own: Option<Box<Decided<'t>>>,
+    conflicts: u32,
+    error: Option<StoreError>,
+}
+
+/// Each user's settle marks, in user order.
+fn user_settles<'s>(mut settle: &'s mut [Settle], users: &[UserWork<'_>]) -> Vec<&'s mut [Settle]> {
+    users
+        .iter()
+        .map(|user| {
+            let (mine, rest) = std::mem::take(&mut settle).split_at_mut(user.trades.len());
+            settle = rest;
+            mine
+        })
+        .collect()
+}
+
+/// The users to commit one after another, in user order, before the others go concurrently:
+/// every user without concurrency; else those that share a trade id within the batch (a
+/// producer's mistake), so that the first of them decides it whatever the timing.
+fn one_by_one(users: &[UserWork<'_>], trades: &[Trade], concurrency: usize) -> Vec<u32> {
+    let n = users.len() as u32;
+    if concurrency <= 1 {
+        return (0..n).collect();
+    }
+    let mut owner: FastMap<&str, u32> =
+        FastMap::with_capacity_and_hasher(trades.len(), FastState::default());
+    let mut shared = vec![false; users.len()];
+    for (u, user) in users.iter().enumerate() {
+        for k in user.trades {
+            let owner = *owner
+                .entry(&*trades[*k as usize].trade_id)
+                .or_insert(u as u32);
+            if owner != u as u32 {
+                shared[owner as usize] = true;
+                shared[u] = true;
             }
         }
-        !halted
     }
+    (0..n).filter(|u| shared[*u as usize]).collect()
 }
 
 /// Adds the user's trade ids among `ids` to `known`.
@@ -787,12 +1153,12 @@ struct BatchInput<'a, 't> {
 fn plan_user<'t>(
     start: Portfolio,
     user: &UserWork<'_>,
-    batch: &mut BatchPlans<'t>,
+    (decided, settle, seen): (&mut Decided<'t>, &mut [Settle], &mut FastSet<&'t str>),
     input: BatchInput<'_, 't>,
     (durable, known): (&HashSet<String>, &FastSet<&str>),
     now: DateTime<Utc>,
 ) -> Plan {
-    let first = batch.decided.decisions.len();
+    let first = decided.decisions.len();
     let mut plan = Plan {
         first,
         end: first,
@@ -801,9 +1167,8 @@ fn plan_user<'t>(
     };
     // Small users scan their decisions; others keep a set of what they decided.
     let many = user.trades.len() > 8;
-    batch.seen.clear();
-    let settle = &mut batch.settle[user.settle_range()];
-    for (k, settle) in user.trades.iter().zip(settle) {
+    seen.clear();
+    for (k, settle) in user.trades.iter().zip(settle.iter_mut()) {
         let trade = &input.trades[*k as usize];
         let id: &'t str = &trade.trade_id;
         if (!known.is_empty() && known.contains(id))
@@ -814,9 +1179,9 @@ fn plan_user<'t>(
         }
         *settle = Settle::WithPlan;
         let repeated = if many {
-            !batch.seen.insert(id)
+            !seen.insert(id)
         } else {
-            batch.decided.decisions[first..]
+            decided.decisions[first..]
                 .iter()
                 .any(|d| &*d.trade.trade_id == id)
         };
@@ -828,15 +1193,15 @@ fn plan_user<'t>(
             Err(rejection) => DecisionOutcome::Rejected(rejection),
         };
         let record = input.trade_records[*k as usize];
-        batch.decided.decisions.push(Decision {
+        decided.decisions.push(Decision {
             trade,
             sequence_number: input.sequences[*k as usize],
             outcome,
         });
-        batch.decided.records.push(record);
+        decided.records.push(record);
         plan.latest_rate = Some(trade.rate);
     }
-    plan.end = batch.decided.decisions.len();
+    plan.end = decided.decisions.len();
     if plan.end > first {
         plan.portfolio.updated_at = Some(now);
     }
@@ -942,9 +1307,10 @@ pub enum DeliveryError {
     Notify(#[source] SinkError),
 }
 
-/// Sends a batch's settled outputs: archive object, dead letters, notifications. Each is
-/// attempted even if an earlier one failed; the first error is returned. Delivery is
-/// at-least-once: a re-sent record's dead letter may be sent again.
+/// Sends a batch's settled outputs: archive object, dead letters, notifications — the three
+/// at once, so a batch waits for the slowest rather than their sum. Each is attempted even if
+/// another failed; the first error (in that order) is returned. Delivery is at-least-once: a
+/// re-sent record's dead letter may be sent again.
 pub async fn deliver<A, D, N>(
     outcome: &BatchOutcome,
     archive: &A,
@@ -956,38 +1322,44 @@ where
     D: DeadLetterSink + Sync,
     N: Notifier + Sync,
 {
-    let archived = match &outcome.archive_key {
-        Some(key) => match encode_ndjson_gz(&outcome.archive) {
-            Ok(body) => archive
-                .put(key, &body)
-                .await
-                .map_err(DeliveryError::Archive),
-            Err(e) => Err(DeliveryError::Encode(e)),
-        },
-        None => Ok(()),
+    let archived = async {
+        match &outcome.archive_key {
+            Some(key) => match encode_ndjson_gz(&outcome.archive) {
+                Ok(body) => archive
+                    .put(key, &body)
+                    .await
+                    .map_err(DeliveryError::Archive),
+                Err(e) => Err(DeliveryError::Encode(e)),
+            },
+            None => Ok(()),
+        }
     };
-    let dead = if outcome.dead_letters.is_empty() {
-        Ok(())
-    } else {
+    let dead = async {
+        if outcome.dead_letters.is_empty() {
+            return Ok(());
+        }
         dead_letters
             .send(&outcome.dead_letters)
             .await
             .map_err(DeliveryError::DeadLetters)
     };
-    let notified = if outcome.notifications.is_empty() {
-        Ok(())
-    } else {
+    let notified = async {
+        if outcome.notifications.is_empty() {
+            return Ok(());
+        }
         notifier
             .publish(&outcome.notifications)
             .await
             .map_err(DeliveryError::Notify)
     };
+    let (archived, dead, notified) = futures_util::future::join3(archived, dead, notified).await;
     archived.and(dead).and(notified)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trades::memory::Latency;
     use crate::trades::memory::{
         FailureMode, MemoryPortfolioStore, RecordingArchive, RecordingDeadLetters,
         RecordingNotifier,
@@ -1582,5 +1954,210 @@ mod tests {
         assert_eq!(body["cop_amount"], "4000.00");
         assert_eq!(body["usd_balance"], "1.00");
         Ok(())
+    }
+
+    fn block_on_timer<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(future)
+    }
+
+    /// One BUY each for `users` users, `t<u>` of `user<u>`.
+    fn one_trade_each(users: usize) -> Vec<String> {
+        (0..users)
+            .map(|u| {
+                trade_line(
+                    &format!("t{u}"),
+                    &format!("user{u:03}"),
+                    "BUY",
+                    "10",
+                    "4000",
+                )
+            })
+            .collect()
+    }
+
+    fn concurrency(users: usize) -> ProcessorConfig {
+        ProcessorConfig {
+            commit_concurrency: users,
+            retry: RetryPolicy {
+                first_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(4),
+            },
+            ..ProcessorConfig::default()
+        }
+    }
+
+    #[test]
+    fn users_are_committed_concurrently_up_to_the_limit() {
+        // GIVEN 40 users with a trade each and a store that takes 5 ms per call
+        let stream = Stream::new(1, &one_trade_each(40));
+        let store = MemoryPortfolioStore::without_decision_lookup()
+            .with_latency(Latency::fixed(Duration::from_millis(5)));
+        let processor = TradeProcessor::new(store).with_config(concurrency(8));
+        // WHEN processed
+        let out = block_on_timer(processor.process_batch(&stream.records(), now()));
+        // THEN eight calls were in flight at once, never more, one transaction per user
+        let c = processor.store().counters();
+        assert_eq!(c.max_in_flight, 8);
+        assert_eq!((out.applied, c.loads, c.commits), (40, 1, 40));
+        // AND the outcome lists the users in stream order, as one after another would
+        let ids: Vec<&str> = out.notifications.iter().map(|n| &*n.trade_id).collect();
+        let expected: Vec<String> = (0..40).map(|u| format!("t{u}")).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(out.recommendations.len(), 40);
+    }
+
+    #[test]
+    fn one_user_s_transactions_stay_in_order_while_others_overlap() {
+        // GIVEN a heavy user (250 trades: three transactions of 100) among 20 light ones
+        let mut lines = buys("heavy", 250);
+        lines.extend(one_trade_each(20));
+        let stream = Stream::new(1, &lines);
+        let store = MemoryPortfolioStore::without_decision_lookup()
+            .with_latency(Latency::fixed(Duration::from_millis(3)));
+        let processor = TradeProcessor::new(store).with_config(concurrency(16));
+        // WHEN processed
+        let out = block_on_timer(processor.process_batch(&stream.records(), now()));
+        // THEN everything is applied once, the heavy user's balance is every buy in order
+        assert_eq!((out.applied, out.batch_item_failure), (270, None));
+        assert_eq!(
+            balance(processor.store(), "heavy"),
+            Some((dec("250"), dec("1000000"), dec("0")))
+        );
+        let heavy = processor.store().portfolio("heavy");
+        assert_eq!(
+            heavy.map(|p| (p.version, p.portfolio.last_trade_id)),
+            Some((1, Some("heavy250".to_string())))
+        );
+        assert_eq!(processor.store().counters().commits, 3 + 20);
+    }
+
+    #[test]
+    fn throttled_commits_are_retried_within_the_deadline() {
+        // GIVEN three users and two throttled commit calls
+        let lines = [
+            trade_line("a1", "ana", "BUY", "10", "4000"),
+            trade_line("b1", "bo", "BUY", "10", "4000"),
+            trade_line("c1", "cy", "BUY", "1", "4000"),
+        ];
+        let stream = Stream::new(1, &lines);
+        let store = MemoryPortfolioStore::new();
+        store.fail_commit(2, FailureMode::Transient);
+        store.fail_commit(3, FailureMode::Transient);
+        store.fail_load(1);
+        let processor = TradeProcessor::new(store).with_config(concurrency(64));
+        // WHEN processed with time to spare
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let out =
+            block_on_timer(processor.process_batch_within(&stream.records(), now(), deadline));
+        // THEN the failures were retried: everything applied once, nothing reported
+        assert_eq!(
+            (out.applied, out.retried, out.batch_item_failure),
+            (3, 0, None)
+        );
+        assert!(out.halted_by.is_none() && !out.deadline_reached);
+        let c = processor.store().counters();
+        assert_eq!((c.transient_failures, c.loads, c.committed), (3, 2, 3));
+        assert_eq!(processor.store().decided_count(), 3);
+    }
+
+    #[test]
+    fn what_cannot_be_committed_before_the_deadline_is_reported_not_lost() {
+        // GIVEN 30 users, a store taking 20 ms per call, one user at a time, 100 ms to go
+        let stream = Stream::new(1, &one_trade_each(30));
+        let store =
+            MemoryPortfolioStore::new().with_latency(Latency::fixed(Duration::from_millis(20)));
+        let processor = TradeProcessor::new(store).with_config(concurrency(1));
+        let deadline = Instant::now() + Duration::from_millis(100);
+        // WHEN processed
+        let out =
+            block_on_timer(processor.process_batch_within(&stream.records(), now(), deadline));
+        // THEN it stops at the deadline and reports the first user it did not commit
+        assert!(out.deadline_reached && out.halted_by.is_none());
+        assert!(out.applied < 30, "{} applied", out.applied);
+        let failure = out.batch_item_failure.clone().expect("a failure point");
+        assert_eq!(failure, format!("{:06}", out.applied + 1));
+        assert_eq!(out.retried, 30 - out.applied);
+        // WHEN Kinesis re-sends from there
+        let rest = block_on_timer(processor.process_batch(&stream.from(&failure), now()));
+        // THEN the rest is applied, each trade once
+        assert_eq!((rest.applied, rest.duplicates), (30 - out.applied, 0));
+        assert_eq!(processor.store().decided_count(), 30);
+    }
+
+    /// The memory store, with one user's commits slower than everyone else's.
+    struct SlowFor {
+        inner: MemoryPortfolioStore,
+        user: &'static str,
+    }
+
+    impl PortfolioStore for SlowFor {
+        async fn load(&self, users: &[&str], ids: &[&str]) -> Result<Loaded, StoreError> {
+            self.inner.load(users, ids).await
+        }
+
+        async fn commit(&self, commit: &Commit<'_>) -> Result<CommitOutcome, StoreError> {
+            if commit.user_id == self.user {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            self.inner.commit(commit).await
+        }
+    }
+
+    #[test]
+    fn users_sharing_a_trade_id_commit_in_user_order_whatever_the_timing() {
+        // GIVEN ana and bo both carrying t1 (ana first), ana's commits slow
+        let lines = [
+            trade_line("a0", "ana", "BUY", "10", "4000"),
+            trade_line("t1", "ana", "BUY", "1", "4000"),
+            trade_line("t1", "bo", "BUY", "2", "4000"),
+            trade_line("b1", "bo", "BUY", "3", "4000"),
+            trade_line("c1", "cy", "BUY", "4", "4000"),
+        ];
+        let store = SlowFor {
+            inner: MemoryPortfolioStore::without_decision_lookup(),
+            user: "ana",
+        };
+        let processor = TradeProcessor::new(store).with_config(concurrency(64));
+        // WHEN processed with every user's commit free to go at once
+        let out = block_on_timer(processor.process_batch(&Stream::new(1, &lines).records(), now()));
+        // THEN ana decides t1, as committing one user after another would; bo's copy is a
+        // duplicate and cy did not wait for either
+        assert_eq!((out.applied, out.duplicates), (4, 1));
+        let inner = &processor.store().inner;
+        assert_eq!(balance(inner, "ana").map(|b| b.0), Some(dec("11")));
+        assert_eq!(balance(inner, "bo").map(|b| b.0), Some(dec("3")));
+        assert_eq!(inner.decided_count(), 4);
+        let order: Vec<&str> = out.notifications.iter().map(|n| &*n.trade_id).collect();
+        assert_eq!(order, ["a0", "t1", "b1", "c1"]);
+    }
+
+    #[test]
+    fn only_users_sharing_a_trade_id_are_committed_one_by_one() {
+        let lines = [
+            trade_line("x", "ana", "BUY", "1", "4000"),
+            trade_line("y", "bo", "BUY", "1", "4000"),
+            trade_line("z", "cy", "BUY", "1", "4000"),
+            trade_line("x", "dan", "BUY", "1", "4000"),
+        ];
+        let trades: Vec<Trade> = lines
+            .iter()
+            .map(|l| Trade::parse(l.as_bytes()).expect("valid"))
+            .collect();
+        let order: Vec<u32> = (0..4).collect();
+        let users: Vec<UserWork<'_>> = ["ana", "bo", "cy", "dan"]
+            .iter()
+            .enumerate()
+            .map(|(u, id)| UserWork {
+                user_id: id,
+                trades: &order[u..u + 1],
+                offset: u,
+            })
+            .collect();
+        assert_eq!(one_by_one(&users, &trades, 8), [0, 3]);
+        assert_eq!(one_by_one(&users, &trades, 1), [0, 1, 2, 3]);
     }
 }

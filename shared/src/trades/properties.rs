@@ -7,15 +7,17 @@
 //! sequence number. Transactions are as small as 2 items to exercise multi-transaction users.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
-use super::memory::{FailureMode, MemoryPortfolioStore};
+use super::memory::{FailureMode, Latency, MemoryPortfolioStore};
 use super::portfolio::Portfolio;
 use super::processor::{
-    BatchOutcome, NotificationKind, ProcessorConfig, Record, RecordData, TradeProcessor,
+    BatchOutcome, NotificationKind, ProcessorConfig, Record, RecordData, RetryPolicy,
+    TradeProcessor,
 };
 use super::trade::{Side, Trade};
 
@@ -150,15 +152,54 @@ struct Delivered {
     flows: HashMap<String, (Decimal, Decimal, Decimal)>,
 }
 
+/// How the processor runs: the sequential reference, or many users at once with a store
+/// latency and, maybe, retries within a deadline.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    commit_concurrency: usize,
+    /// Each store call waits a random time in `[0, latency_jitter]`.
+    latency_jitter: Duration,
+    /// Retry transient failures inside the batch (a deadline far away).
+    retry_within: bool,
+}
+
+impl Mode {
+    /// The reference: one user after another, a store that answers at once, no retries.
+    fn sequential() -> Self {
+        Self {
+            commit_concurrency: 1,
+            latency_jitter: Duration::ZERO,
+            retry_within: false,
+        }
+    }
+}
+
+fn mode() -> impl Strategy<Value = Mode> {
+    (1usize..12, 0u64..1_500, any::<bool>()).prop_map(|(concurrency, micros, retry_within)| Mode {
+        commit_concurrency: concurrency,
+        latency_jitter: Duration::from_micros(micros),
+        retry_within,
+    })
+}
+
 fn deliver_all(
     s: &Scenario,
     built: &Built,
+    mode: &Mode,
 ) -> Result<(TradeProcessor<MemoryPortfolioStore>, Delivered), TestCaseError> {
     let store = if s.lookup {
         MemoryPortfolioStore::new()
     } else {
         MemoryPortfolioStore::without_decision_lookup()
-    };
+    }
+    .with_latency(Latency {
+        base: Duration::ZERO,
+        jitter: mode.latency_jitter,
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     for f in &s.faults {
         match f {
             Fault::Commit(n, mode) => store.fail_commit(*n, *mode),
@@ -167,6 +208,11 @@ fn deliver_all(
     }
     let processor = TradeProcessor::new(store).with_config(ProcessorConfig {
         max_transaction_items: s.max_items,
+        commit_concurrency: mode.commit_concurrency,
+        retry: RetryPolicy {
+            first_backoff: Duration::from_micros(200),
+            max_backoff: Duration::from_millis(2),
+        },
         ..ProcessorConfig::default()
     });
     let seqs: Vec<String> = (0..built.lines.len()).map(|i| format!("{i:08}")).collect();
@@ -184,7 +230,14 @@ fn deliver_all(
                 data: RecordData::Bytes(built.lines[i].as_bytes()),
             })
             .collect();
-        let outcome: BatchOutcome = pollster::block_on(processor.process_batch(&records, start()));
+        let outcome: BatchOutcome = if mode.retry_within {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            runtime.block_on(processor.process_batch_within(&records, start(), deadline))
+        } else if mode.latency_jitter.is_zero() {
+            pollster::block_on(processor.process_batch(&records, start()))
+        } else {
+            runtime.block_on(processor.process_batch(&records, start()))
+        };
         out.applied += outcome.applied;
         out.rejected += outcome.rejected_total();
         out.archived
@@ -251,7 +304,7 @@ proptest! {
     #[test]
     fn any_delivery_applies_each_trade_exactly_once(s in scenario()) {
         let built = build(&s)?;
-        let (processor, out) = deliver_all(&s, &built)?;
+        let (processor, out) = deliver_all(&s, &built, &Mode::sequential())?;
         let store = processor.store();
 
         let mut expected_applied = 0u64;
@@ -311,6 +364,47 @@ proptest! {
             (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
             (Err(a), Err(b)) => prop_assert_eq!(a.reason, b.reason, "{} / {}", a, b),
             _ => prop_assert!(false, "{:?} vs {:?} for {}", fast, slow, line),
+        }
+    }
+}
+
+proptest! {
+    // Each case delivers the stream twice, with real (sub-millisecond) waits.
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Concurrent commits under random store latencies, transient failures (retried in the
+    /// batch or reported) and partial-batch retries end exactly where the sequential reference
+    /// — one user after another, no latency, no failure — ends: the same portfolios, the same
+    /// decision for every trade, the same archive; and without ambiguous failures the same
+    /// counts and one notification per trade.
+    #[test]
+    fn concurrent_commits_match_the_sequential_reference(s in scenario(), m in mode()) {
+        let built = build(&s)?;
+        let clean = Scenario { faults: Vec::new(), ..s.clone() };
+        let (reference, expected) = deliver_all(&clean, &built, &Mode::sequential())?;
+        let (processor, out) = deliver_all(&s, &built, &m)?;
+        let (want, got) = (reference.store(), processor.store());
+
+        prop_assert_eq!(got.decided_count(), want.decided_count());
+        for (user, trades) in &built.trades {
+            for t in trades {
+                prop_assert_eq!(got.decision(&t.trade_id), want.decision(&t.trade_id), "{}", t.trade_id);
+            }
+            let portfolio = |store: &MemoryPortfolioStore| {
+                store.portfolio(user).map(|p| (money(&p.portfolio), p.portfolio.last_executed_at))
+            };
+            prop_assert_eq!(portfolio(got), portfolio(want), "{}", user);
+        }
+        prop_assert_eq!(&out.archived, &expected.archived);
+        prop_assert!(got.counters().max_in_flight <= m.commit_concurrency as u64);
+
+        let ambiguous = s
+            .faults
+            .iter()
+            .any(|f| matches!(f, Fault::Commit(_, FailureMode::TransientAfterWrite)));
+        if !ambiguous {
+            prop_assert_eq!((out.applied, out.rejected), (expected.applied, expected.rejected));
+            prop_assert_eq!(&out.notified, &expected.notified);
         }
     }
 }

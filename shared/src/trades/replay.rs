@@ -12,20 +12,24 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io::{self, BufRead};
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::memory::{
-    LocalFolderArchive, MemoryPortfolioStore, RecordingDeadLetters, RecordingNotifier,
+    Latency, LocalFolderArchive, MemoryPortfolioStore, RecordingDeadLetters, RecordingNotifier,
     StoreCounters,
 };
 use super::ports::{
     BoxError, DeadLetterSink, Notifier, PortfolioStore, Recommendation, Recommender, SinkError,
     StoreError, StoredPortfolio, TradeArchive,
 };
-use super::processor::{deliver, DeliveryError, Record, RecordData, TradeProcessor};
+use super::processor::{
+    deliver, DeliveryError, ProcessorConfig, Record, RecordData, TradeProcessor,
+    DEFAULT_COMMIT_CONCURRENCY,
+};
 use super::trade::Trade;
 
 /// The shard every replayed record is on.
@@ -145,6 +149,27 @@ pub enum ReplayError {
     },
 }
 
+/// How a replay runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayOptions {
+    /// Records per batch (Kinesis: at most 10,000).
+    pub batch_size: usize,
+    /// Delay of every store call, as a round trip to DynamoDB would take.
+    pub store_latency: Duration,
+    /// Users committed at once ([`ProcessorConfig::commit_concurrency`]).
+    pub commit_concurrency: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 10_000,
+            store_latency: Duration::ZERO,
+            commit_concurrency: DEFAULT_COMMIT_CONCURRENCY,
+        }
+    }
+}
+
 /// Replays `input` with a fresh in-memory store; archives under `lake_dir` when given.
 /// Synchronous: blocks on the async processor with `pollster`, no runtime needed.
 pub fn replay(
@@ -152,18 +177,47 @@ pub fn replay(
     batch_size: usize,
     lake_dir: Option<&Path>,
 ) -> Result<ReplaySummary, ReplayError> {
-    let processor = TradeProcessor::new(MemoryPortfolioStore::new());
+    replay_with(
+        input,
+        &ReplayOptions {
+            batch_size,
+            ..ReplayOptions::default()
+        },
+        lake_dir,
+    )
+}
+
+/// [`replay`] with a store latency and a commit concurrency; with a latency the batches run on
+/// a single-threaded tokio runtime (its timer simulates the round trips).
+pub fn replay_with(
+    input: impl BufRead,
+    options: &ReplayOptions,
+    lake_dir: Option<&Path>,
+) -> Result<ReplaySummary, ReplayError> {
+    let store = MemoryPortfolioStore::new().with_latency(Latency::fixed(options.store_latency));
+    let processor = TradeProcessor::new(store).with_config(ProcessorConfig {
+        commit_concurrency: options.commit_concurrency.max(1),
+        ..ProcessorConfig::default()
+    });
     let archive = OptionalArchive(lake_dir.map(LocalFolderArchive::new));
     let dead_letters = RecordingDeadLetters::new();
     let notifier = RecordingNotifier::counting();
-    let totals = pollster::block_on(replay_into(
+    let run = replay_into(
         &processor,
         input,
-        batch_size,
+        options.batch_size,
         &archive,
         &dead_letters,
         &notifier,
-    ))?;
+    );
+    let totals = if options.store_latency.is_zero() {
+        pollster::block_on(run)?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?
+            .block_on(run)?
+    };
     let store = processor.store();
     Ok(ReplaySummary {
         records: totals.records,
@@ -411,6 +465,39 @@ mod tests {
             .map(|l| Trade::parse(l.as_bytes()).map(|t| t.trade_id.to_string()))
             .collect::<Result<_, _>>()?;
         assert_eq!(ids, ["a", "b"]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_replay_on_a_slow_store_with_concurrent_commits_ends_as_the_sequential_one() -> TestResult {
+        // GIVEN a dirty stream of 2,000 trades over 150 users
+        let opts = GenerateOptions {
+            trades: 2_000,
+            users: 150,
+            seed: 5,
+            dirty_pct: 8.0,
+        };
+        let mut file = Vec::new();
+        generate_trades(&opts, &mut file)?;
+        // WHEN replayed one user after another on an instant store, and 16 users at a time
+        // on a store taking 1 ms per call
+        let sequential = ReplayOptions {
+            batch_size: 400,
+            store_latency: Duration::ZERO,
+            commit_concurrency: 1,
+        };
+        let concurrent = ReplayOptions {
+            store_latency: Duration::from_millis(1),
+            commit_concurrency: 16,
+            ..sequential
+        };
+        let mut want = replay_with(&file[..], &sequential, None)?;
+        let mut got = replay_with(&file[..], &concurrent, None)?;
+        // THEN everything but the store's request counts is the same, portfolios included
+        assert!(got.store.max_in_flight > 1 && got.store.max_in_flight <= 16);
+        assert_eq!(got.store.commits, want.store.commits);
+        (want.store, got.store) = Default::default();
+        assert_eq!(got, want);
         Ok(())
     }
 }
