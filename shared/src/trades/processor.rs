@@ -1100,13 +1100,15 @@ fn one_by_one(users: &[UserWork<'_>], trades: &[Trade], concurrency: usize) -> V
     if concurrency <= 1 {
         return (0..n).collect();
     }
-    let mut owner: FastMap<&str, u32> =
-        FastMap::with_capacity_and_hasher(trades.len(), FastState::default());
+    // Keyed by a 64-bit hash of the id, not the id: no string to compare or keep, and a
+    // collision only sends two more users one by one, which is always correct.
+    let state = FastState::default();
+    let mut owner: FastMap<u64, u32> = FastMap::with_capacity_and_hasher(trades.len(), state);
     let mut shared = vec![false; users.len()];
     for (u, user) in users.iter().enumerate() {
         for k in user.trades {
             let owner = *owner
-                .entry(&*trades[*k as usize].trade_id)
+                .entry(state.hash_one(&*trades[*k as usize].trade_id))
                 .or_insert(u as u32);
             if owner != u as u32 {
                 shared[owner as usize] = true;
