@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(LAGO_CACHE)/target
 
 .PHONY: demo test bench lint fmt
 demo:
-	cargo run --release -p lago -- demo
+	cargo run --release -p lago-cli -- demo
 
 test:
 	bash scripts/test.sh

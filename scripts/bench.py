@@ -4,7 +4,7 @@
 Usage
 -----
     # a RELEASE build of lago, and a venv with tests/requirements.txt (pyarrow, duckdb)
-    CARGO_TARGET_DIR=$HOME/.cache/lago/target cargo build --release -p lago
+    CARGO_TARGET_DIR=$HOME/.cache/lago/target cargo build --release -p lago-cli
     python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt
     LAGO_BIN=$HOME/.cache/lago/target/release/lago \\
         .venv/bin/python scripts/bench.py [--size-mb 200] [--big-size-mb 1000] [--out DIR]

@@ -4,5 +4,5 @@
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 ensure_venv
-cargo build --release -p lago --no-default-features --locked
+cargo build --release -p lago-cli --no-default-features --locked
 LAGO_BIN="$CARGO_TARGET_DIR/release/lago" "$VENV/bin/python" scripts/bench.py "$@"
