@@ -10,7 +10,7 @@ use clap::Parser;
 use rust_decimal::Decimal;
 
 use lago::contract::Dataset;
-use lago::load::Dialect;
+use lago::load::SqlDialect;
 use lago::trades::replay::ReplaySummary;
 use lago::trades::Trade;
 use lago::transform::Manifest;
@@ -54,7 +54,7 @@ pub fn dataset_counts(warehouse: &Path) -> Result<BTreeMap<String, u64>> {
 }
 
 fn lit(s: &str) -> Result<String> {
-    Ok(Dialect::DuckDb.literal(s)?)
+    Ok(SqlDialect::DuckDb.literal(s)?)
 }
 
 /// Rows of `INSERT INTO table VALUES …`, in statements of at most 500 rows.

@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use lago::trades::{
-    generate_trades, replay_with, run_bench_with, BenchOptions, GenerateOptions, GenerateReport,
-    ReplayOptions, DEFAULT_COMMIT_CONCURRENCY,
+    generate_trades, replay_with, run_bench_with, BenchOptions, ReplayOptions,
+    TradeGenerateOptions, TradeGenerateReport, DEFAULT_COMMIT_CONCURRENCY,
 };
 
 #[derive(Parser)]
@@ -103,13 +103,13 @@ pub fn generate_file(
     users: u64,
     seed: u64,
     dirty: f64,
-) -> Result<GenerateReport> {
+) -> Result<TradeGenerateReport> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = BufWriter::new(file);
-    let opts = GenerateOptions {
+    let opts = TradeGenerateOptions {
         trades,
         users,
         seed,

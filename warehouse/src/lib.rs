@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use lago::contract::Dataset;
 use lago::lake::{LakeError, LocalLake};
-use lago::load::{warehouse_ddl, Dialect, Ident, LoadError, LoadPlan, LoadStep};
+use lago::load::{warehouse_ddl, Ident, LoadError, LoadPlan, LoadStep, SqlDialect};
 use lago::transform::Manifest;
 
 pub use manifests::{scan_manifests, ManifestScan, Skip, SkipReason};
@@ -135,7 +135,7 @@ impl Warehouse {
         let mode = if read_only { " (READ_ONLY)" } else { "" };
         conn.execute_batch(&format!(
             "ATTACH {} AS {CATALOG}{mode}; USE {CATALOG}",
-            Dialect::DuckDb.literal(text)?
+            SqlDialect::DuckDb.literal(text)?
         ))?;
         Ok(Warehouse {
             conn,
@@ -145,7 +145,7 @@ impl Warehouse {
 
     /// Creates the schema and the tables of `datasets` if they are missing.
     pub fn ensure_tables(&mut self, datasets: &[Dataset]) -> Result<(), WarehouseError> {
-        let ddl = warehouse_ddl(&Dialect::DuckDb, &self.schema, datasets)?;
+        let ddl = warehouse_ddl(&SqlDialect::DuckDb, &self.schema, datasets)?;
         self.run_statements("(ddl)", &ddl)?;
         Ok(())
     }
@@ -159,7 +159,7 @@ impl Warehouse {
         statements: &[String],
     ) -> Result<Vec<u64>, WarehouseError> {
         for s in statements {
-            if Dialect::DuckDb.single_statement_literals(s).is_none() {
+            if SqlDialect::DuckDb.single_statement_literals(s).is_none() {
                 return Err(WarehouseError::NotOneStatement(s.clone()));
             }
         }
@@ -197,7 +197,7 @@ impl Warehouse {
                     reason: format!("part path {} is not UTF-8", path.display()),
                 })
         })?;
-        let rendered = plan.render_steps(&Dialect::DuckDb)?;
+        let rendered = plan.render_steps(&SqlDialect::DuckDb)?;
         let statements: Vec<String> = rendered.iter().flat_map(|r| r.sql.clone()).collect();
         let changed = self.run_statements(&manifest.source.key, &statements)?;
         // Attribute each statement's row count to the step it came from.
@@ -239,7 +239,7 @@ impl Warehouse {
     /// Runs one SQL statement and returns its result. Unqualified table names resolve in the
     /// `lago` schema.
     pub fn query(&self, sql: &str) -> Result<QueryResult, WarehouseError> {
-        if Dialect::DuckDb.single_statement_literals(sql).is_none() {
+        if SqlDialect::DuckDb.single_statement_literals(sql).is_none() {
             return Err(WarehouseError::NotOneStatement(sql.to_string()));
         }
         // Only once the schema exists: DuckDB refuses a search path naming a missing schema.

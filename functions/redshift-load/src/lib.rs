@@ -5,7 +5,7 @@ use lago::aws::redshift::{ClusterAuth, WarehouseTarget};
 use lago::ingest::env::{ConfigError, Env};
 use lago::ingest::metrics::{Emf, Unit};
 use lago::ingest::statements::{
-    self, DataApi, LoadTask, LoadTaskError, ManifestReader, StatementState, Warehouse,
+    self, DataApi, LoadTarget, LoadTask, LoadTaskError, ManifestReader, StatementState,
 };
 use lago::ingest::{diagnostic_parts, Classified, ErrorKind};
 use lago::load::RedshiftCopy;
@@ -22,7 +22,7 @@ pub struct Config {
     pub database: String,
     /// `REDSHIFT_SCHEMA` (default `energy`), `REDSHIFT_COPY_ROLE_ARN` and, when the lake is in
     /// another region than the warehouse, `LAKE_REGION`.
-    pub warehouse: Warehouse,
+    pub warehouse: LoadTarget,
 }
 
 impl Config {
@@ -67,7 +67,7 @@ impl Config {
         let schema = env
             .optional("REDSHIFT_SCHEMA")
             .unwrap_or_else(|| "energy".into());
-        let warehouse = Warehouse::redshift(&schema, copy)
+        let warehouse = LoadTarget::redshift(&schema, copy)
             .map_err(|e| invalid("REDSHIFT_SCHEMA", schema.clone(), e))?;
         Ok(Config {
             target,
@@ -80,7 +80,7 @@ impl Config {
 pub struct Deps<D, M> {
     pub api: D,
     pub manifests: M,
-    pub warehouse: Warehouse,
+    pub warehouse: LoadTarget,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use lago::aws::redshift::{ClusterAuth, RedshiftDataApi, WarehouseTarget};
 use lago::aws::s3::S3Manifests;
 use lago::contract::Dataset;
 use lago::ingest::memory::sample_manifest;
-use lago::ingest::statements::{ManifestReader, Warehouse};
+use lago::ingest::statements::{LoadTarget, ManifestReader};
 use lago::ingest::task::S3Uri;
 use lago::load::RedshiftCopy;
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
@@ -134,7 +134,7 @@ async fn statement_status_and_manifests_in_moto() -> anyhow::Result<()> {
     let deps = Deps {
         api,
         manifests,
-        warehouse: Warehouse::redshift(
+        warehouse: LoadTarget::redshift(
             "energy",
             RedshiftCopy::new("arn:aws:iam::123456789012:role/lago-copy", None)?,
         )?,

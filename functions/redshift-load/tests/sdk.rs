@@ -17,7 +17,7 @@ use lago::aws::redshift::{RedshiftDataApi, WarehouseTarget};
 use lago::aws::s3::S3Manifests;
 use lago::contract::Dataset;
 use lago::ingest::memory::sample_manifest;
-use lago::ingest::statements::{load_statements, Warehouse};
+use lago::ingest::statements::{load_statements, LoadTarget};
 use lago::ingest::task::S3Uri;
 use lago::load::RedshiftCopy;
 use lago::transform::Manifest;
@@ -28,8 +28,8 @@ use serde_json::{json, Value};
 const ROLE: &str = "arn:aws:iam::123456789012:role/lago-dev-redshift-copy";
 const STATEMENT_ID: &str = "d9b6c0c9-0747-4bf4-b142-e8883122f766";
 
-fn warehouse() -> anyhow::Result<Warehouse> {
-    Ok(Warehouse::redshift(
+fn warehouse() -> anyhow::Result<LoadTarget> {
+    Ok(LoadTarget::redshift(
         "energy",
         RedshiftCopy::new(ROLE, None)?,
     )?)

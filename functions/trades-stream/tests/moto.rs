@@ -25,8 +25,8 @@ use flate2::read::GzDecoder;
 use lago::aws::trades::dynamodb::{portfolio_from_item, DynamoDbPortfolioStore};
 use lago::trades::{
     generate_trades, sequence_key, Commit, CommitOutcome, Decision, DecisionOutcome,
-    GenerateOptions, MemoryPortfolioStore, Portfolio, PortfolioStore, ProcessorConfig,
-    RecordingArchive, RecordingDeadLetters, RecordingNotifier, Trade, TradeProcessor,
+    MemoryPortfolioStore, Portfolio, PortfolioStore, ProcessorConfig, RecordingArchive,
+    RecordingDeadLetters, RecordingNotifier, Trade, TradeGenerateOptions, TradeProcessor,
 };
 use rust_decimal::Decimal;
 use trades_stream::{
@@ -569,7 +569,7 @@ async fn generated_trades_match_the_in_memory_replay() -> anyhow::Result<()> {
     // GIVEN 600 generated trades of 25 users, 10 % dirty, in Kinesis batches of 200
     let mut ndjson = Vec::new();
     let report = generate_trades(
-        &GenerateOptions {
+        &TradeGenerateOptions {
             trades: 600,
             users: 25,
             seed: 7,
@@ -665,7 +665,7 @@ async fn concurrent_shards_end_as_the_sequential_processor_in_moto() -> anyhow::
     const SHARDS: usize = 3;
     let mut ndjson = Vec::new();
     let report = generate_trades(
-        &GenerateOptions {
+        &TradeGenerateOptions {
             trades: 600,
             users: 60,
             seed: 11,

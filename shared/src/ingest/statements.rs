@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::task::{S3Uri, TaskInputError};
 use super::{BoxError, Classified, ErrorKind};
 use crate::contract::Dataset;
-use crate::load::{self, Dialect, Ident, LoadError, LoadPlan, RedshiftCopy};
+use crate::load::{self, Ident, LoadError, LoadPlan, RedshiftCopy, SqlDialect};
 use crate::transform::Manifest;
 
 /// The task input of the `redshift-load` function.
@@ -194,16 +194,16 @@ impl Classified for LoadTaskError {
 
 /// Where and how the warehouse loads: the target schema and the COPY settings.
 #[derive(Debug, Clone)]
-pub struct Warehouse {
+pub struct LoadTarget {
     pub schema: Ident,
-    pub dialect: Dialect,
+    pub dialect: SqlDialect,
 }
 
-impl Warehouse {
-    pub fn redshift(schema: &str, copy: RedshiftCopy) -> Result<Warehouse, LoadError> {
-        Ok(Warehouse {
+impl LoadTarget {
+    pub fn redshift(schema: &str, copy: RedshiftCopy) -> Result<LoadTarget, LoadError> {
+        Ok(LoadTarget {
             schema: Ident::new(schema)?,
-            dialect: Dialect::Redshift(copy),
+            dialect: SqlDialect::Redshift(copy),
         })
     }
 }
@@ -245,7 +245,7 @@ fn digest(parts: &[&str], hex_len: usize) -> String {
 }
 
 /// `setup`: the DDL of every dataset, as one batch.
-pub async fn setup<D: DataApi>(api: &D, wh: &Warehouse) -> Result<SubmitOutput, LoadTaskError> {
+pub async fn setup<D: DataApi>(api: &D, wh: &LoadTarget) -> Result<SubmitOutput, LoadTaskError> {
     let sqls = load::warehouse_ddl(&wh.dialect, &wh.schema, &Dataset::ALL)?;
     // The token changes with the DDL, so a changed contract is applied, a retry is not re-run.
     let refs: Vec<&str> = sqls.iter().map(String::as_str).collect();
@@ -272,7 +272,7 @@ pub async fn setup<D: DataApi>(api: &D, wh: &Warehouse) -> Result<SubmitOutput, 
 
 /// The Redshift statements that load one manifest's parts (exposed for tests and the docs).
 pub fn load_statements(
-    wh: &Warehouse,
+    wh: &LoadTarget,
     manifest_uri: &S3Uri,
     manifest: &Manifest,
 ) -> Result<Vec<String>, LoadError> {
@@ -287,7 +287,7 @@ pub fn load_statements(
 pub async fn submit<D: DataApi, M: ManifestReader>(
     api: &D,
     manifests: &M,
-    wh: &Warehouse,
+    wh: &LoadTarget,
     dataset: Dataset,
     manifest_uri: &str,
 ) -> Result<SubmitOutput, LoadTaskError> {
@@ -386,8 +386,8 @@ mod tests {
     use crate::ingest::memory::{block_on, sample_manifest, MemoryDataApi, MemoryManifests};
     use crate::transform::Status;
 
-    fn warehouse() -> Result<Warehouse, LoadError> {
-        Warehouse::redshift(
+    fn warehouse() -> Result<LoadTarget, LoadError> {
+        LoadTarget::redshift(
             "energy",
             RedshiftCopy::new("arn:aws:iam::123456789012:role/lago-copy", None)?,
         )

@@ -3,7 +3,7 @@
 
 use crate::contract::{ColumnKind, Contract, Dataset, OutColumn, OutType};
 
-use super::sql::{Dialect, Ident, TableName};
+use super::sql::{Ident, SqlDialect, TableName};
 use super::{check_size, LoadError};
 
 /// Redshift VARCHAR widths (bytes of UTF-8). A value longer than its column fails the COPY
@@ -18,7 +18,7 @@ const SOURCE_KEY_WIDTH: u16 = 1024;
 /// `CREATE SCHEMA IF NOT EXISTS` and one `CREATE TABLE IF NOT EXISTS` per dataset: applying it
 /// again changes nothing.
 pub fn warehouse_ddl(
-    dialect: &Dialect,
+    dialect: &SqlDialect,
     schema: &Ident,
     datasets: &[Dataset],
 ) -> Result<Vec<String>, LoadError> {
@@ -50,7 +50,11 @@ pub fn column_idents(dataset: Dataset) -> Result<Vec<Ident>, LoadError> {
         .collect()
 }
 
-fn create_table(dialect: &Dialect, schema: &Ident, dataset: Dataset) -> Result<String, LoadError> {
+fn create_table(
+    dialect: &SqlDialect,
+    schema: &Ident,
+    dataset: Dataset,
+) -> Result<String, LoadError> {
     let contract = dataset.contract();
     let table = table_name(schema, dataset)?;
     let mut columns = Vec::new();
@@ -66,7 +70,7 @@ fn create_table(dialect: &Dialect, schema: &Ident, dataset: Dataset) -> Result<S
     );
     // No PRIMARY KEY in either dialect: Redshift would not enforce it, and the load plan is what
     // keeps keys unique (upsert by key, replace by source file).
-    if let Dialect::Redshift(_) = dialect {
+    if let SqlDialect::Redshift(_) = dialect {
         match contract.dist_key {
             Some(k) => sql.push_str(&format!("\nDISTSTYLE KEY\nDISTKEY ({})", Ident::new(k)?)),
             None => sql.push_str("\nDISTSTYLE AUTO"),
@@ -84,10 +88,10 @@ fn create_table(dialect: &Dialect, schema: &Ident, dataset: Dataset) -> Result<S
 }
 
 /// The SQL type of a processed column: the same logical type as its Parquet column.
-pub fn sql_type(dialect: &Dialect, contract: &Contract, column: &OutColumn) -> String {
+pub fn sql_type(dialect: &SqlDialect, contract: &Contract, column: &OutColumn) -> String {
     match (column.ty, dialect) {
-        (OutType::Text, Dialect::DuckDb) => "VARCHAR".to_string(),
-        (OutType::Text, Dialect::Redshift(_)) => {
+        (OutType::Text, SqlDialect::DuckDb) => "VARCHAR".to_string(),
+        (OutType::Text, SqlDialect::Redshift(_)) => {
             format!("VARCHAR({})", varchar_width(contract, &column.name))
         }
         (OutType::Decimal(p, s), _) => format!("DECIMAL({p},{s})"),
@@ -121,8 +125,8 @@ mod tests {
     use super::*;
     use crate::load::sql::RedshiftCopy;
 
-    fn redshift() -> Result<Dialect, LoadError> {
-        Ok(Dialect::Redshift(RedshiftCopy::new(
+    fn redshift() -> Result<SqlDialect, LoadError> {
+        Ok(SqlDialect::Redshift(RedshiftCopy::new(
             "arn:aws:iam::123456789012:role/lago-copy",
             None,
         )?))
@@ -183,7 +187,7 @@ SORTKEY (fecha_transaccion)"
     #[test]
     fn duckdb_ddl_uses_unbounded_varchar_and_no_distribution() -> Result<(), LoadError> {
         let ddl = warehouse_ddl(
-            &Dialect::DuckDb,
+            &SqlDialect::DuckDb,
             &Ident::new("lago")?,
             &[Dataset::Proveedores],
         )?;

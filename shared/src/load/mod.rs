@@ -15,7 +15,7 @@
 //! 4. drop the stage.
 //!
 //! Every identifier is a validated [`Ident`] and every literal goes through
-//! [`Dialect::literal`]; each statement is checked against [`MAX_STATEMENT_BYTES`].
+//! [`SqlDialect::literal`]; each statement is checked against [`MAX_STATEMENT_BYTES`].
 
 mod ddl;
 mod plan;
@@ -23,7 +23,7 @@ pub mod sql;
 
 pub use ddl::{column_idents, sql_type, table_name, warehouse_ddl};
 pub use plan::{s3_uri, LoadPlan, LoadRequest, LoadStep, LoadStrategy, RenderedStep};
-pub use sql::{Dialect, Ident, RedshiftCopy, TableName};
+pub use sql::{Ident, RedshiftCopy, SqlDialect, TableName};
 
 /// The Redshift Data API refuses a SQL statement longer than this; the plan keeps DuckDB's
 /// statements under it too, so what is tested locally is what Redshift would accept.

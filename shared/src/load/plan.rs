@@ -6,7 +6,7 @@ use crate::contract::Dataset;
 use crate::transform::{Manifest, Status};
 
 use super::ddl::{column_idents, table_name};
-use super::sql::{Dialect, Ident, TableName};
+use super::sql::{Ident, SqlDialect, TableName};
 use super::{check_size, LoadError, MAX_BATCH_STATEMENTS, MAX_STATEMENT_BYTES};
 
 /// How a dataset's rows reach the target table.
@@ -188,7 +188,7 @@ impl LoadPlan {
 
     /// The SQL statements, in order. Each is one statement under [`MAX_STATEMENT_BYTES`];
     /// a Redshift plan has at most [`MAX_BATCH_STATEMENTS`].
-    pub fn render(&self, dialect: &Dialect) -> Result<Vec<String>, LoadError> {
+    pub fn render(&self, dialect: &SqlDialect) -> Result<Vec<String>, LoadError> {
         Ok(self
             .render_steps(dialect)?
             .into_iter()
@@ -198,7 +198,7 @@ impl LoadPlan {
 
     /// The same statements grouped by the step they come from, for executors that report what
     /// each step did (rows staged, replaced, inserted).
-    pub fn render_steps(&self, dialect: &Dialect) -> Result<Vec<RenderedStep<'_>>, LoadError> {
+    pub fn render_steps(&self, dialect: &SqlDialect) -> Result<Vec<RenderedStep<'_>>, LoadError> {
         let mut out = Vec::with_capacity(self.steps.len());
         let mut statements = 0;
         for step in &self.steps {
@@ -210,7 +210,7 @@ impl LoadPlan {
             statements += sql.len();
             out.push(RenderedStep { step, sql });
         }
-        if matches!(dialect, Dialect::Redshift(_)) && statements > MAX_BATCH_STATEMENTS {
+        if matches!(dialect, SqlDialect::Redshift(_)) && statements > MAX_BATCH_STATEMENTS {
             return Err(LoadError::TooManyStatements {
                 statements,
                 limit: MAX_BATCH_STATEMENTS,
@@ -257,11 +257,11 @@ fn list(columns: &[Ident], alias: Option<&str>) -> String {
         .join(", ")
 }
 
-fn render_step(step: &LoadStep, d: &Dialect, out: &mut Vec<String>) -> Result<(), LoadError> {
+fn render_step(step: &LoadStep, d: &SqlDialect, out: &mut Vec<String>) -> Result<(), LoadError> {
     match step {
         LoadStep::CreateStage { stage, target } => out.push(match d {
-            Dialect::Redshift(_) => format!("CREATE TEMP TABLE {stage} (LIKE {target})"),
-            Dialect::DuckDb => {
+            SqlDialect::Redshift(_) => format!("CREATE TEMP TABLE {stage} (LIKE {target})"),
+            SqlDialect::DuckDb => {
                 format!("CREATE TEMP TABLE {stage} AS SELECT * FROM {target} LIMIT 0")
             }
         }),
@@ -274,7 +274,7 @@ fn render_step(step: &LoadStep, d: &Dialect, out: &mut Vec<String>) -> Result<()
             // (and no write permission for the loader), the files are exactly the manifest's, and
             // a part is up to 128 MiB so most files have one. The column order is the target's,
             // created from the same contract as the Parquet schema.
-            Dialect::Redshift(copy) => {
+            SqlDialect::Redshift(copy) => {
                 for part in parts {
                     if !part.starts_with("s3://") {
                         return Err(LoadError::NotAnS3Uri(part.clone()));
@@ -292,7 +292,7 @@ fn render_step(step: &LoadStep, d: &Dialect, out: &mut Vec<String>) -> Result<()
             }
             // DuckDB reads many files in one statement; the list is split only when it would
             // pass the statement size limit.
-            Dialect::DuckDb => {
+            SqlDialect::DuckDb => {
                 let cols = list(columns, None);
                 let head = format!("INSERT INTO {stage} ({cols}) SELECT {cols} FROM read_parquet([");
                 let tail = "])";
@@ -363,8 +363,8 @@ mod tests {
         "nombre_proveedor, tipo_energia, id_proveedor, capacidad_mw, ciudad, _source_key, _source_line, _load_date";
     const PROV_S_COLS: &str = "s.nombre_proveedor, s.tipo_energia, s.id_proveedor, s.capacidad_mw, s.ciudad, s._source_key, s._source_line, s._load_date";
 
-    fn redshift() -> Result<Dialect, LoadError> {
-        Ok(Dialect::Redshift(RedshiftCopy::new(ROLE, None)?))
+    fn redshift() -> Result<SqlDialect, LoadError> {
+        Ok(SqlDialect::Redshift(RedshiftCopy::new(ROLE, None)?))
     }
 
     fn plan(dataset: Dataset, source_key: &str, parts: &[&str]) -> Result<LoadPlan, LoadError> {
@@ -426,7 +426,7 @@ mod tests {
             &[&format!("/lake/{TX_PART_0}"), &format!("/lake/{TX_PART_1}")],
         )?;
         // WHEN it is rendered for DuckDB
-        let sql = p.render(&Dialect::DuckDb)?;
+        let sql = p.render(&SqlDialect::DuckDb)?;
         // THEN only staging and reading differ from Redshift
         assert_eq!(
             sql,
@@ -474,7 +474,7 @@ mod tests {
     #[test]
     fn clientes_in_duckdb_upsert_by_id_cliente() -> Result<(), LoadError> {
         let sql = plan(Dataset::Clientes, CLI_KEY, &["/lake/c-00000.parquet"])?
-            .render(&Dialect::DuckDb)?;
+            .render(&SqlDialect::DuckDb)?;
         let mut expected = s(&[
             "CREATE TEMP TABLE lago_stage_clientes AS SELECT * FROM lago.clientes LIMIT 0",
             &format!("INSERT INTO lago_stage_clientes ({CLI_COLS}) SELECT {CLI_COLS} FROM read_parquet(['/lake/c-00000.parquet'])"),
@@ -499,7 +499,7 @@ mod tests {
 
     #[test]
     fn proveedores_in_redshift_upsert_by_nombre_proveedor_with_a_region() -> Result<(), LoadError> {
-        let d = Dialect::Redshift(RedshiftCopy::new(ROLE, Some("us-east-1"))?);
+        let d = SqlDialect::Redshift(RedshiftCopy::new(ROLE, Some("us-east-1"))?);
         let sql = plan(
             Dataset::Proveedores,
             "raw/proveedores/p.csv",
@@ -523,7 +523,7 @@ mod tests {
             "raw/proveedores/p.csv",
             &["/lake/p-00000.parquet"],
         )?
-        .render(&Dialect::DuckDb)?;
+        .render(&SqlDialect::DuckDb)?;
         let mut expected = s(&[
             "CREATE TEMP TABLE lago_stage_proveedores AS SELECT * FROM lago.proveedores LIMIT 0",
             &format!("INSERT INTO lago_stage_proveedores ({PROV_COLS}) SELECT {PROV_COLS} FROM read_parquet(['/lake/p-00000.parquet'])"),
@@ -541,7 +541,10 @@ mod tests {
             "raw/transacciones/x\\'; DROP TABLE lago.clientes; --\n'); COMMIT; --.csv";
         let hostile_part = "s3://lago-lake/processed/x\\'; DROP TABLE lago.clientes; --.parquet";
         let local_part = "/lake/x\\'; DROP TABLE lago.clientes; --.parquet";
-        for (d, part) in [(redshift()?, hostile_part), (Dialect::DuckDb, local_part)] {
+        for (d, part) in [
+            (redshift()?, hostile_part),
+            (SqlDialect::DuckDb, local_part),
+        ] {
             // WHEN the plan is rendered
             let sql = plan(Dataset::Transacciones, hostile_key, &[part])?.render(&d)?;
             // THEN every statement lexes as one statement, and its literals are exactly the
@@ -571,7 +574,7 @@ mod tests {
             .collect();
         let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
         // WHEN the plan is rendered for DuckDB
-        let sql = plan(Dataset::Transacciones, TX_KEY, &refs)?.render(&Dialect::DuckDb)?;
+        let sql = plan(Dataset::Transacciones, TX_KEY, &refs)?.render(&SqlDialect::DuckDb)?;
         // THEN the parts are read by several INSERTs, each under the limit, none lost or repeated
         let inserts: Vec<&String> = sql
             .iter()
@@ -582,7 +585,7 @@ mod tests {
         let mut read = Vec::new();
         for q in inserts {
             read.extend(
-                Dialect::DuckDb
+                SqlDialect::DuckDb
                     .single_statement_literals(q)
                     .unwrap_or_default(),
             );
@@ -596,8 +599,8 @@ mod tests {
         // GIVEN one part location longer than the limit by itself
         let huge = format!("s3://lago-lake/{}", "k".repeat(MAX_STATEMENT_BYTES));
         // WHEN it is rendered THEN the size is reported, not sent
-        for d in [redshift()?, Dialect::DuckDb] {
-            let loc = if d == Dialect::DuckDb {
+        for d in [redshift()?, SqlDialect::DuckDb] {
+            let loc = if d == SqlDialect::DuckDb {
                 huge.trim_start_matches("s3:/").to_string()
             } else {
                 huge.clone()
@@ -642,7 +645,7 @@ mod tests {
         ));
         let globbed = plan(Dataset::Clientes, CLI_KEY, &["/lake/*.parquet"])?;
         assert!(matches!(
-            globbed.render(&Dialect::DuckDb),
+            globbed.render(&SqlDialect::DuckDb),
             Err(LoadError::GlobInPath(_))
         ));
         assert!(matches!(

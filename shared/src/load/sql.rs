@@ -1,5 +1,5 @@
 //! The two SQL dialects of the load plan and the only ways text enters generated SQL: a validated
-//! [`Ident`] or a literal escaped by [`Dialect::literal`].
+//! [`Ident`] or a literal escaped by [`SqlDialect::literal`].
 //!
 //! Nothing else is ever interpolated, so a hostile S3 key or source key (quotes, backslashes,
 //! semicolons, line breaks) can only ever end up as data.
@@ -128,23 +128,23 @@ fn valid_role_arn(arn: &str) -> bool {
 /// A warehouse the load plan renders for. Redshift carries its COPY settings, so one value built
 /// from configuration renders both the DDL and every load.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dialect {
+pub enum SqlDialect {
     Redshift(RedshiftCopy),
     DuckDb,
 }
 
-impl Dialect {
+impl SqlDialect {
     pub fn name(&self) -> &'static str {
         match self {
-            Dialect::Redshift(_) => "redshift",
-            Dialect::DuckDb => "duckdb",
+            SqlDialect::Redshift(_) => "redshift",
+            SqlDialect::DuckDb => "duckdb",
         }
     }
 
     /// Whether a backslash inside `'…'` escapes the next character. Redshift's parser does (so
     /// a lone `\` before the closing quote would swallow it); DuckDB's standard strings do not.
     fn backslash_escapes(&self) -> bool {
-        matches!(self, Dialect::Redshift(_))
+        matches!(self, SqlDialect::Redshift(_))
     }
 
     /// `value` as a string literal: single quotes doubled, and for Redshift backslashes doubled
@@ -235,8 +235,8 @@ impl Dialect {
 mod tests {
     use super::*;
 
-    fn redshift() -> Dialect {
-        Dialect::Redshift(
+    fn redshift() -> SqlDialect {
+        SqlDialect::Redshift(
             RedshiftCopy::new("arn:aws:iam::123456789012:role/lago-copy", None)
                 .unwrap_or_else(|e| panic!("valid test role: {e}")),
         )
@@ -273,7 +273,7 @@ mod tests {
         let v = "a'b\\c;\nd";
         // WHEN it is rendered as a literal
         // THEN quotes are doubled everywhere and backslashes only where they escape
-        assert_eq!(Dialect::DuckDb.literal(v)?, "'a''b\\c;\nd'");
+        assert_eq!(SqlDialect::DuckDb.literal(v)?, "'a''b\\c;\nd'");
         assert_eq!(redshift().literal(v)?, "'a''b\\\\c;\nd'");
         Ok(())
     }
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn a_nul_byte_is_refused_as_a_literal() {
         assert!(matches!(
-            Dialect::DuckDb.literal("a\0b"),
+            SqlDialect::DuckDb.literal("a\0b"),
             Err(LoadError::InvalidLiteral(_))
         ));
     }
@@ -295,7 +295,7 @@ mod tests {
             "\\\\'';;\n/* */ -- \"",
             "raw/transacciones/año=2025/Ñandú 'copia' \\final\\;.csv",
         ];
-        for d in [Dialect::DuckDb, redshift()] {
+        for d in [SqlDialect::DuckDb, redshift()] {
             for v in hostile {
                 let sql = format!(
                     "DELETE FROM lago.transacciones WHERE _source_key = {}",
@@ -319,13 +319,13 @@ mod tests {
         let naive_redshift = "DELETE FROM t WHERE k = 'x\\''; DROP TABLE t; --'";
         // THEN the check executors run before each statement refuses them
         assert_eq!(
-            Dialect::DuckDb.single_statement_literals(naive_duckdb),
+            SqlDialect::DuckDb.single_statement_literals(naive_duckdb),
             None
         );
         assert_eq!(redshift().single_statement_literals(naive_redshift), None);
         // AND a trailing semicolon alone is still one statement
         assert_eq!(
-            Dialect::DuckDb.single_statement_literals("SELECT 'a;b';  "),
+            SqlDialect::DuckDb.single_statement_literals("SELECT 'a;b';  "),
             Some(vec!["a;b".to_string()])
         );
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::generate::{generate_trades, GenerateOptions};
+use super::generate::{generate_trades, TradeGenerateOptions};
 use super::memory::{Latency, MemoryPortfolioStore, StoreCounters};
 use super::processor::{
     ProcessorConfig, Record, RecordData, TradeProcessor, DEFAULT_COMMIT_CONCURRENCY,
@@ -157,7 +157,7 @@ pub fn run_bench_with(options: &BenchOptions) -> BenchReport {
     } = *options;
     let batch = options.batch_size.max(1);
     let mut data = Vec::with_capacity(trades as usize * 190);
-    let opts = GenerateOptions {
+    let opts = TradeGenerateOptions {
         trades,
         users,
         seed: 42,

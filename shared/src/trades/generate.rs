@@ -18,7 +18,7 @@ use serde::Serialize;
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GenerateOptions {
+pub struct TradeGenerateOptions {
     /// Lines to write.
     pub trades: u64,
     /// Users to draw from (at least 1).
@@ -28,7 +28,7 @@ pub struct GenerateOptions {
     pub dirty_pct: f64,
 }
 
-impl Default for GenerateOptions {
+impl Default for TradeGenerateOptions {
     fn default() -> Self {
         Self {
             trades: 10_000,
@@ -42,7 +42,7 @@ impl Default for GenerateOptions {
 /// What was written, by kind. `lines = valid + duplicates + malformed + invalid_fields +
 /// oversells`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct GenerateReport {
+pub struct TradeGenerateReport {
     pub lines: u64,
     /// Valid trades that apply (`buys + sells`).
     pub valid: u64,
@@ -67,9 +67,12 @@ const RATE_MAX: i64 = 44_000_000;
 const RECENT: usize = 256;
 
 /// Writes `opts.trades` NDJSON lines to `out`. The same options always give the same bytes.
-pub fn generate_trades(opts: &GenerateOptions, mut out: impl Write) -> io::Result<GenerateReport> {
+pub fn generate_trades(
+    opts: &TradeGenerateOptions,
+    mut out: impl Write,
+) -> io::Result<TradeGenerateReport> {
     let mut gen = Generator::new(opts);
-    let mut report = GenerateReport::default();
+    let mut report = TradeGenerateReport::default();
     let mut line = String::with_capacity(256);
     for n in 0..opts.trades {
         line.clear();
@@ -105,7 +108,7 @@ enum Kind {
 }
 
 impl Generator {
-    fn new(opts: &GenerateOptions) -> Self {
+    fn new(opts: &TradeGenerateOptions) -> Self {
         let users = opts.users.max(1) as usize;
         let mut total = 0.0;
         let cumulative = (0..users)
@@ -135,7 +138,7 @@ impl Generator {
             .min(self.cumulative.len() - 1)
     }
 
-    fn next_line(&mut self, n: u64, line: &mut String, report: &mut GenerateReport) {
+    fn next_line(&mut self, n: u64, line: &mut String, report: &mut TradeGenerateReport) {
         // The market moves on every line, dirty or not.
         let step = self.rng.random_range(-20_000..=20_000);
         self.rate_e4 += step;
@@ -320,7 +323,7 @@ mod tests {
 
     #[test]
     fn same_seed_same_bytes_other_seed_other_bytes() -> io::Result<()> {
-        let opts = GenerateOptions {
+        let opts = TradeGenerateOptions {
             trades: 2_000,
             users: 50,
             seed: 7,
@@ -329,7 +332,7 @@ mod tests {
         let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
         let ra = generate_trades(&opts, &mut a)?;
         let rb = generate_trades(&opts, &mut b)?;
-        generate_trades(&GenerateOptions { seed: 8, ..opts }, &mut c)?;
+        generate_trades(&TradeGenerateOptions { seed: 8, ..opts }, &mut c)?;
         assert_eq!(a, b);
         assert_eq!(ra, rb);
         assert_ne!(a, c);
@@ -339,7 +342,7 @@ mod tests {
     #[test]
     fn clean_output_is_all_valid_and_realistic() -> Result<(), Box<dyn std::error::Error>> {
         // GIVEN a clean file
-        let opts = GenerateOptions {
+        let opts = TradeGenerateOptions {
             trades: 5_000,
             users: 200,
             seed: 1,
@@ -369,7 +372,7 @@ mod tests {
 
     #[test]
     fn dirty_output_mixes_every_kind() -> io::Result<()> {
-        let opts = GenerateOptions {
+        let opts = TradeGenerateOptions {
             trades: 4_000,
             users: 30,
             seed: 3,

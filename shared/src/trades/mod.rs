@@ -31,7 +31,7 @@ mod properties;
 
 pub use archive::{archive_key, encode_ndjson_gz};
 pub use bench::{run_bench, run_bench_with, BenchOptions, BenchReport};
-pub use generate::{generate_trades, GenerateOptions, GenerateReport};
+pub use generate::{generate_trades, TradeGenerateOptions, TradeGenerateReport};
 pub use memory::{
     FailureMode, Latency, LocalFolderArchive, MemoryPortfolioStore, RecordingArchive,
     RecordingDeadLetters, RecordingNotifier, StoreCounters,

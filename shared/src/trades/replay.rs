@@ -346,7 +346,7 @@ impl TradeArchive for OptionalArchive {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trades::generate::{generate_trades, GenerateOptions};
+    use crate::trades::generate::{generate_trades, TradeGenerateOptions};
     use flate2::read::GzDecoder;
     use std::io::Read;
 
@@ -355,7 +355,7 @@ mod tests {
     #[test]
     fn replay_accounts_for_every_generated_line() -> TestResult {
         // GIVEN a dirty generated file
-        let opts = GenerateOptions {
+        let opts = TradeGenerateOptions {
             trades: 6_000,
             users: 40,
             seed: 11,
@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn batch_size_does_not_change_the_portfolios() -> TestResult {
-        let opts = GenerateOptions {
+        let opts = TradeGenerateOptions {
             trades: 3_000,
             users: 25,
             seed: 5,
@@ -471,7 +471,7 @@ mod tests {
     #[test]
     fn a_replay_on_a_slow_store_with_concurrent_commits_ends_as_the_sequential_one() -> TestResult {
         // GIVEN a dirty stream of 2,000 trades over 150 users
-        let opts = GenerateOptions {
+        let opts = TradeGenerateOptions {
             trades: 2_000,
             users: 150,
             seed: 5,

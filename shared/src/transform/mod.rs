@@ -240,7 +240,7 @@ impl<R: Read> Read for HashTap<R> {
 const SAMPLE: usize = 64 * 1024;
 
 /// The encoding of a file, once decided.
-struct Dialect {
+struct DecidedEncoding {
     encoding: Option<Encoding>,
 }
 
@@ -420,7 +420,7 @@ pub fn transform(
             .iter()
             .flat_map(|r| numeric.iter().filter_map(|&i| r.get(i).map(String::as_str))),
     );
-    let mut dialect = Dialect { encoding };
+    let mut dialect = DecidedEncoding { encoding };
     base.source.decimal_separator = Some((decimal.decimal() as char).to_string());
     if let Some(e) = encoding {
         base.source.encoding = Some(e.label().to_string());
@@ -779,7 +779,7 @@ impl From<TransformError> for PipelineError {
 }
 
 /// Decides the encoding at the first chunk that needs it; returns the chunk's encoding.
-fn chunk_encoding(dialect: &mut Dialect, chunk: &Chunk) -> Encoding {
+fn chunk_encoding(dialect: &mut DecidedEncoding, chunk: &Chunk) -> Encoding {
     if let Some(e) = dialect.encoding {
         return e;
     }
@@ -799,7 +799,7 @@ fn run_pipeline<R: Read + Send>(
     input: R,
     ctx: &FileContext,
     opts: &TransformOptions,
-    dialect: &mut Dialect,
+    dialect: &mut DecidedEncoding,
     writer: &mut OutputWriter<'_>,
     raw_bytes: &AtomicU64,
     progress: Option<&(dyn Fn(u64) + Sync)>,
