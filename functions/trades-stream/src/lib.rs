@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use lago::aws::trades::{
     DynamoDbPortfolioStore, S3TradeArchive, SageMakerRecommender, SnsNotifier, SqsDeadLetterSink,
 };
+use lago::ingest::error_chain;
 use lago::ingest::metrics::{Emf, Unit};
 use lago::trades::{
     deliver, BatchOutcome, DeadLetter, DeadLetterSink, DeliveryError, Notification, Notifier,
@@ -72,23 +73,11 @@ fn delivery_is_transient(e: &DeliveryError) -> bool {
     }
 }
 
-/// The error and its causes, outermost first, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 impl From<HandlerError> for Diagnostic {
     fn from(e: HandlerError) -> Diagnostic {
         Diagnostic {
             error_type: e.error_type().to_string(),
-            error_message: chain(&e),
+            error_message: error_chain(&e),
         }
     }
 }
@@ -258,21 +247,21 @@ where
         }
         if let Some(halt) = outcome.halted_by.take() {
             if halt.is_transient() {
-                warn!(error = %chain(&halt), "transient store failure; Kinesis re-sends from the failed record");
+                warn!(error = %error_chain(&halt), "transient store failure; Kinesis re-sends from the failed record");
             } else {
-                error!(error = %chain(&halt), "portfolio store failure");
+                error!(error = %error_chain(&halt), "portfolio store failure");
                 return (Err(HandlerError::Store(halt)), metrics);
             }
         }
         match delivered {
             Err(e) if archive.failed() || dead_letters.failed() => {
-                error!(error = %chain(&e), "delivery failed; the batch will be retried");
+                error!(error = %error_chain(&e), "delivery failed; the batch will be retried");
                 (Err(HandlerError::Delivery(e)), metrics)
             }
             Err(e) => {
                 // Only the notifications failed: a retry would not send them (the trades are
                 // duplicates by then), so the batch succeeds and they are in the log.
-                error!(error = %chain(&e), undelivered, "notifications lost");
+                error!(error = %error_chain(&e), undelivered, "notifications lost");
                 (Ok(response), metrics)
             }
             Ok(()) => (Ok(response), metrics),
@@ -380,7 +369,7 @@ impl AwsClients {
             .send();
         match tokio::time::timeout(budget, call).await {
             Ok(Ok(_)) => debug!("DynamoDB connection warmed"),
-            Ok(Err(e)) => warn!(error = %chain(&e), "warm-up read failed"),
+            Ok(Err(e)) => warn!(error = %error_chain(&e), "warm-up read failed"),
             Err(_) => warn!(?budget, "warm-up read timed out"),
         }
     }

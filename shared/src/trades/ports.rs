@@ -16,8 +16,9 @@ use super::portfolio::{Applied, Portfolio, Rejection};
 use super::processor::{DeadLetter, Notification};
 use super::trade::Trade;
 
-/// The error type adapters wrap (SDK errors, I/O errors), kept as the `source`.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// The error type adapters wrap (SDK errors, I/O errors), kept as the `source`: the same one
+/// the ingest ports use.
+pub use crate::ingest::BoxError;
 
 /// A store failure. `Transient` (throttling, timeouts, service unavailable) stops the batch
 /// and reports `batchItemFailures`; it may be ambiguous — a commit that timed out may have
