@@ -1,5 +1,6 @@
 # lago — the two commands:
-#   make demo   runs the product end to end on embedded defaults (no AWS account)
+#   make demo   runs the product end to end on embedded defaults (no AWS account);
+#               ARGS="--size medium --open" passes options to `lago demo`
 #   make test   sets up everything the tests need and runs every test
 #
 # Builds go to a directory outside the clone so repeated runs (and CI on the same machine) reuse
@@ -10,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(LAGO_CACHE)/target
 
 .PHONY: demo test bench lint fmt
 demo:
-	cargo run --release -p lago-cli -- demo
+	bash scripts/demo.sh $(ARGS)
 
 test:
 	bash scripts/test.sh

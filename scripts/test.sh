@@ -5,6 +5,7 @@
 # the infrastructure checks (template lints, the state machine executed in moto).
 source "$(dirname "$0")/env.sh"
 source "$(dirname "$0")/moto.sh"
+source "$(dirname "$0")/build.sh"
 cd "$ROOT"
 
 if ! command -v cargo >/dev/null; then
@@ -29,12 +30,9 @@ cargo fmt --all --check
 
 # Clippy lints every target of the workspace while it is compiled for the tests, with warnings as
 # errors: one build instead of `cargo clippy`'s separate check build, which would compile DuckDB's
-# C++ a second time.
+# C++ a second time. It is the build `make demo` makes, so after the demo nothing compiles again.
 echo "== build with lints (clippy, -D warnings)"
-RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
-export RUSTC_WORKSPACE_WRAPPER
-export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
-cargo build --workspace --all-targets --locked
+lago_build
 
 echo "== Rust tests (AWS adapters against moto on loopback)"
 moto_start
