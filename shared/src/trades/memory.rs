@@ -13,12 +13,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::hash::{FastMap, FastState};
+use super::outcome::{DeadLetter, Notification};
 use super::ports::{
     compare_sequences, sequence_key, sequence_key_into, BoxError, Commit, CommitOutcome, Conflict,
     DeadLetterSink, DecisionOutcome, Loaded, Notifier, PortfolioStore, SinkError, StoreError,
     StoredPortfolio, TradeArchive,
 };
-use super::processor::{DeadLetter, Notification};
 use std::hash::BuildHasher;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

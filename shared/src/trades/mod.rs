@@ -16,9 +16,11 @@
 
 pub mod archive;
 pub mod bench;
+pub mod delivery;
 pub mod generate;
 mod hash;
 pub mod memory;
+pub mod outcome;
 pub mod portfolio;
 pub mod ports;
 pub mod processor;
@@ -31,11 +33,13 @@ mod properties;
 
 pub use archive::{archive_key, encode_ndjson_gz};
 pub use bench::{run_bench, run_bench_with, BenchOptions, BenchReport};
+pub use delivery::{deliver, DeliveryError};
 pub use generate::{generate_trades, TradeGenerateOptions, TradeGenerateReport};
 pub use memory::{
     FailureMode, Latency, LocalFolderArchive, MemoryPortfolioStore, RecordingArchive,
     RecordingDeadLetters, RecordingNotifier, StoreCounters,
 };
+pub use outcome::{BatchOutcome, DeadLetter, Notification, NotificationKind, UserRecommendation};
 pub use portfolio::{Applied, Portfolio, Rejection};
 pub use ports::{
     compare_sequences, sequence_key, Action, Commit, CommitOutcome, Conflict, DeadLetterSink,
@@ -44,8 +48,7 @@ pub use ports::{
     SinkError, StoreError, StoredPortfolio, TradeArchive,
 };
 pub use processor::{
-    deliver, BatchOutcome, DataEncoding, DeadLetter, DeliveryError, Notification, NotificationKind,
-    ProcessorConfig, Record, RecordData, RetryPolicy, TradeProcessor, UserRecommendation,
+    DataEncoding, ProcessorConfig, Record, RecordData, RetryPolicy, TradeProcessor,
     DEFAULT_COMMIT_CONCURRENCY,
 };
 pub use recommend::{RuleConfig, RuleRecommender, WithRuleFallback};

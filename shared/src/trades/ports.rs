@@ -12,8 +12,8 @@ use std::future::Future;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::outcome::{DeadLetter, Notification};
 use super::portfolio::{Applied, Portfolio, Rejection};
-use super::processor::{DeadLetter, Notification};
 use super::trade::Trade;
 
 /// The error type adapters wrap (SDK errors, I/O errors), kept as the `source`: the same one

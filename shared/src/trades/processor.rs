@@ -48,16 +48,18 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use tracing::{debug, warn};
 
-use super::archive::{archive_key, encode_ndjson_gz};
+use super::archive::archive_key;
 use super::hash::{FastMap, FastSet, FastState};
+use super::outcome::{
+    BatchOutcome, DeadLetter, Notification, NotificationKind, UserRecommendation,
+};
 use super::portfolio::Portfolio;
 use super::ports::{
-    BoxError, Commit, CommitOutcome, DeadLetterSink, Decision, DecisionOutcome, Loaded, Notifier,
-    PortfolioStore, Recommendation, RecommendationRequest, Recommender, SinkError, StoreError,
-    TradeArchive,
+    BoxError, Commit, CommitOutcome, Decision, DecisionOutcome, Loaded, PortfolioStore,
+    RecommendationRequest, Recommender, StoreError,
 };
 use super::recommend::RuleRecommender;
-use super::trade::{serialize_shared, Interner, InvalidReason, InvalidTrade, Side, Trade};
+use super::trade::{Interner, InvalidReason, InvalidTrade, Side, Trade};
 
 /// One stream record, borrowed from the event.
 #[derive(Debug, Clone, Copy)]
@@ -81,130 +83,6 @@ pub enum RecordData<'a> {
 pub enum DataEncoding {
     Utf8,
     Base64,
-}
-
-/// A record that did not become a portfolio change, with why (SQS DLQ message body).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeadLetter {
-    /// Stable code: `invalid_json`, `missing_field:<f>`, `insufficient_balance`, …
-    pub reason: String,
-    pub detail: String,
-    pub shard_id: String,
-    pub sequence_number: String,
-    /// The original record data, losslessly: UTF-8 text when it is, base64 otherwise.
-    pub data: String,
-    pub data_encoding: DataEncoding,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trade_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-}
-
-impl DeadLetter {
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum NotificationKind {
-    TradeConfirmed,
-    TradeRejected,
-}
-
-impl NotificationKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotificationKind::TradeConfirmed => "TradeConfirmed",
-            NotificationKind::TradeRejected => "TradeRejected",
-        }
-    }
-}
-
-/// One SNS message. The body is [`Notification::to_json`]; `user_id` and `side` are also the
-/// message attributes subscription filters match on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Notification {
-    pub kind: NotificationKind,
-    #[serde(serialize_with = "serialize_shared")]
-    pub trade_id: Arc<str>,
-    #[serde(serialize_with = "serialize_shared")]
-    pub user_id: Arc<str>,
-    pub side: Side,
-    pub usd_amount: Decimal,
-    pub rate: Decimal,
-    pub executed_at: DateTime<Utc>,
-    /// `round2(usd_amount × rate)` of a confirmed trade.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cop_amount: Option<Decimal>,
-    /// Realized by a confirmed SELL.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub realized_pnl_cop: Option<Decimal>,
-    /// Balances after a confirmed trade.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usd_balance: Option<Decimal>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cost_basis_cop: Option<Decimal>,
-    /// Reason code of a rejection.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-}
-
-impl Notification {
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// The SNS message attributes: `user_id` and `side`.
-    pub fn attributes(&self) -> [(&'static str, &str); 2] {
-        [("user_id", &self.user_id), ("side", self.side.as_str())]
-    }
-}
-
-/// The recommendation stored on a user's portfolio by this batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UserRecommendation {
-    pub user_id: String,
-    pub recommendation: Recommendation,
-}
-
-/// Everything one call of [`TradeProcessor::process_batch`] did.
-#[derive(Debug, Default)]
-pub struct BatchOutcome {
-    pub records: u64,
-    /// Trades applied (committed) by this call.
-    pub applied: u64,
-    /// Records before the failure point whose trade was already decided.
-    pub duplicates: u64,
-    /// Committed rejections and invalid records before the failure point, by reason code.
-    pub rejected: BTreeMap<String, u64>,
-    /// Records from the failure point on that were not committed here: Kinesis re-sends them.
-    pub retried: u64,
-    /// Records from the failure point on that were committed here (counted in `applied` or
-    /// `rejected`): Kinesis re-sends them too, and they come back as duplicates.
-    pub committed_beyond_failure: u64,
-    /// Commits refused by the store's conditions (and redone).
-    pub conflicts: u64,
-    pub dead_letters: Vec<DeadLetter>,
-    pub notifications: Vec<Notification>,
-    pub recommendations: Vec<UserRecommendation>,
-    /// Valid trades before the failure point, in stream order.
-    pub archive: Vec<Trade>,
-    /// Where [`BatchOutcome::archive`] goes; `None` when there is nothing to archive.
-    pub archive_key: Option<String>,
-    /// `batchItemFailures`: the first record not durably processed.
-    pub batch_item_failure: Option<String>,
-    /// The store error that stopped the batch.
-    pub halted_by: Option<StoreError>,
-    /// The deadline of [`TradeProcessor::process_batch_within`] passed before every user was
-    /// committed: the rest is in [`BatchOutcome::batch_item_failure`].
-    pub deadline_reached: bool,
-}
-
-impl BatchOutcome {
-    pub fn rejected_total(&self) -> u64 {
-        self.rejected.values().sum()
-    }
 }
 
 /// Limits of the processor.
@@ -1296,77 +1174,16 @@ fn record_decision(phase: &mut CommitPhase, decision: &Decision<'_>, record: &Re
     phase.notifications.push(note);
 }
 
-/// A batch output that could not be delivered.
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    #[error("could not encode the trade archive")]
-    Encode(#[source] std::io::Error),
-    #[error("could not write the trade archive")]
-    Archive(#[source] SinkError),
-    #[error("could not send dead letters")]
-    DeadLetters(#[source] SinkError),
-    #[error("could not publish notifications")]
-    Notify(#[source] SinkError),
-}
-
-/// Sends a batch's settled outputs: archive object, dead letters, notifications — the three
-/// at once, so a batch waits for the slowest rather than their sum. Each is attempted even if
-/// another failed; the first error (in that order) is returned. Delivery is at-least-once: a
-/// re-sent record's dead letter may be sent again.
-pub async fn deliver<A, D, N>(
-    outcome: &BatchOutcome,
-    archive: &A,
-    dead_letters: &D,
-    notifier: &N,
-) -> Result<(), DeliveryError>
-where
-    A: TradeArchive + Sync,
-    D: DeadLetterSink + Sync,
-    N: Notifier + Sync,
-{
-    let archived = async {
-        match &outcome.archive_key {
-            Some(key) => match encode_ndjson_gz(&outcome.archive) {
-                Ok(body) => archive
-                    .put(key, &body)
-                    .await
-                    .map_err(DeliveryError::Archive),
-                Err(e) => Err(DeliveryError::Encode(e)),
-            },
-            None => Ok(()),
-        }
-    };
-    let dead = async {
-        if outcome.dead_letters.is_empty() {
-            return Ok(());
-        }
-        dead_letters
-            .send(&outcome.dead_letters)
-            .await
-            .map_err(DeliveryError::DeadLetters)
-    };
-    let notified = async {
-        if outcome.notifications.is_empty() {
-            return Ok(());
-        }
-        notifier
-            .publish(&outcome.notifications)
-            .await
-            .map_err(DeliveryError::Notify)
-    };
-    let (archived, dead, notified) = futures_util::future::join3(archived, dead, notified).await;
-    archived.and(dead).and(notified)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trades::delivery::deliver;
     use crate::trades::memory::Latency;
     use crate::trades::memory::{
         FailureMode, MemoryPortfolioStore, RecordingArchive, RecordingDeadLetters,
         RecordingNotifier,
     };
-    use crate::trades::ports::{Loaded, RecommendError, RecommendationSource};
+    use crate::trades::ports::{Loaded, RecommendError, Recommendation, RecommendationSource};
     use crate::trades::recommend::WithRuleFallback;
     use std::str::FromStr;
 

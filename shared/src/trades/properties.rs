@@ -14,11 +14,9 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 
 use super::memory::{FailureMode, Latency, MemoryPortfolioStore};
+use super::outcome::{BatchOutcome, NotificationKind};
 use super::portfolio::Portfolio;
-use super::processor::{
-    BatchOutcome, NotificationKind, ProcessorConfig, Record, RecordData, RetryPolicy,
-    TradeProcessor,
-};
+use super::processor::{ProcessorConfig, Record, RecordData, RetryPolicy, TradeProcessor};
 use super::trade::{Side, Trade};
 
 #[derive(Debug, Clone)]

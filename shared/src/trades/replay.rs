@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use super::delivery::{deliver, DeliveryError};
 use super::memory::{
     Latency, LocalFolderArchive, MemoryPortfolioStore, RecordingDeadLetters, RecordingNotifier,
     StoreCounters,
@@ -27,8 +28,7 @@ use super::ports::{
     StoreError, StoredPortfolio, TradeArchive,
 };
 use super::processor::{
-    deliver, DeliveryError, ProcessorConfig, Record, RecordData, TradeProcessor,
-    DEFAULT_COMMIT_CONCURRENCY,
+    ProcessorConfig, Record, RecordData, TradeProcessor, DEFAULT_COMMIT_CONCURRENCY,
 };
 use super::trade::Trade;
 
