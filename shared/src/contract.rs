@@ -161,8 +161,9 @@ pub struct Contract {
     pub columns: &'static [ColumnSpec],
     /// Column whose first occurrence wins; later rows with the same value are `duplicate_key`.
     pub key: Option<&'static str>,
-    /// Computed `total = cantidad_comprada × precio` (transacciones).
-    pub computes_total: bool,
+    /// A column the transform derives from two of the contract's decimal columns (transacciones:
+    /// `total = cantidad_comprada × precio`).
+    pub computed: Option<ComputedProduct>,
     /// Columns the warehouse distributes and sorts on.
     pub dist_key: Option<&'static str>,
     pub sort_key: &'static [&'static str],
@@ -189,7 +190,7 @@ pub static PROVEEDORES: Contract = Contract {
         col("ciudad", ColumnKind::Text, false),
     ],
     key: Some("nombre_proveedor"),
-    computes_total: false,
+    computed: None,
     dist_key: None,
     sort_key: &["nombre_proveedor"],
 };
@@ -221,7 +222,7 @@ pub static CLIENTES: Contract = Contract {
         col("fecha_registro", ColumnKind::Date, false),
     ],
     key: Some("id_cliente"),
-    computes_total: false,
+    computed: None,
     dist_key: Some("id_cliente"),
     sort_key: &["id_cliente"],
 };
@@ -265,14 +266,26 @@ pub static TRANSACCIONES: Contract = Contract {
         col("tipo_energia", ColumnKind::Enum(TIPOS_ENERGIA), true),
     ],
     key: Some("id_transaccion"),
-    computes_total: true,
+    computed: Some(ComputedProduct {
+        name: "total",
+        factors: ["cantidad_comprada", "precio"],
+        precision: 18,
+        scale: 2,
+    }),
     dist_key: None,
     sort_key: &["fecha_transaccion"],
 };
 
-/// Precision and scale of the computed `total` (COP).
-pub const TOTAL_PRECISION: u8 = 18;
-pub const TOTAL_SCALE: u8 = 2;
+/// A processed column that is the product of two decimal columns of the same contract, rounded
+/// half away from zero to `scale` places; a row whose product does not fit `precision` digits is
+/// rejected as `out_of_range:<name>`.
+#[derive(Debug)]
+pub struct ComputedProduct {
+    pub name: &'static str,
+    pub factors: [&'static str; 2],
+    pub precision: u8,
+    pub scale: u8,
+}
 
 /// Lineage columns carried by every processed row.
 pub const LINEAGE: [&str; 3] = ["_source_key", "_source_line", "_load_date"];
@@ -354,10 +367,10 @@ impl Contract {
                 ColumnKind::MaskedEmail => push("email_masked", OutType::Text, true, true, true),
             }
         }
-        if self.computes_total {
+        if let Some(product) = &self.computed {
             push(
-                "total",
-                OutType::Decimal(TOTAL_PRECISION, TOTAL_SCALE),
+                product.name,
+                OutType::Decimal(product.precision, product.scale),
                 false,
                 false,
                 false,
@@ -478,6 +491,29 @@ mod tests {
             .field_with_name("total")
             .map(|f| f.data_type().clone());
         assert_eq!(total.ok(), Some(DataType::Decimal128(18, 2)));
+    }
+
+    #[test]
+    fn computed_columns_multiply_two_decimal_columns_of_their_contract() {
+        for d in Dataset::ALL {
+            let contract = d.contract();
+            let Some(product) = &contract.computed else {
+                continue;
+            };
+            for factor in product.factors {
+                let kind = contract
+                    .columns
+                    .iter()
+                    .find(|c| c.name == factor)
+                    .map(|c| c.kind);
+                assert!(
+                    matches!(kind, Some(ColumnKind::Decimal { .. })),
+                    "{d:?}: factor {factor} of {} is not a decimal column",
+                    product.name
+                );
+            }
+            assert!(usize::from(product.precision) < 20 && product.scale <= product.precision);
+        }
     }
 
     #[test]

@@ -14,7 +14,9 @@ mod chunker;
 mod keys;
 pub mod manifest;
 mod output;
+mod records;
 mod rows;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::io::{self, Cursor, Read};
@@ -33,7 +35,8 @@ use crate::lake::{self, LakeError, LakeStore, Zone};
 pub use chunker::{Buffers, Chunk, Chunker};
 pub use keys::KeySet;
 pub use manifest::{Manifest, OutputObject, Outputs, SourceInfo, StageTimes, Status};
-pub use rows::{for_each_record, mul_round};
+pub use records::for_each_record;
+pub use validate::mul_round;
 
 use output::OutputWriter;
 use rows::{process_chunk, ChunkResult, FileContext};
@@ -476,8 +479,7 @@ pub fn transform(
         enum_folded: FileContext::enums(contract),
         key_col: contract.key_index(),
         schema: contract.arrow_schema(),
-        total_inputs: FileContext::total_inputs(contract).0,
-        total_scales: FileContext::total_inputs(contract).1,
+        product: FileContext::product_inputs(contract),
     };
     let mut writer = OutputWriter::new(lake_store, &ctx, &names, opts, req.dataset);
     let run = run_pipeline(
