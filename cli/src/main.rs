@@ -165,6 +165,7 @@ fn main() -> ExitCode {
 /// A reader that goes away (`lago sql … | head`) ends the process quietly, as with other
 /// command-line tools, instead of failing the next print with a panic.
 #[cfg(unix)]
+#[allow(unsafe_code)]
 fn quiet_on_closed_pipe() {
     // SAFETY: runs first in `main`, before any other thread exists, and only restores the
     // default disposition of SIGPIPE (which the Rust runtime sets to "ignore").
@@ -176,14 +177,25 @@ fn quiet_on_closed_pipe() {
 #[cfg(not(unix))]
 fn quiet_on_closed_pipe() {}
 
+/// Log filter: `LAGO_LOG`, else `RUST_LOG`, else warnings only (the CLI's own output is on stdout
+/// and its progress bars on stderr).
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LAGO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = log_filter(|name| std::env::var(name).ok())
+        .and_then(|directives| tracing_subscriber::EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .with_target(false)
         .init();
+}
+
+/// The first non-blank of `LAGO_LOG` and `RUST_LOG`.
+fn log_filter(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+    ["LAGO_LOG", "RUST_LOG"]
+        .into_iter()
+        .filter_map(lookup)
+        .find(|v| !v.trim().is_empty())
 }
 
 /// The PII salt: `LAGO_PII_SALT_FILE` (a file holding it) or `LAGO_PII_SALT`; without either, a
@@ -426,4 +438,27 @@ pub(crate) fn generate_to(opts: &GenerateOptions, out: &Path) -> Result<Generate
         r
     };
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        }
+    }
+
+    #[test]
+    fn lago_log_wins_over_rust_log_and_blank_counts_as_unset() {
+        let both = env(&[("LAGO_LOG", "debug"), ("RUST_LOG", "info")]);
+        assert_eq!(log_filter(both).as_deref(), Some("debug"));
+        let rust_only = env(&[("LAGO_LOG", " "), ("RUST_LOG", "lago=trace")]);
+        assert_eq!(log_filter(rust_only).as_deref(), Some("lago=trace"));
+        assert_eq!(log_filter(env(&[])), None);
+    }
 }

@@ -15,6 +15,7 @@ pub mod lake;
 pub mod load;
 pub mod parse;
 pub mod prefetch;
+pub mod runtime;
 pub mod text;
 pub mod trades;
 pub mod transform;

@@ -274,7 +274,7 @@ fn civil_days(y: u32, m: u32, d: u32) -> Option<i32> {
     if y > 9999 || !(1..=12).contains(&m) || d == 0 {
         return None;
     }
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let leap = y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
     const MONTH_DAYS: [u32; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     if d > MONTH_DAYS[(m - 1) as usize] + u32::from(m == 2 && leap) {
         return None;

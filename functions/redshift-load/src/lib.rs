@@ -2,14 +2,14 @@
 //! [`lago::ingest::statements`]' `setup`, `submit` or `status` on the Data API port.
 
 use lago::aws::redshift::{ClusterAuth, WarehouseTarget};
-use lago::ingest::env::{ConfigError, Env};
-use lago::ingest::metrics::{Emf, Unit};
 use lago::ingest::statements::{
     self, DataApi, LoadTarget, LoadTask, LoadTaskError, ManifestReader, StatementState,
 };
-use lago::ingest::{diagnostic_parts, Classified, ErrorKind};
 use lago::load::RedshiftCopy;
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use lago::runtime::env::{ConfigError, Env};
+use lago::runtime::metrics::{Emf, Unit};
+use lago::runtime::{Classified, ErrorKind};
+use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 
 /// Settings, read once at start-up.
@@ -99,16 +99,6 @@ impl Classified for RedshiftLoadError {
             RedshiftLoadError::Input(_) => ErrorKind::InvalidInput,
             RedshiftLoadError::Load(e) => e.kind(),
             RedshiftLoadError::Output(_) => ErrorKind::Internal,
-        }
-    }
-}
-
-impl From<RedshiftLoadError> for Diagnostic {
-    fn from(e: RedshiftLoadError) -> Diagnostic {
-        let (t, m) = diagnostic_parts(&e);
-        Diagnostic {
-            error_type: t.to_string(),
-            error_message: m,
         }
     }
 }
@@ -333,13 +323,13 @@ mod tests {
             let Err(e) = handle(&deps, event(&body)?).await else {
                 anyhow::bail!("{body} should fail");
             };
-            assert_eq!(Diagnostic::from(e).error_type, ty, "{body}");
+            assert_eq!(lago::runtime::diagnostic(e).error_type, ty, "{body}");
         }
         deps.api.refuse_next();
         let Err(e) = handle(&deps, event(SUBMIT)?).await else {
             anyhow::bail!("a refused batch should fail");
         };
-        assert_eq!(Diagnostic::from(e).error_type, "LoadFailed");
+        assert_eq!(lago::runtime::diagnostic(e).error_type, "LoadFailed");
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lago::aws::init_logging();
+    lago::runtime::logging::init();
     let config = Config::from_env()?;
     let sdk = lago::aws::sdk_config().await;
     let api = RedshiftDataApi::new(
@@ -28,7 +28,7 @@ async fn main() -> Result<(), Error> {
     };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(deps, event).await
+        handle(deps, event).await.map_err(lago::runtime::diagnostic)
     }))
     .await
 }

@@ -17,7 +17,7 @@ use lago::ingest::memory::sample_manifest;
 use lago::ingest::statements::{LoadTarget, ManifestReader};
 use lago::ingest::task::S3Uri;
 use lago::load::RedshiftCopy;
-use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use lambda_runtime::{Context, LambdaEvent};
 use redshift_load::{handle, Deps};
 use serde_json::{json, Value};
 
@@ -164,7 +164,7 @@ async fn statement_status_and_manifests_in_moto() -> anyhow::Result<()> {
     else {
         anyhow::bail!("expected NotFound");
     };
-    assert_eq!(Diagnostic::from(e).error_type, "NotFound");
+    assert_eq!(lago::runtime::diagnostic(e).error_type, "NotFound");
     let Err(e) = handle(
         &deps,
         LambdaEvent::new(
@@ -176,6 +176,6 @@ async fn statement_status_and_manifests_in_moto() -> anyhow::Result<()> {
     else {
         anyhow::bail!("expected NotFound");
     };
-    assert_eq!(Diagnostic::from(e).error_type, "NotFound");
+    assert_eq!(lago::runtime::diagnostic(e).error_type, "NotFound");
     Ok(())
 }

@@ -21,7 +21,7 @@ use lago::ingest::statements::{load_statements, LoadTarget};
 use lago::ingest::task::S3Uri;
 use lago::load::RedshiftCopy;
 use lago::transform::Manifest;
-use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use lambda_runtime::{Context, LambdaEvent};
 use redshift_load::{handle, Deps};
 use serde_json::{json, Value};
 
@@ -204,7 +204,7 @@ async fn busy_and_unavailable_are_retried_then_reported_retryable() -> anyhow::R
     let Err(e) = handle(&deps, submit_event(&m)).await else {
         anyhow::bail!("expected Retryable");
     };
-    assert_eq!(Diagnostic::from(e).error_type, "Retryable");
+    assert_eq!(lago::runtime::diagnostic(e).error_type, "Retryable");
     Ok(())
 }
 
@@ -227,7 +227,7 @@ async fn a_refused_batch_is_load_failed() -> anyhow::Result<()> {
     let Err(e) = handle(&deps, submit_event(&m)).await else {
         anyhow::bail!("expected LoadFailed");
     };
-    let d = Diagnostic::from(e);
+    let d = lago::runtime::diagnostic(e);
     assert_eq!(d.error_type, "LoadFailed");
     assert!(
         d.error_message.contains("Workgroup lago-dev not found"),

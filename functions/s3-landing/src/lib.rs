@@ -5,13 +5,13 @@
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::s3::S3Event;
 use chrono::{DateTime, Utc};
-use lago::ingest::env::{ConfigError, Env};
 use lago::ingest::landing::{
     decode_key, land, ExecutionStarter, InvalidRecord, LandedObject, LandingReport, StartError,
 };
-use lago::ingest::metrics::{Emf, Unit};
-use lago::ingest::{diagnostic_parts, Classified, ErrorKind};
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use lago::runtime::env::{ConfigError, Env};
+use lago::runtime::metrics::{Emf, Unit};
+use lago::runtime::{Classified, ErrorKind};
+use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -69,16 +69,6 @@ impl Classified for LandingError {
     }
 }
 
-impl From<LandingError> for Diagnostic {
-    fn from(e: LandingError) -> Diagnostic {
-        let (t, m) = diagnostic_parts(&e);
-        Diagnostic {
-            error_type: t.to_string(),
-            error_message: m,
-        }
-    }
-}
-
 /// `detail` of the EventBridge "Object Created" event (the event library has no type for it).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ObjectCreatedDetail {
@@ -126,7 +116,7 @@ fn landed(
         Err(e) => Err(InvalidRecord {
             bucket: Some(bucket),
             key: Some(raw_key.to_string()),
-            detail: lago::ingest::error_chain(&e),
+            detail: lago::runtime::error_chain(&e),
         }),
     }
 }
@@ -338,7 +328,7 @@ mod tests {
         let Err(e) = err else {
             anyhow::bail!("expected an error");
         };
-        let d: Diagnostic = e.into();
+        let d = lago::runtime::diagnostic(e);
         assert_eq!(d.error_type, "Retryable");
         // The retry goes through.
         assert_eq!(handle(&deps, event(S3_NOTIFICATION)?).await?.started, 1);
@@ -356,7 +346,11 @@ mod tests {
             let Err(e) = handle(&deps, event(body)?).await else {
                 anyhow::bail!("{body} should fail");
             };
-            assert_eq!(Diagnostic::from(e).error_type, "InvalidInput", "{body}");
+            assert_eq!(
+                lago::runtime::diagnostic(e).error_type,
+                "InvalidInput",
+                "{body}"
+            );
         }
         Ok(())
     }

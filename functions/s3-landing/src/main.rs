@@ -10,7 +10,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lago::aws::init_logging();
+    lago::runtime::logging::init();
     let config = Config::from_env()?;
     let sdk = lago::aws::sdk_config().await;
     let starter = SfnStarter::new(aws_sdk_sfn::Client::new(&sdk), &config.state_machine_arn);
@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
     let deps = Deps { starter, config };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(deps, event).await
+        handle(deps, event).await.map_err(lago::runtime::diagnostic)
     }))
     .await
 }

@@ -6,7 +6,7 @@ use aws_sdk_sfn::types::error::{ExecutionAlreadyExists, InvalidName, StateMachin
 use aws_sdk_sfn::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use lago::aws::sfn::SfnStarter;
-use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use lambda_runtime::{Context, LambdaEvent};
 use s3_landing::{handle, Config, Deps};
 use serde_json::Value;
 
@@ -96,7 +96,7 @@ async fn a_persistent_503_fails_the_invocation_as_retryable() -> anyhow::Result<
         anyhow::bail!("expected a failure");
     };
     assert_eq!(rule.num_calls(), lago::aws::MAX_ATTEMPTS as usize);
-    assert_eq!(Diagnostic::from(e).error_type, "Retryable");
+    assert_eq!(lago::runtime::diagnostic(e).error_type, "Retryable");
     Ok(())
 }
 
@@ -109,7 +109,7 @@ async fn a_missing_state_machine_is_retried_not_dropped() -> anyhow::Result<()> 
     let Err(e) = handle(&deps, event()?).await else {
         anyhow::bail!("expected a failure");
     };
-    let d = Diagnostic::from(e);
+    let d = lago::runtime::diagnostic(e);
     assert_eq!(d.error_type, "Retryable");
     assert!(
         d.error_message.contains("state machine"),

@@ -2,10 +2,10 @@
 //! [`lago::ingest::crawler::start`] or [`lago::ingest::crawler::status`] on a crawler port.
 
 use lago::ingest::crawler::{self, CrawlerControl, CrawlerError, CrawlerTask};
-use lago::ingest::env::{ConfigError, Env};
-use lago::ingest::metrics::{Emf, Unit};
-use lago::ingest::{diagnostic_parts, Classified, ErrorKind};
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use lago::runtime::env::{ConfigError, Env};
+use lago::runtime::metrics::{Emf, Unit};
+use lago::runtime::{Classified, ErrorKind};
+use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 
 /// Settings, read once at start-up.
@@ -58,16 +58,6 @@ impl Classified for CrawlerTaskError {
             CrawlerTaskError::Input(_) => ErrorKind::InvalidInput,
             CrawlerTaskError::Crawler(e) => e.kind(),
             CrawlerTaskError::Output(_) => ErrorKind::Internal,
-        }
-    }
-}
-
-impl From<CrawlerTaskError> for Diagnostic {
-    fn from(e: CrawlerTaskError) -> Diagnostic {
-        let (t, m) = diagnostic_parts(&e);
-        Diagnostic {
-            error_type: t.to_string(),
-            error_message: m,
         }
     }
 }
@@ -224,13 +214,13 @@ mod tests {
             let Err(e) = handle(&deps, event(body)?).await else {
                 anyhow::bail!("{body} should fail");
             };
-            assert_eq!(Diagnostic::from(e).error_type, ty, "{body}");
+            assert_eq!(lago::runtime::diagnostic(e).error_type, ty, "{body}");
         }
         deps.crawlers.throttle_next(1);
         let Err(e) = handle(&deps, event(START)?).await else {
             anyhow::bail!("throttled start should fail");
         };
-        assert_eq!(Diagnostic::from(e).error_type, "Retryable");
+        assert_eq!(lago::runtime::diagnostic(e).error_type, "Retryable");
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use start_crawler::{handle, Config, Deps};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lago::aws::init_logging();
+    lago::runtime::logging::init();
     let config = Config::from_env()?;
     let sdk = lago::aws::sdk_config().await;
     let crawlers = GlueCrawlers::new(aws_sdk_glue::Client::new(&sdk));
@@ -26,7 +26,7 @@ async fn main() -> Result<(), Error> {
     let deps = Deps { crawlers, config };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(deps, event).await
+        handle(deps, event).await.map_err(lago::runtime::diagnostic)
     }))
     .await
 }

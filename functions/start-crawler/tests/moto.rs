@@ -4,7 +4,7 @@
 use aws_sdk_glue::types::{CrawlerTargets, S3Target};
 use aws_sdk_glue::Client;
 use lago::aws::glue::GlueCrawlers;
-use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 use start_crawler::{handle, Config, Deps};
 
@@ -90,6 +90,6 @@ async fn start_and_poll_a_crawler_in_moto() -> anyhow::Result<()> {
     else {
         anyhow::bail!("expected NotFound");
     };
-    assert_eq!(Diagnostic::from(e).error_type, "NotFound");
+    assert_eq!(lago::runtime::diagnostic(e).error_type, "NotFound");
     Ok(())
 }

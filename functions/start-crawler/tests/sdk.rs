@@ -7,7 +7,7 @@ use aws_sdk_glue::types::{Crawler, CrawlerState, LastCrawlInfo, LastCrawlStatus}
 use aws_sdk_glue::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use lago::aws::glue::GlueCrawlers;
-use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 use start_crawler::{handle, Config, Deps};
 
@@ -130,7 +130,7 @@ async fn an_unknown_crawler_is_not_found_and_not_retried() -> anyhow::Result<()>
         anyhow::bail!("expected NotFound");
     };
     assert_eq!(rule.num_calls(), 1);
-    let d = Diagnostic::from(e);
+    let d = lago::runtime::diagnostic(e);
     assert_eq!(d.error_type, "NotFound");
     assert!(
         d.error_message.contains("lago-dev-raw-clientes"),

@@ -31,17 +31,8 @@ pub struct Config {
     pub s3_force_path_style: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("missing environment variables: {}", .0.join(", "))]
-    Missing(Vec<&'static str>),
-    #[error("environment variable {name}={value:?} is invalid: {expected}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-}
+pub use lago::runtime::env::ConfigError;
+use lago::runtime::env::Env;
 
 pub const DEFAULT_RECOMMENDER_TIMEOUT: Duration = Duration::from_millis(2000);
 pub const DEFAULT_STORE_CONCURRENCY: usize = lago::trades::DEFAULT_COMMIT_CONCURRENCY;
@@ -50,88 +41,42 @@ pub const DEFAULT_DELIVERY_RESERVE: Duration = Duration::from_millis(10_000);
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| std::env::var(name).ok())
+        Config::from_vars(&Env::from_process())
     }
 
-    /// Reads the variables through `lookup`; reports every missing one at once.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let mut missing = Vec::new();
-        let mut required = |name: &'static str| {
-            get(name).unwrap_or_else(|| {
-                missing.push(name);
-                String::new()
-            })
-        };
-        let portfolios_table = required("PORTFOLIOS_TABLE");
-        let decisions_table = required("DECISIONS_TABLE");
-        let dead_letter_queue_url = required("DEAD_LETTER_QUEUE_URL");
-        let topic_arn = required("TRADES_TOPIC_ARN");
-        let lake_bucket = required("LAKE_BUCKET");
-        if !missing.is_empty() {
-            return Err(ConfigError::Missing(missing));
-        }
-        let recommender_timeout = match get("RECOMMENDER_TIMEOUT_MS") {
-            None => DEFAULT_RECOMMENDER_TIMEOUT,
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| *ms > 0)
-                .map(Duration::from_millis)
-                .ok_or(ConfigError::Invalid {
-                    name: "RECOMMENDER_TIMEOUT_MS",
-                    value: v,
-                    expected: "a positive number of milliseconds",
-                })?,
-        };
-        let number =
-            |name: &'static str, range: std::ops::RangeInclusive<u64>, expected| match get(name) {
-                None => Ok(None),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| range.contains(n))
-                    .map(Some)
-                    .ok_or(ConfigError::Invalid {
-                        name,
-                        value: v,
-                        expected,
-                    }),
-            };
-        let store_concurrency = number(
-            "STORE_CONCURRENCY",
-            1..=512,
-            "a number of calls between 1 and 512",
-        )?
-        .map_or(DEFAULT_STORE_CONCURRENCY, |n| n as usize);
-        let delivery_reserve = number(
+    /// Reads the settings from `env`; reports every missing one at once.
+    pub fn from_vars(env: &Env) -> Result<Config, ConfigError> {
+        let [portfolios_table, decisions_table, dead_letter_queue_url, topic_arn, lake_bucket] =
+            env.required_all([
+                "PORTFOLIOS_TABLE",
+                "DECISIONS_TABLE",
+                "DEAD_LETTER_QUEUE_URL",
+                "TRADES_TOPIC_ARN",
+                "LAKE_BUCKET",
+            ])?;
+        let recommender_timeout = Duration::from_millis(env.in_range(
+            "RECOMMENDER_TIMEOUT_MS",
+            DEFAULT_RECOMMENDER_TIMEOUT.as_millis() as u64,
+            1..=900_000,
+        )?);
+        let store_concurrency =
+            env.in_range("STORE_CONCURRENCY", DEFAULT_STORE_CONCURRENCY, 1..=512)?;
+        let delivery_reserve = Duration::from_millis(env.in_range(
             "DELIVERY_RESERVE_MS",
+            DEFAULT_DELIVERY_RESERVE.as_millis() as u64,
             0..=600_000,
-            "milliseconds between 0 and 600000",
-        )?
-        .map_or(DEFAULT_DELIVERY_RESERVE, Duration::from_millis);
-        let local_endpoint = get("AWS_ENDPOINT_URL").or_else(|| get("AWS_ENDPOINT_URL_S3"));
-        let s3_force_path_style = match get("S3_FORCE_PATH_STYLE").as_deref().map(str::trim) {
-            None => local_endpoint.is_some(),
-            Some("true" | "1") => true,
-            Some("false" | "0") => false,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "S3_FORCE_PATH_STYLE",
-                    value: other.to_string(),
-                    expected: "true or false",
-                })
-            }
-        };
+        )?);
+        let local_endpoint = env
+            .optional("AWS_ENDPOINT_URL")
+            .or_else(|| env.optional("AWS_ENDPOINT_URL_S3"));
+        let s3_force_path_style = env.flag("S3_FORCE_PATH_STYLE", local_endpoint.is_some())?;
         Ok(Config {
             portfolios_table,
             decisions_table,
             dead_letter_queue_url,
             topic_arn,
             lake_bucket,
-            recommender_endpoint: get("RECOMMENDER_ENDPOINT").map(|e| e.trim().to_string()),
+            recommender_endpoint: env.optional("RECOMMENDER_ENDPOINT"),
             recommender_timeout,
             store_concurrency,
             delivery_reserve,
@@ -143,14 +88,9 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
+    fn lookup(vars: &[(&str, &str)]) -> Env {
+        Env::from_pairs(vars)
     }
 
     const ALL: [(&str, &str); 5] = [
@@ -166,10 +106,10 @@ mod tests {
 
     #[test]
     fn every_missing_variable_is_named() {
-        let err = Config::from_lookup(lookup(&[("DECISIONS_TABLE", "d"), ("LAKE_BUCKET", " ")]));
+        let err = Config::from_vars(&lookup(&[("DECISIONS_TABLE", "d"), ("LAKE_BUCKET", " ")]));
         assert_eq!(
             err,
-            Err(ConfigError::Missing(vec![
+            Err(ConfigError::MissingAll(vec![
                 "PORTFOLIOS_TABLE",
                 "DEAD_LETTER_QUEUE_URL",
                 "TRADES_TOPIC_ARN",
@@ -180,7 +120,7 @@ mod tests {
 
     #[test]
     fn defaults_without_endpoint_or_model() -> Result<(), ConfigError> {
-        let config = Config::from_lookup(lookup(&ALL))?;
+        let config = Config::from_vars(&lookup(&ALL))?;
         assert_eq!(config.recommender_endpoint, None);
         assert_eq!(config.recommender_timeout, DEFAULT_RECOMMENDER_TIMEOUT);
         assert_eq!(config.store_concurrency, DEFAULT_STORE_CONCURRENCY);
@@ -194,7 +134,7 @@ mod tests {
         let mut vars = ALL.to_vec();
         vars.push(("STORE_CONCURRENCY", "32"));
         vars.push(("DELIVERY_RESERVE_MS", "5000"));
-        let config = Config::from_lookup(lookup(&vars))?;
+        let config = Config::from_vars(&lookup(&vars))?;
         assert_eq!(config.store_concurrency, 32);
         assert_eq!(config.delivery_reserve, Duration::from_secs(5));
         for (name, bad) in [
@@ -206,7 +146,7 @@ mod tests {
             let mut vars = ALL.to_vec();
             vars.push((name, bad));
             assert!(
-                matches!(Config::from_lookup(lookup(&vars)), Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                matches!(Config::from_vars(&lookup(&vars)), Err(ConfigError::Invalid { name: n, .. }) if n == name),
                 "{name}={bad}"
             );
         }
@@ -219,7 +159,7 @@ mod tests {
         vars.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"));
         vars.push(("RECOMMENDER_ENDPOINT", "lago-recommender"));
         vars.push(("RECOMMENDER_TIMEOUT_MS", "750"));
-        let config = Config::from_lookup(lookup(&vars))?;
+        let config = Config::from_vars(&lookup(&vars))?;
         assert!(config.s3_force_path_style);
         assert_eq!(
             config.recommender_endpoint.as_deref(),
@@ -228,7 +168,7 @@ mod tests {
         assert_eq!(config.recommender_timeout, Duration::from_millis(750));
         vars.push(("S3_FORCE_PATH_STYLE", "maybe"));
         assert!(matches!(
-            Config::from_lookup(lookup(&vars)),
+            Config::from_vars(&lookup(&vars)),
             Err(ConfigError::Invalid {
                 name: "S3_FORCE_PATH_STYLE",
                 ..

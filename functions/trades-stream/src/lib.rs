@@ -24,14 +24,14 @@ use chrono::{DateTime, Utc};
 use lago::aws::trades::{
     DynamoDbPortfolioStore, S3TradeArchive, SageMakerRecommender, SnsNotifier, SqsDeadLetterSink,
 };
-use lago::ingest::error_chain;
-use lago::ingest::metrics::{Emf, Unit};
+use lago::runtime::metrics::{Emf, Unit};
+use lago::runtime::{error_chain, Classified, ErrorKind};
 use lago::trades::{
     deliver, BatchOutcome, DeadLetter, DeadLetterSink, DeliveryError, Notification, Notifier,
     PortfolioStore, ProcessorConfig, Recommender, SinkError, StoreError, TradeArchive,
     TradeProcessor, WithRuleFallback,
 };
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use tracing::{debug, error, info, warn};
 
 pub use config::{Config, ConfigError};
@@ -56,10 +56,16 @@ pub enum HandlerError {
 impl HandlerError {
     /// `StoreFailure`, `Retryable` (delivery failed transiently) or `DeliveryFailed`.
     pub fn error_type(&self) -> &'static str {
+        self.kind().error_type()
+    }
+}
+
+impl Classified for HandlerError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            HandlerError::Store(_) => "StoreFailure",
-            HandlerError::Delivery(e) if delivery_is_transient(e) => "Retryable",
-            HandlerError::Delivery(_) => "DeliveryFailed",
+            HandlerError::Store(_) => ErrorKind::StoreFailure,
+            HandlerError::Delivery(e) if delivery_is_transient(e) => ErrorKind::Retryable,
+            HandlerError::Delivery(_) => ErrorKind::DeliveryFailed,
         }
     }
 }
@@ -70,15 +76,6 @@ fn delivery_is_transient(e: &DeliveryError) -> bool {
             matches!(s, SinkError::Transient(_) | SinkError::Io(_))
         }
         DeliveryError::Encode(_) => false,
-    }
-}
-
-impl From<HandlerError> for Diagnostic {
-    fn from(e: HandlerError) -> Diagnostic {
-        Diagnostic {
-            error_type: e.error_type().to_string(),
-            error_message: error_chain(&e),
-        }
     }
 }
 

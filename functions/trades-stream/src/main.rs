@@ -8,12 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use lambda_runtime::{service_fn, LambdaEvent};
 use trades_stream::{aws_trade_stream, AwsClients, Config, KinesisTradeEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lago::aws::init_logging();
+    lago::runtime::logging::init();
     let config = Config::from_env()?;
     let sdk = lago::aws::sdk_config().await;
     let clients = AwsClients::new(&sdk, &config);
@@ -21,7 +21,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let stream = Arc::new(aws_trade_stream(&clients, &config));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisTradeEvent>| {
         let stream = Arc::clone(&stream);
-        async move { stream.handle_event(event).await.map_err(Diagnostic::from) }
+        async move {
+            stream
+                .handle_event(event)
+                .await
+                .map_err(lago::runtime::diagnostic)
+        }
     }))
     .await
 }

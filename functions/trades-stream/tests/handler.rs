@@ -14,7 +14,6 @@ use lago::trades::{
     PortfolioStore, RecordingArchive, RecordingDeadLetters, RecordingNotifier, RuleRecommender,
     SinkError, StoreError, TradeArchive, TradeProcessor,
 };
-use lambda_runtime::Diagnostic;
 use rust_decimal::Decimal;
 use trades_stream::{KinesisTradeEvent, TradeStream};
 
@@ -265,7 +264,7 @@ async fn a_permanent_store_failure_fails_the_invocation() -> anyhow::Result<()> 
     );
     let (result, _) = stream.handle(&fixture()?, now()).await;
     let err = result.err().context("the invocation fails")?;
-    let diagnostic = Diagnostic::from(err);
+    let diagnostic = lago::runtime::diagnostic(err);
     assert_eq!(diagnostic.error_type, "StoreFailure");
     assert!(
         diagnostic
@@ -306,7 +305,7 @@ async fn an_archive_failure_fails_the_invocation_to_be_retried() -> anyhow::Resu
         RecordingNotifier::new(),
     );
     let (result, _) = stream.handle(&fixture()?, now()).await;
-    let diagnostic = Diagnostic::from(result.err().context("the invocation fails")?);
+    let diagnostic = lago::runtime::diagnostic(result.err().context("the invocation fails")?);
     assert_eq!(diagnostic.error_type, "Retryable");
     // the portfolios were committed all the same: the retry finds duplicates
     let (result, metrics) = stream.handle(&fixture()?, now()).await;

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lago::aws::s3::{S3Error, S3Lake, S3Source};
-use lago::ingest::env::{ConfigError, Env};
-use lago::ingest::metrics::{Emf, Unit};
 use lago::ingest::task::{
     pii_salt, ExecutionInput, SecretError, SecretSource, TaskInputError, TransformOutput,
 };
-use lago::ingest::{diagnostic_parts, Classified, ErrorKind};
 use lago::lake::{LakeError, LakeStore};
+use lago::runtime::env::{ConfigError, Env};
+use lago::runtime::metrics::{Emf, Unit};
+use lago::runtime::{Classified, ErrorKind};
 use lago::transform::{self as engine, RawSource, TransformError, TransformOptions};
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
@@ -159,7 +159,7 @@ impl<St: Storage, Sec: SecretSource> Deps<St, Sec> {
     /// Reads the salt during init; a failure is logged and retried by the first invocation.
     pub async fn warm_salt(&self) {
         if let Err(e) = self.salt().await {
-            tracing::warn!(error = %lago::ingest::error_chain(&e), "the PII salt could not be read during init");
+            tracing::warn!(error = %lago::runtime::error_chain(&e), "the PII salt could not be read during init");
         }
     }
 }
@@ -238,16 +238,6 @@ impl Classified for TransformTaskError {
                 // Parquet and the key set fail on I/O (an S3 part upload, the spill file).
                 other => s3_kind_in_chain(other).unwrap_or(ErrorKind::Retryable),
             },
-        }
-    }
-}
-
-impl From<TransformTaskError> for Diagnostic {
-    fn from(e: TransformTaskError) -> Diagnostic {
-        let (t, m) = diagnostic_parts(&e);
-        Diagnostic {
-            error_type: t.to_string(),
-            error_message: m,
         }
     }
 }
@@ -367,7 +357,7 @@ fn fail(input: &ExecutionInput, e: TransformTaskError) -> TransformTaskError {
         dataset = %input.dataset,
         key = %input.key,
         error_type = e.kind().error_type(),
-        error = %lago::ingest::error_chain(&e),
+        error = %lago::runtime::error_chain(&e),
         "transform failed"
     );
     e
@@ -540,7 +530,7 @@ mod tests {
         let Err(e) = handle(&deps, event_with_deadline(TASK, 5)?).await else {
             anyhow::bail!("expected DeadlineExceeded");
         };
-        assert_eq!(Diagnostic::from(e).error_type, "DeadlineExceeded");
+        assert_eq!(lago::runtime::diagnostic(e).error_type, "DeadlineExceeded");
         let cases = [
             r#"{"bucket":"other","key":"raw/clientes/a.csv","dataset":"clientes","load_date":"2025-05-10"}"#,
             r#"{"bucket":"lago-lake-dev","key":"processed/clientes/a.csv","dataset":"clientes","load_date":"2025-05-10"}"#,
@@ -551,7 +541,11 @@ mod tests {
             let Err(e) = handle(&deps, event_with_deadline(body, 60)?).await else {
                 anyhow::bail!("{body} should fail");
             };
-            assert_eq!(Diagnostic::from(e).error_type, "InvalidInput", "{body}");
+            assert_eq!(
+                lago::runtime::diagnostic(e).error_type,
+                "InvalidInput",
+                "{body}"
+            );
         }
         Ok(())
     }
@@ -565,7 +559,7 @@ mod tests {
             let Err(e) = handle(&deps, event_with_deadline(TASK, 60)?).await else {
                 anyhow::bail!("expected a salt error");
             };
-            assert_eq!(Diagnostic::from(e).error_type, "NotFound");
+            assert_eq!(lago::runtime::diagnostic(e).error_type, "NotFound");
         }
         assert_eq!(deps.secrets.reads(), 2);
         Ok(())

@@ -10,7 +10,7 @@ use transform::{handle, Config, Deps, S3Storage};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lago::aws::init_logging();
+    lago::runtime::logging::init();
     let config = Config::from_env()?;
     let sdk = lago::aws::sdk_config().await;
     let storage = S3Storage::new(
@@ -29,7 +29,7 @@ async fn main() -> Result<(), Error> {
     deps.warm_salt().await;
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(deps, event).await
+        handle(deps, event).await.map_err(lago::runtime::diagnostic)
     }))
     .await
 }

@@ -16,8 +16,8 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use lago::aws::s3::{S3Error, S3Lake, S3Source};
 use lago::aws::secrets::SecretsManager;
 use lago::ingest::task::SecretSource;
-use lago::ingest::ErrorKind;
 use lago::lake::LakeStore;
+use lago::runtime::ErrorKind;
 use lago::transform::RawSource;
 
 const MIB: usize = 1 << 20;
@@ -173,7 +173,7 @@ async fn a_failed_part_aborts_the_upload() -> anyhow::Result<()> {
     let Err(e) = result else {
         anyhow::bail!("expected the upload to fail");
     };
-    assert!(lago::ingest::error_chain(&e).contains("UploadPart"), "{e}");
+    assert!(lago::runtime::error_chain(&e).contains("UploadPart"), "{e}");
     lake.drain_cleanups().await;
     // (two parts were in flight; each was retried until the SDK or its retry quota gave up)
     assert!(upload.num_calls() >= lago::aws::MAX_ATTEMPTS as usize);

@@ -1,7 +1,7 @@
 //! AWS adapters of lago's ports (feature `aws`): the lake on S3 ([`s3`]), Step Functions
 //! ([`sfn`]), Glue crawlers ([`glue`]), the Redshift Data API ([`redshift`]) and Secrets Manager
-//! ([`secrets`]); plus what every Lambda does at start-up — the shared SDK configuration and
-//! JSON logs ([`init_logging`]).
+//! ([`secrets`]); plus the SDK configuration every Lambda builds at start-up (logging is
+//! [`crate::runtime::logging`]).
 //!
 //! Each adapter turns SDK errors into the port's error with the SDK error kept as its `source`,
 //! and sorts them into transient (throttling, 5xx, timeouts, dropped connections: retried by the
@@ -102,28 +102,6 @@ pub fn is_transient<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) ->
 /// The HTTP status of a service error, if the call got that far.
 pub fn http_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())
-}
-
-/// JSON logs on stdout for CloudWatch (one object per line; the span fields — request id,
-/// dataset, key — flattened into each event). The level comes from `AWS_LAMBDA_LOG_LEVEL` (set
-/// by the function's logging config), else `RUST_LOG`, else `info`.
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .ok()
-        .and_then(|l| EnvFilter::try_new(l.to_ascii_lowercase()).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    // A second call (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_current_span(true)
-        .with_span_list(false)
-        .flatten_event(true)
-        .with_ansi(false)
-        .try_init();
 }
 
 /// The moto server the integration tests talk to (`LAGO_MOTO_ENDPOINT`, set by

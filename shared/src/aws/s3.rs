@@ -23,8 +23,8 @@ use tracing::{debug, instrument, warn};
 use super::{http_status, is_transient};
 use crate::ingest::statements::{ManifestError, ManifestReader};
 use crate::ingest::task::S3Uri;
-use crate::ingest::{BoxError, ErrorKind};
 use crate::lake::{LakeError, LakeStore, ObjectSink};
+use crate::runtime::{BoxError, ErrorKind};
 use crate::transform::{Manifest, RawSource};
 
 /// S3's smallest part (every part but the last must be at least this).
@@ -451,7 +451,7 @@ impl Drop for S3Sink {
                 .send()
                 .await
             {
-                warn!(%key, error = %crate::ingest::error_chain(&e), "abort of a multipart upload failed; the bucket's lifecycle rule removes it");
+                warn!(%key, error = %crate::runtime::error_chain(&e), "abort of a multipart upload failed; the bucket's lifecycle rule removes it");
             }
         });
         match self.lake.cleanups.lock() {

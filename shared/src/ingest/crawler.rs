@@ -8,8 +8,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{BoxError, Classified, ErrorKind};
 use crate::contract::Dataset;
+use crate::runtime::{BoxError, Classified, ErrorKind};
 
 /// The lake zones that have crawlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

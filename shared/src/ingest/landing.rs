@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::task::ExecutionInput;
-use super::BoxError;
 use crate::contract::Dataset;
 use crate::lake;
+use crate::runtime::BoxError;
 
 /// Longest execution name Step Functions accepts.
 pub const MAX_EXECUTION_NAME: usize = 80;
@@ -387,7 +387,7 @@ pub async fn land<S: ExecutionStarter>(
             }
             Err(e) => {
                 let retryable = e.retryable();
-                let detail = super::error_chain(&e);
+                let detail = crate::runtime::error_chain(&e);
                 warn!(%dataset, key = %obj.key, execution = %name, retryable, error = %detail, "start execution failed");
                 report.record(RecordReport {
                     outcome: "failed",

@@ -47,7 +47,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn fake_error(msg: &str) -> super::BoxError {
+fn fake_error(msg: &str) -> crate::runtime::BoxError {
     Box::new(io::Error::other(msg.to_string()))
 }
 

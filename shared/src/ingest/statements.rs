@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::task::{S3Uri, TaskInputError};
-use super::{BoxError, Classified, ErrorKind};
 use crate::contract::Dataset;
 use crate::load::{self, Ident, LoadError, LoadPlan, RedshiftCopy, SqlDialect};
+use crate::runtime::{BoxError, Classified, ErrorKind};
 use crate::transform::Manifest;
 
 /// The task input of the `redshift-load` function.

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::{BoxError, Classified, ErrorKind};
 use crate::contract::Dataset;
+use crate::runtime::{BoxError, Classified, ErrorKind};
 use crate::transform::{Manifest, SourceIdentity, SourceVersion, Status, TransformRequest};
 
 /// The input of one ingest execution: one write of one raw object.

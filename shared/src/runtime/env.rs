@@ -10,6 +10,8 @@ use std::str::FromStr;
 pub enum ConfigError {
     #[error("environment variable {0} is required")]
     Missing(&'static str),
+    #[error("missing environment variables: {}", .0.join(", "))]
+    MissingAll(Vec<&'static str>),
     #[error("environment variable {name}={value:?} is invalid: {reason}")]
     Invalid {
         name: &'static str,
@@ -53,6 +55,36 @@ impl Env {
 
     pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
         self.optional(name).ok_or(ConfigError::Missing(name))
+    }
+
+    /// Several required settings, reporting every missing one at once.
+    pub fn required_all<const N: usize>(
+        &self,
+        names: [&'static str; N],
+    ) -> Result<[String; N], ConfigError> {
+        let missing: Vec<&'static str> = names
+            .iter()
+            .copied()
+            .filter(|name| self.optional(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ConfigError::MissingAll(missing));
+        }
+        Ok(names.map(|name| self.optional(name).unwrap_or_default()))
+    }
+
+    /// A boolean setting (`true`/`1` or `false`/`0`), or `default` when unset.
+    pub fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.optional(name).as_deref() {
+            None => Ok(default),
+            Some("true" | "1") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(other) => Err(ConfigError::Invalid {
+                name,
+                value: other.to_string(),
+                reason: "must be true or false".to_string(),
+            }),
+        }
     }
 
     /// A parsed value, or `default` when unset.
@@ -112,5 +144,31 @@ mod tests {
         ));
         assert!(env.in_range("N", 1u32, 1..=10).is_err());
         assert_eq!(env.in_range("N", 1u32, 1..=64), Ok(12));
+    }
+
+    #[test]
+    fn every_missing_setting_is_named_at_once_and_flags_are_strict() {
+        let env = Env::from_pairs(&[
+            ("A", "x"),
+            ("C", "z"),
+            ("T", "1"),
+            ("F", "false"),
+            ("Y", "yes"),
+        ]);
+        assert_eq!(
+            env.required_all(["A", "C"]),
+            Ok(["x".to_string(), "z".to_string()])
+        );
+        assert_eq!(
+            env.required_all(["A", "B", "C", "D"]),
+            Err(ConfigError::MissingAll(vec!["B", "D"]))
+        );
+        assert_eq!(env.flag("T", false), Ok(true));
+        assert_eq!(env.flag("F", true), Ok(false));
+        assert_eq!(env.flag("UNSET", true), Ok(true));
+        assert!(matches!(
+            env.flag("Y", false),
+            Err(ConfigError::Invalid { name: "Y", .. })
+        ));
     }
 }

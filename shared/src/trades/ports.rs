@@ -18,7 +18,7 @@ use super::trade::Trade;
 
 /// The error type adapters wrap (SDK errors, I/O errors), kept as the `source`: the same one
 /// the ingest ports use.
-pub use crate::ingest::BoxError;
+pub use crate::runtime::BoxError;
 
 /// A store failure. `Transient` (throttling, timeouts, service unavailable) stops the batch
 /// and reports `batchItemFailures`; it may be ambiguous — a commit that timed out may have

@@ -232,7 +232,7 @@ fn write_run(sorted: impl Iterator<Item = io::Result<u128>>, level: u32) -> io::
     let mut n = 0u64;
     for fp in sorted {
         let fp = fp?;
-        if n % BLOCK_KEYS as u64 == 0 {
+        if n.is_multiple_of(BLOCK_KEYS as u64) {
             fences.push(fp);
         }
         w.write_all(&fp.to_le_bytes())?;
