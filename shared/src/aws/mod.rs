@@ -107,6 +107,7 @@ pub fn http_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
 /// The moto server the integration tests talk to (`LAGO_MOTO_ENDPOINT`, set by
 /// `scripts/moto.sh`'s `moto_start`). Without it a test says it is skipped and returns `None`;
 /// the test command sets `LAGO_REQUIRE_MOTO=1`, and then a missing server fails the test instead.
+#[cfg(feature = "local")]
 pub fn moto_endpoint(test: &str) -> Option<String> {
     use std::io::Write;
     match std::env::var("LAGO_MOTO_ENDPOINT") {

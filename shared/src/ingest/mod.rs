@@ -10,6 +10,7 @@
 
 pub mod crawler;
 pub mod landing;
+#[cfg(any(test, feature = "local"))]
 pub mod memory;
 pub mod statements;
 pub mod task;

@@ -15,16 +15,20 @@
 //! [`run_bench`]) and the tests.
 
 pub mod archive;
+#[cfg(any(test, feature = "local"))]
 pub mod bench;
 pub mod delivery;
+#[cfg(any(test, feature = "local"))]
 pub mod generate;
 mod hash;
+#[cfg(any(test, feature = "local"))]
 pub mod memory;
 pub mod outcome;
 pub mod portfolio;
 pub mod ports;
 pub mod processor;
 pub mod recommend;
+#[cfg(any(test, feature = "local"))]
 pub mod replay;
 pub mod trade;
 
@@ -32,9 +36,12 @@ pub mod trade;
 mod properties;
 
 pub use archive::{archive_key, encode_ndjson_gz};
+#[cfg(any(test, feature = "local"))]
 pub use bench::{run_bench, run_bench_with, BenchOptions, BenchReport};
 pub use delivery::{deliver, DeliveryError};
+#[cfg(any(test, feature = "local"))]
 pub use generate::{generate_trades, TradeGenerateOptions, TradeGenerateReport};
+#[cfg(any(test, feature = "local"))]
 pub use memory::{
     FailureMode, Latency, LocalFolderArchive, MemoryPortfolioStore, RecordingArchive,
     RecordingDeadLetters, RecordingNotifier, StoreCounters,
@@ -52,5 +59,6 @@ pub use processor::{
     DEFAULT_COMMIT_CONCURRENCY,
 };
 pub use recommend::{RuleConfig, RuleRecommender, WithRuleFallback};
+#[cfg(any(test, feature = "local"))]
 pub use replay::{replay, replay_with, PortfolioView, ReplayError, ReplayOptions, ReplaySummary};
 pub use trade::{InvalidReason, InvalidTrade, Side, Trade};

@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::contract::{ColumnKind, Dataset, FileReason, SCHEMA_VERSION};
+use crate::contract::{ColumnKind, Contract, Dataset, FileReason, SCHEMA_VERSION};
 use crate::dialect::{self, Encoding, GZIP_MAGIC, UTF8_BOM};
 use crate::lake::{self, LakeError, LakeStore, Zone};
+use crate::parse::DecimalSep;
 
 pub use chunker::{Buffers, Chunk, Chunker};
 pub use keys::KeySet;
@@ -248,6 +249,11 @@ struct DecidedEncoding {
 }
 
 /// Transforms one source file into the lake. Returns the manifest that was written.
+///
+/// The stages, each a method of [`Run`]: open the source (compression by magic bytes), sniff its
+/// start (byte-order mark, delimiter, encoding), match the header against the contract (and
+/// decide the decimal separator), then either reject the file whole (empty, unreadable, required
+/// columns missing) or convert its records through the parallel pipeline, and commit.
 pub fn transform(
     source: &dyn RawSource,
     req: &TransformRequest,
@@ -255,130 +261,389 @@ pub fn transform(
     lake_store: &dyn LakeStore,
     progress: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<Manifest, TransformError> {
-    let started = Instant::now();
-    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let names = Names::new(req, &req.source);
-
-    let raw_bytes = Arc::new(AtomicU64::new(0));
-    let source_failed = Arc::new(AtomicBool::new(false));
-    let digest = Arc::new(std::sync::Mutex::new(None));
-    let raw = source.open().map_err(TransformError::Source)?;
-    let mut counted = HashTap {
-        inner: Counted {
-            inner: raw,
-            bytes: raw_bytes.clone(),
-            hash: Xxh3::new(),
-            source_failed: source_failed.clone(),
-        },
-        out: digest.clone(),
-        done: false,
+    let run = Run::new(source, req, opts, lake_store);
+    let mut base = run.new_manifest();
+    let mut decoded = run.open(&mut base)?;
+    let sniffed = match run.sniff(&mut decoded, &mut base) {
+        Ok(Some(sniffed)) => sniffed,
+        Ok(None) => {
+            let detail = "the file has no header and no records".to_string();
+            return run.reject(&mut base, FileReason::EmptyFile, detail, 0);
+        }
+        Err(e) => return run.fail_read(e, &mut base, 0),
     };
-
-    let mut base = Manifest {
-        schema_version: SCHEMA_VERSION,
-        dataset: req.dataset,
-        load_date: req.load_date,
-        source: SourceInfo {
-            key: req.source.key.clone(),
-            size: req.source.size,
-            version: req.source.version.known().to_string(),
-            checksum: String::new(),
-            compression: None,
-            encoding: None,
-            delimiter: None,
-            decimal_separator: None,
-            bom: false,
-        },
-        status: Status::Ok,
-        file_reason: None,
-        file_detail: None,
-        rows_in: 0,
-        rows_ok: 0,
-        rows_rejected: 0,
-        rejects_by_reason: BTreeMap::new(),
-        ignored_columns: Vec::new(),
-        missing_optional_columns: Vec::new(),
-        outputs: Outputs {
-            manifest: names.manifest.clone(),
-            ..Outputs::default()
-        },
-        started_at,
-        duration_ms: 0,
-        stages: StageTimes::default(),
-        threads: opts.threads.max(1),
-    };
-
-    // Compression by magic bytes.
-    let mut magic = [0u8; 2];
-    let got = chunker::read_full(&mut counted, &mut magic).map_err(TransformError::Source)?;
-    let prefix = Cursor::new(magic[..got].to_vec());
-    let gz = got == 2 && magic == GZIP_MAGIC;
-    let mut decoded: Box<dyn Read + Send> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(prefix.chain(counted)))
-    } else {
-        Box::new(prefix.chain(counted))
-    };
-    base.source.compression = gz.then(|| "gzip".to_string());
-
-    let fail_read =
-        |e: io::Error, base: &mut Manifest, rows: u64| -> Result<Manifest, TransformError> {
-            if source_failed.load(Ordering::Relaxed) {
-                return Err(TransformError::Source(e));
-            }
-            reject_file(
-                source,
-                req,
-                lake_store,
-                &names,
-                base,
-                FileReason::Unreadable,
-                format!("the content could not be read after {rows} records: {e}"),
-                rows,
-                started,
-            )
-        };
-
-    let mut sample = vec![0u8; SAMPLE];
-    let n = match chunker::read_full(&mut decoded, &mut sample) {
-        Ok(n) => n,
-        Err(e) => return fail_read(e, &mut base, 0),
-    };
-    sample.truncate(n);
-    let bom = sample.starts_with(&UTF8_BOM);
-    if bom {
-        sample.drain(..3);
+    let contract = req.dataset.contract();
+    let matched = match_header(contract, &sniffed, &mut base);
+    let Sniffed {
+        sample,
+        delimiter,
+        encoding,
+    } = sniffed;
+    let input = Cursor::new(sample).chain(decoded);
+    if !matched.missing.is_empty() {
+        return run.reject_missing_columns(input, delimiter, &matched, &mut base);
     }
-    if sample.iter().all(|b| b.is_ascii_whitespace()) {
-        let m = reject_file(
+    let ctx = FileContext {
+        contract,
+        n_fields: matched.header.len(),
+        col_field: matched.col_field,
+        delimiter,
+        decimal: matched.decimal,
+        salt: opts.pii_salt.clone(),
+        source_key: req.source.key.clone(),
+        load_date_days: crate::parse::days_since_epoch(req.load_date),
+        enum_folded: FileContext::enums(contract),
+        key_col: contract.key_index(),
+        schema: contract.arrow_schema(),
+        product: FileContext::product_inputs(contract),
+    };
+    run.convert(input, &ctx, DecidedEncoding { encoding }, progress, base)
+}
+
+/// One run of [`transform`]: what every stage, and every way out of it, needs.
+struct Run<'a> {
+    source: &'a dyn RawSource,
+    req: &'a TransformRequest,
+    opts: &'a TransformOptions,
+    lake_store: &'a dyn LakeStore,
+    names: Names,
+    started: Instant,
+    started_at: String,
+    /// Stored bytes read so far.
+    raw_bytes: Arc<AtomicU64>,
+    /// Whether a read error came from the source itself (retryable) rather than its content.
+    source_failed: Arc<AtomicBool>,
+    /// The stored bytes' hash, once they have been read to their end.
+    digest: Arc<std::sync::Mutex<Option<u128>>>,
+}
+
+/// The start of a file, read once to decide how to read all of it.
+struct Sniffed {
+    sample: Vec<u8>,
+    delimiter: u8,
+    /// `None` while the sample is ASCII: the first chunk that is not decides.
+    encoding: Option<Encoding>,
+}
+
+/// The file's header matched against its contract.
+struct HeaderMatch {
+    header: Vec<String>,
+    /// For each contract column, the header field that holds it.
+    col_field: Vec<Option<usize>>,
+    /// Required columns the header lacks.
+    missing: Vec<&'static str>,
+    decimal: DecimalSep,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        source: &'a dyn RawSource,
+        req: &'a TransformRequest,
+        opts: &'a TransformOptions,
+        lake_store: &'a dyn LakeStore,
+    ) -> Run<'a> {
+        Run {
             source,
             req,
+            opts,
             lake_store,
-            &names,
-            &mut base,
-            FileReason::EmptyFile,
-            "the file has no header and no records".into(),
-            0,
-            started,
-        );
-        return m;
+            names: Names::new(req, &req.source),
+            started: Instant::now(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            raw_bytes: Arc::new(AtomicU64::new(0)),
+            source_failed: Arc::new(AtomicBool::new(false)),
+            digest: Arc::new(std::sync::Mutex::new(None)),
+        }
     }
 
-    let delimiter = dialect::sniff_delimiter(&sample);
-    let encoding = if bom {
-        Some(Encoding::Utf8)
-    } else if !sample.is_ascii() {
-        Some(dialect::decide_encoding(&sample))
-    } else {
-        None
-    };
-    base.source.bom = bom;
-    base.source.delimiter = Some((delimiter as char).to_string());
+    /// The manifest as far as the request tells it.
+    fn new_manifest(&self) -> Manifest {
+        let req = self.req;
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            dataset: req.dataset,
+            load_date: req.load_date,
+            source: SourceInfo {
+                key: req.source.key.clone(),
+                size: req.source.size,
+                version: req.source.version.known().to_string(),
+                checksum: String::new(),
+                compression: None,
+                encoding: None,
+                delimiter: None,
+                decimal_separator: None,
+                bom: false,
+            },
+            status: Status::Ok,
+            file_reason: None,
+            file_detail: None,
+            rows_in: 0,
+            rows_ok: 0,
+            rows_rejected: 0,
+            rejects_by_reason: BTreeMap::new(),
+            ignored_columns: Vec::new(),
+            missing_optional_columns: Vec::new(),
+            outputs: Outputs {
+                manifest: self.names.manifest.clone(),
+                ..Outputs::default()
+            },
+            started_at: self.started_at.clone(),
+            duration_ms: 0,
+            stages: StageTimes::default(),
+            threads: self.opts.threads.max(1),
+        }
+    }
 
-    // Header and decimal evidence from the sample.
-    let contract = req.dataset.contract();
+    /// The source's content, counted and hashed as stored, gunzipped when its magic bytes say so.
+    fn open(&self, base: &mut Manifest) -> Result<Box<dyn Read + Send>, TransformError> {
+        let raw = self.source.open().map_err(TransformError::Source)?;
+        let mut counted = HashTap {
+            inner: Counted {
+                inner: raw,
+                bytes: self.raw_bytes.clone(),
+                hash: Xxh3::new(),
+                source_failed: self.source_failed.clone(),
+            },
+            out: self.digest.clone(),
+            done: false,
+        };
+        let mut magic = [0u8; 2];
+        let got = chunker::read_full(&mut counted, &mut magic).map_err(TransformError::Source)?;
+        let prefix = Cursor::new(magic[..got].to_vec());
+        let gz = got == 2 && magic == GZIP_MAGIC;
+        base.source.compression = gz.then(|| "gzip".to_string());
+        Ok(if gz {
+            Box::new(flate2::read::MultiGzDecoder::new(prefix.chain(counted)))
+        } else {
+            Box::new(prefix.chain(counted))
+        })
+    }
+
+    /// Reads the first [`SAMPLE`] bytes and decides the delimiter and, when the sample shows
+    /// it, the encoding; `None` for a file with nothing but white space.
+    fn sniff(&self, decoded: &mut impl Read, base: &mut Manifest) -> io::Result<Option<Sniffed>> {
+        let mut sample = vec![0u8; SAMPLE];
+        let n = chunker::read_full(decoded, &mut sample)?;
+        sample.truncate(n);
+        let bom = sample.starts_with(&UTF8_BOM);
+        if bom {
+            sample.drain(..3);
+        }
+        if sample.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(None);
+        }
+        let delimiter = dialect::sniff_delimiter(&sample);
+        let encoding = if bom {
+            Some(Encoding::Utf8)
+        } else if !sample.is_ascii() {
+            Some(dialect::decide_encoding(&sample))
+        } else {
+            None
+        };
+        base.source.bom = bom;
+        base.source.delimiter = Some((delimiter as char).to_string());
+        if let Some(e) = encoding {
+            base.source.encoding = Some(e.label().to_string());
+        }
+        Ok(Some(Sniffed {
+            sample,
+            delimiter,
+            encoding,
+        }))
+    }
+
+    /// A read error: the source's own (retryable) fails the run; undecodable content rejects
+    /// the file.
+    fn fail_read(
+        &self,
+        e: io::Error,
+        base: &mut Manifest,
+        rows: u64,
+    ) -> Result<Manifest, TransformError> {
+        if self.source_failed.load(Ordering::Relaxed) {
+            return Err(TransformError::Source(e));
+        }
+        let detail = format!("the content could not be read after {rows} records: {e}");
+        self.reject(base, FileReason::Unreadable, detail, rows)
+    }
+
+    /// Rejects a file whose header lacks required columns, after counting its records so the
+    /// manifest still accounts for every one of them.
+    fn reject_missing_columns(
+        &self,
+        input: impl Read + Send,
+        delimiter: u8,
+        matched: &HeaderMatch,
+        base: &mut Manifest,
+    ) -> Result<Manifest, TransformError> {
+        let mut chunks = Chunker::new(input, delimiter, self.opts.chunk_size, 1);
+        let mut rows = 0u64;
+        let mut first = true;
+        loop {
+            match chunks.next_chunk() {
+                Ok(Some(c)) => for_each_record(&c.bytes, delimiter, c.first_line, |_| {
+                    if first {
+                        first = false;
+                    } else {
+                        rows += 1;
+                    }
+                    true
+                }),
+                Ok(None) => break,
+                Err(e) => return self.fail_read(e, base, rows),
+            }
+        }
+        let detail = format!(
+            "required columns missing: {} (header: {})",
+            matched.missing.join(", "),
+            matched.header.join(&(delimiter as char).to_string())
+        );
+        self.reject(base, FileReason::MissingColumns, detail, rows)
+    }
+
+    /// Converts every record through the pipeline, then commits the outputs and the manifest.
+    fn convert(
+        &self,
+        input: impl Read + Send,
+        ctx: &FileContext,
+        mut dialect: DecidedEncoding,
+        progress: Option<&(dyn Fn(u64) + Sync)>,
+        mut base: Manifest,
+    ) -> Result<Manifest, TransformError> {
+        let (req, opts) = (self.req, self.opts);
+        let mut writer = OutputWriter::new(self.lake_store, ctx, &self.names, opts, req.dataset);
+        let run = run_pipeline(
+            input,
+            ctx,
+            opts,
+            &mut dialect,
+            &mut writer,
+            &self.raw_bytes,
+            progress,
+        );
+        let reading = match run {
+            Ok(reading) => reading,
+            Err(PipelineError::Read(e, rows)) => {
+                writer.abort();
+                return self.fail_read(e, &mut base, rows);
+            }
+            Err(PipelineError::Deadline(rows)) => {
+                writer.abort();
+                return Err(TransformError::DeadlineExceeded { rows });
+            }
+            Err(PipelineError::Transform(e)) => {
+                writer.abort();
+                return Err(e);
+            }
+        };
+        let encoding = dialect.encoding.unwrap_or(Encoding::Utf8);
+        base.source.encoding = Some(encoding.label().to_string());
+        if writer.rows_in() == 0 {
+            writer.abort();
+            let detail = "the file has a header but no records".to_string();
+            return self.reject(&mut base, FileReason::EmptyFile, detail, 0);
+        }
+        let result = writer.finish()?;
+        base.rows_in = result.rows_in;
+        base.rows_ok = result.rows_ok;
+        base.rows_rejected = result.rows_rejected;
+        base.rejects_by_reason = result.by_reason;
+        base.stages = StageTimes {
+            read_ms: StageTimes::ms(reading),
+            ..result.stages
+        };
+        base.outputs.processed = result.processed;
+        base.outputs.rejected = result.rejected;
+        base.source.size = self.raw_bytes.load(Ordering::Relaxed);
+        let digest = match (
+            self.digest.lock().ok().and_then(|g| *g),
+            &req.source.version,
+        ) {
+            (Some(d), _) => Some(d),
+            // The content was decoded to its end before the stored bytes were read to theirs
+            // (bytes after a gzip stream): the name needs their hash, so read them as stored.
+            (None, SourceVersion::Content) => Some(hash_source(self.source, |_| Ok(()))?),
+            (None, SourceVersion::Known(_)) => None,
+        };
+        if let Some(d) = digest {
+            base.source.checksum = format!("xxh3-128:{d:032x}");
+        }
+        commit(
+            self.lake_store,
+            req,
+            &self.names,
+            base,
+            digest,
+            self.started,
+        )
+    }
+
+    /// Rejects the file whole: its stored bytes are copied to `rejected/` and the manifest says
+    /// why, accounting `rows` records to the file's reason.
+    fn reject(
+        &self,
+        base: &mut Manifest,
+        reason: FileReason,
+        detail: String,
+        rows: u64,
+    ) -> Result<Manifest, TransformError> {
+        let key = format!(
+            "{}{}",
+            self.names.rejected,
+            lake::original_extension(&self.req.source.key)
+        );
+        let mut sink = self.lake_store.create(&key)?;
+        let digest = hash_source(self.source, |bytes| {
+            io::Write::write_all(&mut sink, bytes).map_err(|source| {
+                TransformError::Lake(LakeError::Io {
+                    key: key.clone(),
+                    source,
+                })
+            })
+        })?;
+        let bytes = sink.finish()?;
+        let mut m = base.clone();
+        m.status = Status::Rejected;
+        m.file_reason = Some(reason.code().to_string());
+        m.file_detail = Some(detail);
+        m.rows_in = rows;
+        m.rows_ok = 0;
+        m.rows_rejected = rows;
+        m.rejects_by_reason = if rows > 0 {
+            BTreeMap::from([(reason.code().to_string(), rows)])
+        } else {
+            BTreeMap::new()
+        };
+        m.outputs.processed = Vec::new();
+        m.outputs.rejected = Some(OutputObject {
+            key: key.clone(),
+            rows,
+            bytes,
+        });
+        m.source.checksum = format!("xxh3-128:{digest:032x}");
+        m.source.size = bytes;
+        commit(
+            self.lake_store,
+            self.req,
+            &self.names,
+            m,
+            Some(digest),
+            self.started,
+        )
+    }
+}
+
+/// Matches the header of the sample against `contract` (ignored and missing columns go to the
+/// manifest) and decides the decimal separator from the sample's numeric columns.
+fn match_header(contract: &Contract, sniffed: &Sniffed, base: &mut Manifest) -> HeaderMatch {
+    let Sniffed {
+        sample,
+        delimiter,
+        encoding,
+    } = sniffed;
     let mut header: Vec<String> = Vec::new();
     let mut sample_rows: Vec<Vec<String>> = Vec::new();
-    for_each_record(&sample, delimiter, 1, |rec| {
+    for_each_record(sample, *delimiter, 1, |rec| {
         let fields: Vec<String> = (0..rec.len())
             .map(|i| dialect::lossy_text(rec.field(i), encoding.unwrap_or(Encoding::Utf8)))
             .collect();
@@ -396,7 +661,7 @@ pub fn transform(
             _ => base.ignored_columns.push(h.trim().to_string()),
         }
     }
-    let missing: Vec<&str> = contract
+    let missing: Vec<&'static str> = contract
         .columns
         .iter()
         .zip(&col_field)
@@ -418,137 +683,18 @@ pub fn transform(
         .filter_map(|(_, f)| *f)
         .collect();
     let decimal = dialect::decide_decimal_sep(
-        delimiter,
+        *delimiter,
         sample_rows
             .iter()
             .flat_map(|r| numeric.iter().filter_map(|&i| r.get(i).map(String::as_str))),
     );
-    let mut dialect = DecidedEncoding { encoding };
     base.source.decimal_separator = Some((decimal.decimal() as char).to_string());
-    if let Some(e) = encoding {
-        base.source.encoding = Some(e.label().to_string());
-    }
-
-    let input = Cursor::new(sample).chain(decoded);
-    if !missing.is_empty() {
-        // Count the records so the manifest still accounts for every one of them.
-        let mut chunks = Chunker::new(input, delimiter, opts.chunk_size, 1);
-        let mut rows = 0u64;
-        let mut first = true;
-        loop {
-            match chunks.next_chunk() {
-                Ok(Some(c)) => for_each_record(&c.bytes, delimiter, c.first_line, |_| {
-                    if first {
-                        first = false;
-                    } else {
-                        rows += 1;
-                    }
-                    true
-                }),
-                Ok(None) => break,
-                Err(e) => return fail_read(e, &mut base, rows),
-            }
-        }
-        let m = reject_file(
-            source,
-            req,
-            lake_store,
-            &names,
-            &mut base,
-            FileReason::MissingColumns,
-            format!(
-                "required columns missing: {} (header: {})",
-                missing.join(", "),
-                header.join(&(delimiter as char).to_string())
-            ),
-            rows,
-            started,
-        );
-        return m;
-    }
-
-    let ctx = FileContext {
-        contract,
+    HeaderMatch {
+        header,
         col_field,
-        n_fields: header.len(),
-        delimiter,
+        missing,
         decimal,
-        salt: opts.pii_salt.clone(),
-        source_key: req.source.key.clone(),
-        load_date_days: crate::parse::days_since_epoch(req.load_date),
-        enum_folded: FileContext::enums(contract),
-        key_col: contract.key_index(),
-        schema: contract.arrow_schema(),
-        product: FileContext::product_inputs(contract),
-    };
-    let mut writer = OutputWriter::new(lake_store, &ctx, &names, opts, req.dataset);
-    let run = run_pipeline(
-        input,
-        &ctx,
-        opts,
-        &mut dialect,
-        &mut writer,
-        &raw_bytes,
-        progress,
-    );
-    let reading = match run {
-        Ok(reading) => reading,
-        Err(PipelineError::Read(e, rows)) => {
-            writer.abort();
-            return fail_read(e, &mut base, rows);
-        }
-        Err(PipelineError::Deadline(rows)) => {
-            writer.abort();
-            return Err(TransformError::DeadlineExceeded { rows });
-        }
-        Err(PipelineError::Transform(e)) => {
-            writer.abort();
-            return Err(e);
-        }
-    };
-    if let Some(e) = dialect.encoding {
-        base.source.encoding = Some(e.label().to_string());
-    } else {
-        base.source.encoding = Some(Encoding::Utf8.label().to_string());
     }
-    if writer.rows_in() == 0 {
-        writer.abort();
-        let m = reject_file(
-            source,
-            req,
-            lake_store,
-            &names,
-            &mut base,
-            FileReason::EmptyFile,
-            "the file has a header but no records".into(),
-            0,
-            started,
-        );
-        return m;
-    }
-    let result = writer.finish()?;
-    base.rows_in = result.rows_in;
-    base.rows_ok = result.rows_ok;
-    base.rows_rejected = result.rows_rejected;
-    base.rejects_by_reason = result.by_reason;
-    base.stages = StageTimes {
-        read_ms: StageTimes::ms(reading),
-        ..result.stages
-    };
-    base.outputs.processed = result.processed;
-    base.outputs.rejected = result.rejected;
-    base.source.size = raw_bytes.load(Ordering::Relaxed);
-    let digest = match (digest.lock().ok().and_then(|g| *g), &req.source.version) {
-        (Some(d), _) => Some(d),
-        // The content was decoded to its end before the stored bytes were read to theirs
-        // (bytes after a gzip stream): the name needs their hash, so read them as stored.
-        (None, SourceVersion::Content) => Some(hash_source(source, |_| Ok(()))?),
-        (None, SourceVersion::Known(_)) => None,
-    };
-    if let Some(d) = digest {
-        base.source.checksum = format!("xxh3-128:{d:032x}");
-    }
-    commit(lake_store, req, &names, base, digest, started)
 }
 
 /// The xxh3-128 of a source's stored bytes, read again from the start; `each` sees every read.
@@ -715,56 +861,6 @@ fn write_manifest(
     let body = serde_json::to_vec_pretty(&m)?;
     lake_store.put(&m.outputs.manifest, &body)?;
     Ok(m)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn reject_file(
-    source: &dyn RawSource,
-    req: &TransformRequest,
-    lake_store: &dyn LakeStore,
-    names: &Names,
-    base: &mut Manifest,
-    reason: FileReason,
-    detail: String,
-    rows: u64,
-    started: Instant,
-) -> Result<Manifest, TransformError> {
-    let key = format!(
-        "{}{}",
-        names.rejected,
-        lake::original_extension(&req.source.key)
-    );
-    let mut sink = lake_store.create(&key)?;
-    let digest = hash_source(source, |bytes| {
-        io::Write::write_all(&mut sink, bytes).map_err(|source| {
-            TransformError::Lake(LakeError::Io {
-                key: key.clone(),
-                source,
-            })
-        })
-    })?;
-    let bytes = sink.finish()?;
-    let mut m = base.clone();
-    m.status = Status::Rejected;
-    m.file_reason = Some(reason.code().to_string());
-    m.file_detail = Some(detail);
-    m.rows_in = rows;
-    m.rows_ok = 0;
-    m.rows_rejected = rows;
-    m.rejects_by_reason = if rows > 0 {
-        BTreeMap::from([(reason.code().to_string(), rows)])
-    } else {
-        BTreeMap::new()
-    };
-    m.outputs.processed = Vec::new();
-    m.outputs.rejected = Some(OutputObject {
-        key: key.clone(),
-        rows,
-        bytes,
-    });
-    m.source.checksum = format!("xxh3-128:{digest:032x}");
-    m.source.size = bytes;
-    commit(lake_store, req, names, m, Some(digest), started)
 }
 
 enum PipelineError {
