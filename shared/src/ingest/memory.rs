@@ -207,11 +207,6 @@ impl MemoryDataApi {
         lock(&self.batches).clone()
     }
 
-    /// The statement names of the batches, in order.
-    pub fn statement_names(&self) -> Vec<String> {
-        lock(&self.names).clone()
-    }
-
     /// Adds a statement in the given state; returns its id.
     pub fn insert_status(&self, status: StatementStatus) -> String {
         let mut st = lock(&self.statements);
@@ -277,11 +272,6 @@ impl MemoryManifests {
         let body = serde_json::to_vec(m).unwrap_or_default();
         lock(&self.docs).insert(uri.clone(), body);
         uri
-    }
-
-    /// Stores any bytes under a URI.
-    pub fn insert_raw(&self, uri: &str, body: &[u8]) {
-        lock(&self.docs).insert(uri.to_string(), body.to_vec());
     }
 }
 

@@ -209,13 +209,6 @@ impl MemoryPortfolioStore {
         lock(&self.state).commit_failures.insert(call, mode);
     }
 
-    /// After `n` more commit calls, the next one fails once (nothing written).
-    pub fn fail_after_commits(&self, n: u64) {
-        let mut state = lock(&self.state);
-        let call = state.counters.commits + n + 1;
-        state.commit_failures.insert(call, FailureMode::Transient);
-    }
-
     /// The load call number `call` (1-based) fails once.
     pub fn fail_load(&self, call: u64) {
         lock(&self.state).load_failures.insert(call);
@@ -223,10 +216,6 @@ impl MemoryPortfolioStore {
 
     pub fn counters(&self) -> StoreCounters {
         lock(&self.state).counters
-    }
-
-    pub fn reset_counters(&self) {
-        lock(&self.state).counters = StoreCounters::default();
     }
 
     pub fn portfolio(&self, user_id: &str) -> Option<StoredPortfolio> {

@@ -286,12 +286,6 @@ impl<S, R> TradeProcessor<S, R> {
         self
     }
 
-    /// The rule used when the recommender fails.
-    pub fn with_rule(mut self, rule: RuleRecommender) -> Self {
-        self.rule = rule;
-        self
-    }
-
     pub fn store(&self) -> &S {
         &self.store
     }
