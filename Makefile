@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR ?= $(LAGO_CACHE)/target
 
 .PHONY: demo test bench lint fmt
 demo:
-	bash scripts/demo.sh $(ARGS)
+	@bash scripts/demo.sh $(ARGS)
 
 test:
 	bash scripts/test.sh

@@ -5,7 +5,7 @@ Usage
 -----
     # a RELEASE build of lago, and a venv with tests/requirements.txt (pyarrow, duckdb)
     CARGO_TARGET_DIR=$HOME/.cache/lago/target cargo build --release -p lago-cli
-    python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt
+    python3 -m venv .venv && .venv/bin/pip install --require-hashes --no-deps -r tests/requirements.txt
     LAGO_BIN=$HOME/.cache/lago/target/release/lago \\
         .venv/bin/python scripts/bench.py [--size-mb 200] [--big-size-mb 1000] [--out DIR]
         [--runs 3] [--threads N] [--keep]
@@ -386,7 +386,7 @@ def main() -> int:
             __import__(mod)
         except ImportError:
             print(f"error: {mod} is not importable by {sys.executable}; "
-                  "pip install -r tests/requirements.txt", file=sys.stderr)
+                  "pip install --require-hashes --no-deps -r tests/requirements.txt", file=sys.stderr)
             return 2
     if args.runs < 1 or args.size_mb <= 0:
         print("error: --runs must be >= 1 and --size-mb > 0", file=sys.stderr)

@@ -5,7 +5,7 @@ independently in Python (the `csv` module, `decimal.Decimal`, `hashlib`), never 
 
 Run (the lago binary comes from ``LAGO_BIN``; a debug build is fine, the file runs in seconds):
 
-    python3 -m venv .venv && .venv/bin/pip install -r tests/requirements.txt
+    python3 -m venv .venv && .venv/bin/pip install --require-hashes --no-deps -r tests/requirements.txt
     cargo build -p lago-cli
     LAGO_BIN=target/debug/lago .venv/bin/pytest -q tests/python/test_interop.py
 """
