@@ -138,6 +138,7 @@ def functions(stack: MotoStack, functions_dir: Path) -> Iterator[dict[str, Any]]
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
         "AWS_LAMBDA_LOG_LEVEL": "INFO",
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",  # as the template's LoggingConfig sets it
         "LAKE_BUCKET": lake.bucket,
         "STATE_MACHINE_ARN": machine.arn,
         "PII_SALT_SECRET_ARN": lake.salt_arn,
@@ -239,3 +240,15 @@ def test_a_csv_in_raw_becomes_parquet_a_crawl_a_copy_and_a_notification(stack: M
     note = notes[0]
     assert note["event"] == "IngestSucceeded"
     assert (note["key"], note["rows_in"], note["rows_ok"], note["rows_rejected"]) == (KEY, 4, 2, 2), note
+
+    # … and the functions log Lambda JSON lines: the transform's summary carries the runtime's
+    # request id and the handler's fields at the top level, and no line nests fields under a span
+    for name, runtime in functions["runtimes"].items():
+        logged = [json.loads(line) for line in runtime.logs().splitlines() if line.startswith("{")]
+        logged = [line for line in logged if "level" in line]  # not the EMF metric records
+        assert not any("span" in line or "spans" in line for line in logged), (name, logged)
+    logged = [json.loads(line) for line in functions["runtimes"]["transform"].logs().splitlines() if line.startswith("{")]
+    summary = [line for line in logged if line.get("message") == "transformed"]
+    assert len(summary) == 1, logged
+    assert summary[0]["requestId"], summary
+    assert (summary[0]["dataset"], summary[0]["key"], summary[0]["rows_ok"]) == ("transacciones", KEY, 2), summary
