@@ -71,7 +71,7 @@ enum TradesCommand {
         input: PathBuf,
         #[arg(long, default_value_t = 10_000)]
         batch_size: usize,
-        /// Archive each batch's valid trades under this lake folder (raw/trades/…).
+        /// Archive each batch's valid trades, with their decisions, under this lake folder (raw/trades/…).
         #[arg(long)]
         lake: Option<PathBuf>,
         #[command(flatten)]

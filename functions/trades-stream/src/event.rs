@@ -5,6 +5,7 @@
 //! `data` stays text and the processor decodes it per record: bad base64 becomes a dead letter
 //! like any other invalid record. Every field is optional so no record shape can fail the batch.
 
+use chrono::{DateTime, Utc};
 use lago::trades::{Record, RecordData};
 use serde::Deserialize;
 
@@ -36,6 +37,23 @@ pub struct KinesisData {
     pub sequence_number: String,
     #[serde(default)]
     pub partition_key: String,
+    /// Seconds since the epoch, with a fraction (`1764349200.123`). Kept as JSON so that an
+    /// unexpected shape loses only the arrival time, never the record.
+    #[serde(default)]
+    pub approximate_arrival_timestamp: Option<serde_json::Value>,
+}
+
+impl KinesisData {
+    /// The approximate arrival time, to the millisecond, when it is a number of seconds.
+    pub fn arrived_at(&self) -> Option<DateTime<Utc>> {
+        let seconds = self.approximate_arrival_timestamp.as_ref()?.as_f64()?;
+        let millis = (seconds * 1000.0).round();
+        // Anything chrono cannot represent (or not a finite number) has no arrival time.
+        if !millis.is_finite() || millis.abs() > 8.0e15 {
+            return None;
+        }
+        DateTime::from_timestamp_millis(millis as i64)
+    }
 }
 
 /// The shard of records whose `eventID` does not say.
@@ -60,6 +78,7 @@ impl KinesisTradeEvent {
                 shard_id: r.shard_id(),
                 sequence_number: &r.kinesis.sequence_number,
                 data: RecordData::Base64(&r.kinesis.data),
+                arrived_at: r.kinesis.arrived_at(),
             })
             .collect()
     }
@@ -86,6 +105,29 @@ mod tests {
         assert_eq!(records[0].shard_id, UNKNOWN_SHARD);
         assert_eq!(records[0].sequence_number, "7");
         assert!(matches!(records[0].data, RecordData::Base64("!!")));
+        assert_eq!(records[0].arrived_at, None);
+        Ok(())
+    }
+
+    #[test]
+    fn the_arrival_time_is_read_to_the_millisecond_and_never_fails_a_record(
+    ) -> Result<(), serde_json::Error> {
+        let event: KinesisTradeEvent = serde_json::from_str(
+            r#"{"Records": [
+                {"kinesis": {"approximateArrivalTimestamp": 1795971600.125}},
+                {"kinesis": {"approximateArrivalTimestamp": "yesterday"}},
+                {"kinesis": {"approximateArrivalTimestamp": 1e300}}
+            ]}"#,
+        )?;
+        let arrivals: Vec<_> = event.records().iter().map(|r| r.arrived_at).collect();
+        assert_eq!(
+            arrivals,
+            vec![
+                DateTime::from_timestamp_millis(1_795_971_600_125),
+                None,
+                None
+            ]
+        );
         Ok(())
     }
 

@@ -161,7 +161,7 @@ async fn the_fixture_outputs_reach_each_port() -> anyhow::Result<()> {
         [("user_id", "user-0003"), ("side", "SELL")]
     );
 
-    // archive: one object, named by the batch, one line per valid record
+    // archive: one object, named by the batch, one line per valid record with its decision
     let objects = stream_objects(&stream);
     let (key, body) = objects.iter().next().context("an archive object")?;
     assert_eq!(
@@ -173,8 +173,43 @@ async fn the_fixture_outputs_reach_each_port() -> anyhow::Result<()> {
     );
     let mut text = String::new();
     GzDecoder::new(&body[..]).read_to_string(&mut text)?;
-    assert_eq!(text.lines().count(), 8);
     assert!(text.contains(r#""usd_amount":"1000.00","rate":"4010.1200""#));
+    // each line says what became of its record, and when the record reached the stream
+    let lines = text
+        .lines()
+        .map(serde_json::from_str::<serde_json::Value>)
+        .collect::<Result<Vec<_>, _>>()?;
+    let decisions: Vec<(&str, &str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            let field = |f: &str| l[f].as_str().unwrap_or("<missing>");
+            (
+                field("sequence_number"),
+                field("status"),
+                field("reason"),
+                field("arrived_at"),
+            )
+        })
+        .collect();
+    let applied = |i: usize, at: &'static str| (SEQ[i], "applied", "", at);
+    assert_eq!(
+        decisions,
+        [
+            applied(0, "2026-11-28T17:00:00.125Z"),
+            applied(1, "2026-11-28T17:00:00.375Z"),
+            applied(2, "2026-11-28T17:00:00.625Z"),
+            (SEQ[3], "duplicate", "", "2026-11-28T17:00:00.875Z"),
+            applied(5, "2026-11-28T17:00:01.375Z"),
+            (
+                SEQ[6],
+                "rejected",
+                "insufficient_balance",
+                "2026-11-28T17:00:01.625Z"
+            ),
+            applied(7, "2026-11-28T17:00:01.875Z"),
+            applied(9, "2026-11-28T17:00:02.375Z"),
+        ]
+    );
     Ok(())
 }
 

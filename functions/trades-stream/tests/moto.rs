@@ -450,12 +450,29 @@ async fn the_fixture_lands_in_dynamodb_sqs_s3_and_sns() -> anyhow::Result<()> {
     assert!(keys[0].starts_with("raw/trades/year=2026/month=11/day=28/shardId-000000000000-"));
     let lines = moto.archive_lines(&keys[0]).await?;
     assert_eq!(lines.len(), 8);
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
     for line in &lines {
         let trade: serde_json::Value = serde_json::from_str(line)?;
         assert!(trade["trade_id"]
             .as_str()
             .is_some_and(|t| t.starts_with("trd-")));
+        assert!(trade["sequence_number"]
+            .as_str()
+            .is_some_and(|s| event.records.iter().any(|r| r.kinesis.sequence_number == s)));
+        assert!(trade["arrived_at"].as_str().is_some());
+        *statuses
+            .entry(format!("{}:{}", trade["status"], trade["reason"]))
+            .or_default() += 1;
     }
+    assert_eq!(
+        statuses,
+        [
+            (r#""applied":"""#.to_string(), 6),
+            (r#""duplicate":"""#.to_string(), 1),
+            (r#""rejected":"insufficient_balance""#.to_string(), 1),
+        ]
+        .into()
+    );
 
     // AND SNS published 7 notifications with their attributes; the SELL filter saw 3
     let events = moto.drain(&moto.all_events_url).await?;

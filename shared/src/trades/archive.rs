@@ -1,15 +1,59 @@
-//! The lake's raw trade archive: where a batch's valid trades go and how they are encoded.
-//! Shared by the S3 adapter and the local folder adapter so both write the same objects.
+//! The lake's raw trade archive: where a batch's valid trades go, with what the processor
+//! decided for each, and how they are encoded. Shared by the S3 adapter and the local folder
+//! adapter so both write the same objects.
+//!
+//! One line per valid record, in stream order: the trade's own fields, then `status`
+//! (`applied`, `rejected`, or `duplicate` for a trade id decided before — by an earlier batch
+//! or earlier in this one), `reason` (the rejection code, empty otherwise), the Kinesis
+//! `sequence_number` and `arrived_at` (the record's approximate arrival time, when the event
+//! gives it).
 
 use std::io::Write;
 
 use chrono::{DateTime, Datelike, Utc};
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use serde::{Deserialize, Serialize};
 
 use super::trade::Trade;
 
-/// `raw/trades/year=YYYY/month=MM/day=DD/<shard>-<first seq>-<last seq>.ndjson.gz`.
+/// What the processor decided for an archived trade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveStatus {
+    /// Applied to the portfolio by this record.
+    Applied,
+    /// Decided as a rejection by this record (`reason` says why).
+    Rejected,
+    /// Its trade id was already decided; this record changed nothing.
+    Duplicate,
+}
+
+impl ArchiveStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveStatus::Applied => "applied",
+            ArchiveStatus::Rejected => "rejected",
+            ArchiveStatus::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// One archive line: a valid record's trade and its decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchivedTrade {
+    #[serde(flatten)]
+    pub trade: Trade,
+    pub status: ArchiveStatus,
+    /// The rejection code (`insufficient_balance`); empty unless `status` is `rejected`.
+    pub reason: &'static str,
+    pub sequence_number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrived_at: Option<DateTime<Utc>>,
+}
+
+/// `raw/trades/year=YYYY/month=MM/day=DD/<shard>-<first seq>-<last seq>.ndjson.gz`: the
+/// batch's first record and its last archived one.
 ///
 /// Deterministic from the batch's identity so a retried batch overwrites its object instead of
 /// adding one. The date is the first archived trade's `executed_at` (UTC), not the wall clock,
@@ -50,10 +94,10 @@ fn safe(part: &str) -> String {
     }
 }
 
-/// The trades as gzip'd NDJSON, one [`Trade::to_json`] line each, in order. The gzip header
-/// carries no timestamp, so the same trades always give the same bytes.
-pub fn encode_ndjson_gz(trades: &[Trade]) -> std::io::Result<Vec<u8>> {
-    let mut gz = GzEncoder::new(Vec::with_capacity(trades.len() * 64), Compression::fast());
+/// The archived trades as gzip'd NDJSON, one line each, in order. The gzip header carries no
+/// timestamp, so the same batch always gives the same bytes.
+pub fn encode_ndjson_gz(trades: &[ArchivedTrade]) -> std::io::Result<Vec<u8>> {
+    let mut gz = GzEncoder::new(Vec::with_capacity(trades.len() * 96), Compression::fast());
     for trade in trades {
         serde_json::to_writer(&mut gz, trade)?;
         gz.write_all(b"\n")?;
@@ -82,15 +126,38 @@ mod tests {
     }
 
     #[test]
-    fn encoding_is_deterministic_and_readable() -> Result<(), Box<dyn std::error::Error>> {
+    fn encoding_is_deterministic_and_carries_the_decision() -> Result<(), Box<dyn std::error::Error>>
+    {
         let line = r#"{"trade_id":"t","user_id":"u","side":"BUY","usd_amount":"1.50","rate":"4000.0000","executed_at":"2026-11-28T17:00:00Z"}"#;
         let trade = Trade::parse(line.as_bytes())?;
-        let a = encode_ndjson_gz(&[trade.clone(), trade.clone()])?;
-        let b = encode_ndjson_gz(&[trade.clone(), trade])?;
-        assert_eq!(a, b);
+        let batch = [
+            ArchivedTrade {
+                trade: trade.clone(),
+                status: ArchiveStatus::Applied,
+                reason: "",
+                sequence_number: "0001".into(),
+                arrived_at: Some(Utc.with_ymd_and_hms(2026, 11, 28, 17, 0, 1).unwrap()),
+            },
+            ArchivedTrade {
+                trade,
+                status: ArchiveStatus::Rejected,
+                reason: "insufficient_balance",
+                sequence_number: "0002".into(),
+                arrived_at: None,
+            },
+        ];
+        let a = encode_ndjson_gz(&batch)?;
+        assert_eq!(a, encode_ndjson_gz(&batch.clone())?);
         let mut text = String::new();
         GzDecoder::new(&a[..]).read_to_string(&mut text)?;
-        assert_eq!(text, format!("{line}\n{line}\n"));
+        let fields = &line[..line.len() - 1];
+        assert_eq!(
+            text,
+            format!(
+                "{fields},\"status\":\"applied\",\"reason\":\"\",\"sequence_number\":\"0001\",\"arrived_at\":\"2026-11-28T17:00:01Z\"}}\n\
+                 {fields},\"status\":\"rejected\",\"reason\":\"insufficient_balance\",\"sequence_number\":\"0002\"}}\n"
+            )
+        );
         Ok(())
     }
 }

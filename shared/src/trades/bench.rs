@@ -177,6 +177,7 @@ pub fn run_bench_with(options: &BenchOptions) -> BenchReport {
             shard_id: "shardId-000000000000",
             sequence_number: seq,
             data: RecordData::Bytes(line),
+            arrived_at: None,
         })
         .collect();
 

@@ -35,7 +35,7 @@ pub mod trade;
 #[cfg(test)]
 mod properties;
 
-pub use archive::{archive_key, encode_ndjson_gz};
+pub use archive::{archive_key, encode_ndjson_gz, ArchiveStatus, ArchivedTrade};
 #[cfg(any(test, feature = "local"))]
 pub use bench::{run_bench, run_bench_with, BenchOptions, BenchReport};
 pub use delivery::{deliver, DeliveryError};

@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use super::archive::ArchivedTrade;
 use super::ports::{Recommendation, StoreError};
 use super::processor::DataEncoding;
-use super::trade::{serialize_shared, Side, Trade};
+use super::trade::{serialize_shared, Side};
 
 /// A record that did not become a portfolio change, with why (SQS DLQ message body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -117,8 +118,9 @@ pub struct BatchOutcome {
     pub dead_letters: Vec<DeadLetter>,
     pub notifications: Vec<Notification>,
     pub recommendations: Vec<UserRecommendation>,
-    /// Valid trades before the failure point, in stream order.
-    pub archive: Vec<Trade>,
+    /// Valid trades with their decisions, in stream order: every one before the failure point,
+    /// and those decided (committed) beyond it.
+    pub archive: Vec<ArchivedTrade>,
     /// Where [`BatchOutcome::archive`] goes; `None` when there is nothing to archive.
     pub archive_key: Option<String>,
     /// `batchItemFailures`: the first record not durably processed.

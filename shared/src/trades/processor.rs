@@ -33,7 +33,8 @@
 //!    into duplicates when re-sent.
 //!
 //! The outcome carries only what is settled: dead letters, archive and counts for the records
-//! before the failure point, notifications and recommendations for what was committed.
+//! before the failure point, notifications, recommendations and archived decisions for what
+//! was committed.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashSet};
@@ -48,7 +49,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use tracing::{debug, warn};
 
-use super::archive::archive_key;
+use super::archive::{archive_key, ArchiveStatus, ArchivedTrade};
 use super::hash::{FastMap, FastSet, FastState};
 use super::outcome::{
     BatchOutcome, DeadLetter, Notification, NotificationKind, UserRecommendation,
@@ -67,6 +68,8 @@ pub struct Record<'a> {
     pub shard_id: &'a str,
     pub sequence_number: &'a str,
     pub data: RecordData<'a>,
+    /// When the stream received the record (Kinesis' approximate arrival time), if known.
+    pub arrived_at: Option<DateTime<Utc>>,
 }
 
 /// A record's payload: raw bytes, or the base64 text of a Kinesis event (decoded here, so that
@@ -176,7 +179,9 @@ enum Status {
     Invalid,
     Pending,
     Duplicate,
-    Decided,
+    Applied,
+    /// Decided as a rejection, with its code.
+    Rejected(&'static str),
 }
 
 /// When a user's record is settled, relative to the user's current plan.
@@ -396,19 +401,30 @@ where
             match s {
                 Status::Duplicate if i < consumed => outcome.duplicates += 1,
                 Status::Duplicate | Status::Pending => outcome.retried += 1,
-                Status::Decided if i >= consumed => outcome.committed_beyond_failure += 1,
-                Status::Invalid | Status::Decided => {}
+                Status::Applied | Status::Rejected(_) if i >= consumed => {
+                    outcome.committed_beyond_failure += 1
+                }
+                Status::Invalid | Status::Applied | Status::Rejected(_) => {}
             }
         }
-        // Trades are in record order: the archived ones are a prefix.
-        trades.truncate(trade_records.partition_point(|r| (*r as usize) < consumed));
-        outcome.archive = trades;
-        if let Some(first) = outcome.archive.first() {
+        // Archived: every valid record before the failure point, and the decisions committed
+        // beyond it (durable, though Kinesis re-sends their records, which then come back as
+        // duplicates): each decision reaches the archive from the record that made it.
+        outcome.archive = trades
+            .into_iter()
+            .zip(&trade_records)
+            .filter(|(_, r)| {
+                let i = **r as usize;
+                i < consumed || matches!(status[i], Status::Applied | Status::Rejected(_))
+            })
+            .map(|(trade, r)| archived_trade(trade, &records[*r as usize], status[*r as usize]))
+            .collect();
+        if let (Some(first), Some(last)) = (outcome.archive.first(), outcome.archive.last()) {
             outcome.archive_key = Some(archive_key(
                 records[0].shard_id,
                 records[0].sequence_number,
-                records[consumed - 1].sequence_number,
-                first.executed_at,
+                &last.sequence_number,
+                first.trade.executed_at,
             ));
         }
         if let Some(err) = &outcome.halted_by {
@@ -592,7 +608,10 @@ where
                     .iter()
                     .zip(&decisions.records[range])
                 {
-                    status[*record as usize] = Status::Decided;
+                    status[*record as usize] = match &decision.outcome {
+                        DecisionOutcome::Applied(_) => Status::Applied,
+                        DecisionOutcome::Rejected(rejection) => Status::Rejected(rejection.code()),
+                    };
                     record_decision(&mut phase, decision, &input.records[*record as usize]);
                 }
                 // The plan's portfolio is not used again: its recommendation moves.
@@ -1099,6 +1118,23 @@ fn decode(record: &Record<'_>, interner: &mut Interner) -> Result<Trade, Invalid
     }
 }
 
+/// An archive line: the trade and what this batch's record of it came to. Only settled records
+/// are archived, so `Pending` (and `Invalid`, never a trade) cannot occur.
+fn archived_trade(trade: Trade, record: &Record<'_>, status: Status) -> ArchivedTrade {
+    let (status, reason) = match status {
+        Status::Applied => (ArchiveStatus::Applied, ""),
+        Status::Rejected(code) => (ArchiveStatus::Rejected, code),
+        Status::Duplicate | Status::Pending | Status::Invalid => (ArchiveStatus::Duplicate, ""),
+    };
+    ArchivedTrade {
+        trade,
+        status,
+        reason,
+        sequence_number: record.sequence_number.to_string(),
+        arrived_at: record.arrived_at,
+    }
+}
+
 fn dead_letter(
     record: &Record<'_>,
     reason: String,
@@ -1223,6 +1259,7 @@ mod tests {
                     shard_id: SHARD,
                     sequence_number: seq,
                     data: RecordData::Bytes(line),
+                    arrived_at: None,
                 })
                 .collect()
         }
@@ -1276,7 +1313,10 @@ mod tests {
         assert_eq!(out.notifications[1].realized_pnl_cop, Some(dec("8000.00")));
         assert_eq!(out.notifications[0].realized_pnl_cop, None);
         assert_eq!(
-            out.archive.iter().map(|t| &*t.trade_id).collect::<Vec<_>>(),
+            out.archive
+                .iter()
+                .map(|t| &*t.trade.trade_id)
+                .collect::<Vec<_>>(),
             ["t1", "t2", "t3"]
         );
         assert_eq!(
@@ -1360,26 +1400,31 @@ mod tests {
                 shard_id: SHARD,
                 sequence_number: seqs[0],
                 data: RecordData::Base64("%%% not base64"),
+                arrived_at: None,
             },
             Record {
                 shard_id: SHARD,
                 sequence_number: seqs[1],
                 data: RecordData::Bytes(b"{\"trade_id\":"),
+                arrived_at: None,
             },
             Record {
                 shard_id: SHARD,
                 sequence_number: seqs[2],
                 data: RecordData::Bytes(&bad_bytes),
+                arrived_at: None,
             },
             Record {
                 shard_id: SHARD,
                 sequence_number: seqs[3],
                 data: RecordData::Bytes(good.as_bytes()),
+                arrived_at: None,
             },
             Record {
                 shard_id: SHARD,
                 sequence_number: seqs[4],
                 data: RecordData::Base64("eyJ0cmFkZV9pZCI6MX0="), // {"trade_id":1}
+                arrived_at: None,
             },
         ];
         let processor = TradeProcessor::new(MemoryPortfolioStore::new());
@@ -1460,11 +1505,23 @@ mod tests {
             out.dead_letters.is_empty(),
             "garbage is after the failure point"
         );
-        assert_eq!(out.archive.len(), 1);
+        // AND the archive has ana's first trade and her later one, decided beyond the failure
+        let archived: Vec<_> = out
+            .archive
+            .iter()
+            .map(|a| (a.sequence_number.as_str(), a.status))
+            .collect();
+        assert_eq!(
+            archived,
+            [
+                ("000001", ArchiveStatus::Applied),
+                ("000003", ArchiveStatus::Applied)
+            ]
+        );
         assert_eq!(
             out.archive_key.as_deref(),
             Some(
-                "raw/trades/year=2026/month=11/day=28/shardId-000000000000-000001-000001.ndjson.gz"
+                "raw/trades/year=2026/month=11/day=28/shardId-000000000000-000001-000003.ndjson.gz"
             )
         );
 

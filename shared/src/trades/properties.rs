@@ -6,13 +6,14 @@
 //! that land but time out, failed loads) after which the stream resumes from the reported
 //! sequence number. Transactions are as small as 2 items to exercise multi-transaction users.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
+use super::archive::ArchiveStatus;
 use super::memory::{FailureMode, Latency, MemoryPortfolioStore};
 use super::outcome::{BatchOutcome, NotificationKind};
 use super::portfolio::Portfolio;
@@ -143,7 +144,11 @@ struct Delivered {
     applied: u64,
     rejected: u64,
     attempts: u64,
-    archived: Vec<String>,
+    /// The sequence numbers of the archive lines (a record decided beyond a batch's failure
+    /// point is archived again, as a duplicate, when it is re-sent).
+    archived: BTreeSet<String>,
+    /// trade id → the statuses of its archive lines that decided it (not duplicates).
+    archived_decisions: HashMap<String, Vec<ArchiveStatus>>,
     /// trade id → notifications received.
     notified: HashMap<String, Vec<NotificationKind>>,
     /// user → (Σ buy cost, Σ removed, Σ realized) from the confirmations.
@@ -226,6 +231,7 @@ fn deliver_all(
                 shard_id: "shardId-000000000000",
                 sequence_number: &seqs[i],
                 data: RecordData::Bytes(built.lines[i].as_bytes()),
+                arrived_at: None,
             })
             .collect();
         let outcome: BatchOutcome = if mode.retry_within {
@@ -239,7 +245,17 @@ fn deliver_all(
         out.applied += outcome.applied;
         out.rejected += outcome.rejected_total();
         out.archived
-            .extend(outcome.archive.iter().map(|t| t.trade_id.to_string()));
+            .extend(outcome.archive.iter().map(|t| t.sequence_number.clone()));
+        for line in outcome
+            .archive
+            .iter()
+            .filter(|l| l.status != ArchiveStatus::Duplicate)
+        {
+            out.archived_decisions
+                .entry(line.trade.trade_id.to_string())
+                .or_default()
+                .push(line.status);
+        }
         for n in &outcome.notifications {
             out.notified
                 .entry(n.trade_id.to_string())
@@ -324,13 +340,8 @@ proptest! {
         }
         prop_assert_eq!(store.decided_count() as u64, expected_applied + expected_rejected);
 
-        // The archive: every delivered record once, in stream order.
-        let delivered: Vec<String> = built
-            .lines
-            .iter()
-            .map(|l| Trade::parse(l.as_bytes()).map(|t| t.trade_id.to_string()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // The archive: every delivered record.
+        let delivered: BTreeSet<String> = (0..built.lines.len()).map(|i| format!("{i:08}")).collect();
         prop_assert_eq!(&out.archived, &delivered);
 
         let ambiguous = s
@@ -342,6 +353,20 @@ proptest! {
             prop_assert_eq!(out.rejected, expected_rejected);
             prop_assert_eq!(out.notified.len() as u64, expected_applied + expected_rejected);
             prop_assert!(out.notified.values().all(|kinds| kinds.len() == 1));
+            // Each trade's decision is archived once, by the record that made it.
+            for trades in built.trades.values() {
+                for t in trades {
+                    let want = match store.decision(&t.trade_id) {
+                        Some(true) => ArchiveStatus::Applied,
+                        _ => ArchiveStatus::Rejected,
+                    };
+                    prop_assert_eq!(
+                        out.archived_decisions.get(&*t.trade_id).map(Vec::as_slice),
+                        Some(&[want][..]),
+                        "{}", t.trade_id
+                    );
+                }
+            }
             // Conservation, from what was notified against what is stored:
             // cost_basis + Σ removed = Σ buy cost; realized = Σ proceeds − Σ removed.
             for user in built.trades.keys() {
@@ -403,6 +428,7 @@ proptest! {
         if !ambiguous {
             prop_assert_eq!((out.applied, out.rejected), (expected.applied, expected.rejected));
             prop_assert_eq!(&out.notified, &expected.notified);
+            prop_assert_eq!(&out.archived_decisions, &expected.archived_decisions);
         }
     }
 }

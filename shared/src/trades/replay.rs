@@ -281,6 +281,7 @@ where
                 shard_id: REPLAY_SHARD,
                 sequence_number: seq,
                 data: RecordData::Bytes(data),
+                arrived_at: None,
             })
             .collect();
         if let Some(t) = records.iter().rev().find_map(|r| match r.data {
