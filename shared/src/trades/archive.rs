@@ -8,6 +8,7 @@
 //! `sequence_number` and `arrived_at` (the record's approximate arrival time, when the event
 //! gives it).
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use chrono::{DateTime, Datelike, Utc};
@@ -15,7 +16,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde::{Deserialize, Serialize};
 
-use super::trade::Trade;
+use super::trade::{Interner, InvalidTrade, Trade};
 
 /// What the processor decided for an archived trade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -46,10 +47,25 @@ pub struct ArchivedTrade {
     pub trade: Trade,
     pub status: ArchiveStatus,
     /// The rejection code (`insufficient_balance`); empty unless `status` is `rejected`.
-    pub reason: &'static str,
+    pub reason: Cow<'static, str>,
     pub sequence_number: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arrived_at: Option<DateTime<Utc>>,
+}
+
+impl ArchivedTrade {
+    /// Reads one archive line back (the trade validated as [`Trade::parse`] does); strings
+    /// that repeat (user ids, channels) are shared through `interner`.
+    pub(crate) fn parse(line: &[u8], interner: &mut Interner) -> Result<Self, InvalidTrade> {
+        let (trade, fields) = Trade::parse_archived(line, interner)?;
+        Ok(ArchivedTrade {
+            trade,
+            status: fields.status,
+            reason: Cow::Owned(fields.reason),
+            sequence_number: fields.sequence_number,
+            arrived_at: fields.arrived_at,
+        })
+    }
 }
 
 /// `raw/trades/year=YYYY/month=MM/day=DD/<shard>-<first seq>-<last seq>.ndjson.gz`: the
@@ -112,6 +128,41 @@ mod tests {
     use flate2::read::GzDecoder;
     use std::io::Read;
 
+    fn text_lines(gz: &[u8]) -> std::io::Result<Vec<String>> {
+        let mut text = String::new();
+        GzDecoder::new(gz).read_to_string(&mut text)?;
+        Ok(text.lines().map(str::to_string).collect())
+    }
+
+    #[test]
+    fn a_line_without_a_valid_decision_is_invalid() {
+        let mut interner = Interner::default();
+        let trade = r#""trade_id":"t","user_id":"u","side":"BUY","usd_amount":"1.50","rate":"4000","executed_at":"2026-11-28T17:00:00Z""#;
+        for (line, code) in [
+            (format!("{{{trade}}}"), "missing_field:status"),
+            (
+                format!(r#"{{{trade},"status":"lost"}}"#),
+                "invalid_field:status",
+            ),
+            (format!(r#"{{{trade},"status":1}}"#), "invalid_field:status"),
+            (
+                format!(r#"{{{trade},"status":"applied","reason":3}}"#),
+                "invalid_field:reason",
+            ),
+            (
+                format!(r#"{{{trade},"status":"applied","arrived_at":"soon"}}"#),
+                "invalid_field:arrived_at",
+            ),
+            (
+                r#"{"status":"applied"}"#.to_string(),
+                "missing_field:trade_id",
+            ),
+        ] {
+            let got = ArchivedTrade::parse(line.as_bytes(), &mut interner).map_err(|e| e.code());
+            assert_eq!(got.err().as_deref(), Some(code), "{line}");
+        }
+    }
+
     #[test]
     fn key_is_partitioned_by_the_trade_date_and_named_by_the_batch() {
         let when = Utc.with_ymd_and_hms(2026, 1, 5, 23, 59, 0).unwrap();
@@ -134,20 +185,25 @@ mod tests {
             ArchivedTrade {
                 trade: trade.clone(),
                 status: ArchiveStatus::Applied,
-                reason: "",
+                reason: "".into(),
                 sequence_number: "0001".into(),
                 arrived_at: Some(Utc.with_ymd_and_hms(2026, 11, 28, 17, 0, 1).unwrap()),
             },
             ArchivedTrade {
                 trade,
                 status: ArchiveStatus::Rejected,
-                reason: "insufficient_balance",
+                reason: "insufficient_balance".into(),
                 sequence_number: "0002".into(),
                 arrived_at: None,
             },
         ];
         let a = encode_ndjson_gz(&batch)?;
         assert_eq!(a, encode_ndjson_gz(&batch.clone())?);
+        // AND each line reads back as it was written
+        let mut interner = Interner::default();
+        for (line, want) in text_lines(&a)?.iter().zip(&batch) {
+            assert_eq!(&ArchivedTrade::parse(line.as_bytes(), &mut interner)?, want);
+        }
         let mut text = String::new();
         GzDecoder::new(&a[..]).read_to_string(&mut text)?;
         let fields = &line[..line.len() - 1];

@@ -1129,7 +1129,7 @@ fn archived_trade(trade: Trade, record: &Record<'_>, status: Status) -> Archived
     ArchivedTrade {
         trade,
         status,
-        reason,
+        reason: reason.into(),
         sequence_number: record.sequence_number.to_string(),
         arrived_at: record.arrived_at,
     }

@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use super::archive::ArchiveStatus;
 use super::hash::FastSet;
 
 /// Longest `trade_id` / `user_id` accepted, in characters.
@@ -64,6 +65,15 @@ pub struct Trade {
         serialize_with = "serialize_shared_opt"
     )]
     pub channel: Option<Arc<str>>,
+}
+
+/// The decision fields of an archive line, as read back by [`Trade::parse_archived`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ArchivedFields {
+    pub status: ArchiveStatus,
+    pub reason: String,
+    pub sequence_number: String,
+    pub arrived_at: Option<DateTime<Utc>>,
 }
 
 /// The stable reason code of an invalid record. `Display` gives the code
@@ -180,6 +190,11 @@ struct Fields<'a> {
     rate: Option<Json<'a>>,
     executed_at: Option<Json<'a>>,
     channel: Option<Json<'a>>,
+    // What an archive line adds (see `super::archive`); ignored when parsing a trade.
+    status: Option<Json<'a>>,
+    reason: Option<Json<'a>>,
+    sequence_number: Option<Json<'a>>,
+    arrived_at: Option<Json<'a>>,
 }
 
 /// The wire shape for serde_json, borrowed: every field kept as raw JSON text, so a wrong type
@@ -200,6 +215,14 @@ struct RawTrade<'a> {
     executed_at: Option<&'a RawValue>,
     #[serde(borrow, default)]
     channel: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    status: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reason: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    sequence_number: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    arrived_at: Option<&'a RawValue>,
 }
 
 impl Trade {
@@ -235,6 +258,58 @@ impl Trade {
         fast: bool,
         interner: Option<&mut Interner>,
     ) -> Result<Trade, InvalidTrade> {
+        Self::from_fields(Self::fields(data, fast)?, interner)
+    }
+
+    /// One archive line (see [`super::archive`]): the trade, validated as [`Trade::parse`]
+    /// does, and the decision fields — `status` one of `applied`/`rejected`/`duplicate`,
+    /// `reason` and `sequence_number` strings (absent = empty), `arrived_at` RFC 3339 or absent.
+    pub(crate) fn parse_archived(
+        data: &[u8],
+        interner: &mut Interner,
+    ) -> Result<(Trade, ArchivedFields), InvalidTrade> {
+        let mut fields = Self::fields(data, true)?;
+        let status = match required("status", fields.status.take())? {
+            Json::Str(s) => match &*s {
+                "applied" => ArchiveStatus::Applied,
+                "rejected" => ArchiveStatus::Rejected,
+                "duplicate" => ArchiveStatus::Duplicate,
+                _ => return Err(invalid("status", format!("unknown status {s:?}"))),
+            },
+            other => {
+                return Err(invalid(
+                    "status",
+                    format!("expected a string, got {}", other.shown()),
+                ))
+            }
+        };
+        let text = |field: &'static str, value: Option<Json<'_>>| match value {
+            None => Ok(String::new()),
+            Some(Json::Str(s)) => Ok(s.into_owned()),
+            Some(other) => Err(invalid(
+                field,
+                format!("expected a string, got {}", other.shown()),
+            )),
+        };
+        let reason = text("reason", fields.reason.take())?;
+        let sequence_number = text("sequence_number", fields.sequence_number.take())?;
+        let arrived_at = match fields.arrived_at.take() {
+            None => None,
+            Some(value) => Some(timestamp("arrived_at", value)?),
+        };
+        let trade = Self::from_fields(fields, Some(interner))?;
+        Ok((
+            trade,
+            ArchivedFields {
+                status,
+                reason,
+                sequence_number,
+                arrived_at,
+            },
+        ))
+    }
+
+    fn fields(data: &[u8], fast: bool) -> Result<Fields<'_>, InvalidTrade> {
         let text = std::str::from_utf8(data).map_err(|e| {
             InvalidTrade::new(
                 InvalidReason::InvalidEncoding,
@@ -249,11 +324,10 @@ impl Trade {
                 format!("expected a JSON object, got {shown:?}"),
             ));
         }
-        let fields = match fast.then(|| scan_object(text)).flatten() {
-            Some(fields) => fields,
-            None => serde_fields(text)?,
-        };
-        Self::from_fields(fields, interner)
+        match fast.then(|| scan_object(text)).flatten() {
+            Some(fields) => Ok(fields),
+            None => serde_fields(text),
+        }
     }
 
     fn from_fields(
@@ -326,6 +400,10 @@ fn serde_fields(text: &str) -> Result<Fields<'_>, InvalidTrade> {
         rate: json(raw.rate),
         executed_at: json(raw.executed_at),
         channel: json(raw.channel),
+        status: json(raw.status),
+        reason: json(raw.reason),
+        sequence_number: json(raw.sequence_number),
+        arrived_at: json(raw.arrived_at),
     })
 }
 
@@ -335,7 +413,7 @@ fn serde_fields(text: &str) -> Result<Fields<'_>, InvalidTrade> {
 fn scan_object(text: &str) -> Option<Fields<'_>> {
     let b = text.as_bytes();
     let mut f = Fields::default();
-    let mut seen = [false; 7];
+    let mut seen = [false; 11];
     let mut i = skip_space(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
@@ -361,6 +439,10 @@ fn scan_object(text: &str) -> Option<Fields<'_>> {
                 "rate" => Some((4, &mut f.rate)),
                 "executed_at" => Some((5, &mut f.executed_at)),
                 "channel" => Some((6, &mut f.channel)),
+                "status" => Some((7, &mut f.status)),
+                "reason" => Some((8, &mut f.reason)),
+                "sequence_number" => Some((9, &mut f.sequence_number)),
+                "arrived_at" => Some((10, &mut f.arrived_at)),
                 _ => None,
             };
             if let Some((k, slot)) = slot {
@@ -602,11 +684,16 @@ fn decimal_parts(s: &str) -> Option<(bool, u128, u32)> {
 }
 
 fn time_field(value: Option<Json<'_>>) -> Result<DateTime<Utc>, InvalidTrade> {
-    let s = match required("executed_at", value)? {
+    timestamp("executed_at", required("executed_at", value)?)
+}
+
+/// An RFC 3339 string (any offset), as UTC.
+fn timestamp(field: &'static str, value: Json<'_>) -> Result<DateTime<Utc>, InvalidTrade> {
+    let s = match value {
         Json::Str(s) => s,
         other => {
             return Err(invalid(
-                "executed_at",
+                field,
                 format!("expected a string, got {}", other.shown()),
             ))
         }
@@ -616,7 +703,7 @@ fn time_field(value: Option<Json<'_>>) -> Result<DateTime<Utc>, InvalidTrade> {
     }
     DateTime::parse_from_rfc3339(&s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| invalid("executed_at", format!("not RFC 3339 ({e}): {s:?}")))
+        .map_err(|e| invalid(field, format!("not RFC 3339 ({e}): {s:?}")))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` exactly; `None` for anything else (lower-case
