@@ -164,6 +164,9 @@ pub struct Contract {
     /// A column the transform derives from two of the contract's decimal columns (transacciones:
     /// `total = cantidad_comprada × precio`).
     pub computed: Option<ComputedProduct>,
+    /// Two date columns that bound the interval a row is in force (trm: a rate from
+    /// `vigenciadesde` to `vigenciahasta`).
+    pub interval: Option<IntervalRule>,
     /// Columns the warehouse distributes and sorts on.
     pub dist_key: Option<&'static str>,
     pub sort_key: &'static [&'static str],
@@ -191,6 +194,7 @@ pub static PROVEEDORES: Contract = Contract {
     ],
     key: Some("nombre_proveedor"),
     computed: None,
+    interval: None,
     dist_key: None,
     sort_key: &["nombre_proveedor"],
 };
@@ -223,6 +227,7 @@ pub static CLIENTES: Contract = Contract {
     ],
     key: Some("id_cliente"),
     computed: None,
+    interval: None,
     dist_key: Some("id_cliente"),
     sort_key: &["id_cliente"],
 };
@@ -272,9 +277,19 @@ pub static TRANSACCIONES: Contract = Contract {
         precision: 18,
         scale: 2,
     }),
+    interval: None,
     dist_key: None,
     sort_key: &["fecha_transaccion"],
 };
+
+/// Two date columns of a contract bounding, inclusively, the days a row is in force. A row
+/// whose `from` is after its `to` is `invalid_interval`; a row whose interval shares a day with
+/// one accepted earlier in the file is `overlapping_interval` (the first row wins, as with keys).
+#[derive(Debug)]
+pub struct IntervalRule {
+    pub from: &'static str,
+    pub to: &'static str,
+}
 
 /// A processed column that is the product of two decimal columns of the same contract, rounded
 /// half away from zero to `scale` places; a row whose product does not fit `precision` digits is
@@ -419,6 +434,8 @@ pub enum RowReason {
     RaggedRow,
     DuplicateKey,
     InvalidEncoding,
+    InvalidInterval,
+    OverlappingInterval,
 }
 
 impl RowReason {
@@ -433,6 +450,8 @@ impl RowReason {
             RowReason::RaggedRow => "ragged_row".into(),
             RowReason::DuplicateKey => "duplicate_key".into(),
             RowReason::InvalidEncoding => "invalid_encoding".into(),
+            RowReason::InvalidInterval => "invalid_interval".into(),
+            RowReason::OverlappingInterval => "overlapping_interval".into(),
         }
     }
 }
@@ -514,6 +533,36 @@ mod tests {
             }
             assert!(usize::from(product.precision) < 20 && product.scale <= product.precision);
         }
+    }
+
+    #[test]
+    fn interval_rules_bound_rows_by_two_required_date_columns_of_their_contract() {
+        for d in Dataset::ALL {
+            let contract = d.contract();
+            let Some(rule) = &contract.interval else {
+                continue;
+            };
+            for bound in [rule.from, rule.to] {
+                let spec = contract.columns.iter().find(|c| c.name == bound);
+                assert!(
+                    spec.is_some_and(|c| c.kind == ColumnKind::Date && c.required),
+                    "{d:?}: interval bound {bound} is not a required date column"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reason_codes_are_stable() {
+        assert_eq!(RowReason::InvalidInterval.code(), "invalid_interval");
+        assert_eq!(
+            RowReason::OverlappingInterval.code(),
+            "overlapping_interval"
+        );
+        assert_eq!(
+            RowReason::InvalidEnum("unidad").code(),
+            "invalid_enum:unidad"
+        );
     }
 
     #[test]

@@ -209,10 +209,17 @@ fn unambiguous(
     }
 }
 
+/// Days from 0001-01-01 (day 1) to 1970-01-01.
+const EPOCH_DAYS_CE: i32 = 719_163;
+
 /// Days since 1970-01-01 of a calendar date.
 pub fn days_since_epoch(d: NaiveDate) -> i32 {
-    const EPOCH_DAYS_CE: i32 = 719_163;
     chrono::Datelike::num_days_from_ce(&d) - EPOCH_DAYS_CE
+}
+
+/// The calendar date `days` after 1970-01-01, when chrono can represent it.
+pub fn date_from_days(days: i32) -> Option<NaiveDate> {
+    NaiveDate::from_num_days_from_ce_opt(days.checked_add(EPOCH_DAYS_CE)?)
 }
 
 /// The value of 1 to 4 ASCII digits.
@@ -621,6 +628,7 @@ mod tests {
                 prop_assert_eq!(parse_date(&text), Some(date));
             }
             prop_assert_eq!(days_since_epoch(date) as i64, days);
+            prop_assert_eq!(date_from_days(days as i32), Some(date));
         }
 
         #[test]
