@@ -24,13 +24,17 @@ pub enum Dataset {
     Clientes,
     Proveedores,
     Transacciones,
+    /// The official COP per USD exchange rate (Tasa Representativa del Mercado), as the
+    /// financial regulator publishes it on the national open-data portal.
+    Trm,
 }
 
 impl Dataset {
-    pub const ALL: [Dataset; 3] = [
+    pub const ALL: [Dataset; 4] = [
         Dataset::Clientes,
         Dataset::Proveedores,
         Dataset::Transacciones,
+        Dataset::Trm,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -38,6 +42,7 @@ impl Dataset {
             Dataset::Clientes => "clientes",
             Dataset::Proveedores => "proveedores",
             Dataset::Transacciones => "transacciones",
+            Dataset::Trm => "trm",
         }
     }
 
@@ -46,6 +51,7 @@ impl Dataset {
             Dataset::Clientes => &CLIENTES,
             Dataset::Proveedores => &PROVEEDORES,
             Dataset::Transacciones => &TRANSACCIONES,
+            Dataset::Trm => &TRM,
         }
     }
 }
@@ -57,7 +63,7 @@ impl fmt::Display for Dataset {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown dataset {0:?} (expected clientes, proveedores or transacciones)")]
+#[error("unknown dataset {0:?} (expected clientes, proveedores, transacciones or trm)")]
 pub struct UnknownDataset(pub String);
 
 impl FromStr for Dataset {
@@ -67,6 +73,7 @@ impl FromStr for Dataset {
             "clientes" => Ok(Dataset::Clientes),
             "proveedores" => Ok(Dataset::Proveedores),
             "transacciones" => Ok(Dataset::Transacciones),
+            "trm" => Ok(Dataset::Trm),
             _ => Err(UnknownDataset(s.to_string())),
         }
     }
@@ -280,6 +287,34 @@ pub static TRANSACCIONES: Contract = Contract {
     interval: None,
     dist_key: None,
     sort_key: &["fecha_transaccion"],
+};
+
+/// The official exchange rate: one row per published rate, in force on every day of its
+/// `[vigenciadesde, vigenciahasta]` interval (a Friday's rate usually covers Saturday to Monday).
+pub static TRM: Contract = Contract {
+    dataset: Dataset::Trm,
+    columns: &[
+        col(
+            "valor",
+            ColumnKind::Decimal {
+                precision: 12,
+                scale: 2,
+                min_exclusive: true,
+            },
+            true,
+        ),
+        col("unidad", ColumnKind::Enum(&["COP"]), true),
+        col("vigenciadesde", ColumnKind::Date, true),
+        col("vigenciahasta", ColumnKind::Date, true),
+    ],
+    key: Some("vigenciadesde"),
+    computed: None,
+    interval: Some(IntervalRule {
+        from: "vigenciadesde",
+        to: "vigenciahasta",
+    }),
+    dist_key: None,
+    sort_key: &["vigenciadesde"],
 };
 
 /// Two date columns of a contract bounding, inclusively, the days a row is in force. A row
@@ -553,6 +588,29 @@ mod tests {
     }
 
     #[test]
+    fn trm_is_keyed_by_the_first_day_a_rate_is_in_force() {
+        let trm = Dataset::Trm.contract();
+        assert_eq!(trm.key, Some("vigenciadesde"));
+        assert_eq!(trm.match_header("VIGENCIADESDE"), Some(2));
+        assert_eq!(trm.match_header("VigenciaHasta"), Some(3));
+        let names: Vec<String> = trm.output_columns().into_iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "valor",
+                "unidad",
+                "vigenciadesde",
+                "vigenciahasta",
+                "_source_key",
+                "_source_line",
+                "_load_date"
+            ]
+        );
+        let valor = trm.arrow_schema().field(0).data_type().clone();
+        assert_eq!(valor, DataType::Decimal128(12, 2));
+    }
+
+    #[test]
     fn reason_codes_are_stable() {
         assert_eq!(RowReason::InvalidInterval.code(), "invalid_interval");
         assert_eq!(
@@ -571,5 +629,6 @@ mod tests {
             assert_eq!(d.name().parse::<Dataset>().ok(), Some(d));
         }
         assert!("ventas".parse::<Dataset>().is_err());
+        assert_eq!("TRM".parse::<Dataset>().ok(), Some(Dataset::Trm));
     }
 }
