@@ -165,7 +165,25 @@ mod tests {
         assert_eq!((parts[0].files, parts[0].bytes), (1, 4));
         let cols = clientes.map(|t| t.columns.clone()).unwrap_or_default();
         assert!(cols.iter().any(|c| c.name == "email_masked" && c.pii));
-        assert_eq!(c.tables.len(), 3);
+        assert_eq!(c.tables.len(), Dataset::ALL.len());
+        let trm = c.tables.iter().find(|t| t.name == "trm");
+        let types: Vec<(String, String)> = trm
+            .map(|t| {
+                t.columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.r#type.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            types[..4],
+            [
+                ("valor".into(), "decimal(12,2)".into()),
+                ("unidad".into(), "string".into()),
+                ("vigenciadesde".into(), "date".into()),
+                ("vigenciahasta".into(), "date".into()),
+            ]
+        );
         Ok(())
     }
 }

@@ -24,13 +24,17 @@ pub enum Dataset {
     Clientes,
     Proveedores,
     Transacciones,
+    /// The official COP per USD exchange rate (Tasa Representativa del Mercado), as the
+    /// financial regulator publishes it on the national open-data portal.
+    Trm,
 }
 
 impl Dataset {
-    pub const ALL: [Dataset; 3] = [
+    pub const ALL: [Dataset; 4] = [
         Dataset::Clientes,
         Dataset::Proveedores,
         Dataset::Transacciones,
+        Dataset::Trm,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -38,6 +42,7 @@ impl Dataset {
             Dataset::Clientes => "clientes",
             Dataset::Proveedores => "proveedores",
             Dataset::Transacciones => "transacciones",
+            Dataset::Trm => "trm",
         }
     }
 
@@ -46,6 +51,7 @@ impl Dataset {
             Dataset::Clientes => &CLIENTES,
             Dataset::Proveedores => &PROVEEDORES,
             Dataset::Transacciones => &TRANSACCIONES,
+            Dataset::Trm => &TRM,
         }
     }
 }
@@ -57,7 +63,7 @@ impl fmt::Display for Dataset {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown dataset {0:?} (expected clientes, proveedores or transacciones)")]
+#[error("unknown dataset {0:?} (expected clientes, proveedores, transacciones or trm)")]
 pub struct UnknownDataset(pub String);
 
 impl FromStr for Dataset {
@@ -67,6 +73,7 @@ impl FromStr for Dataset {
             "clientes" => Ok(Dataset::Clientes),
             "proveedores" => Ok(Dataset::Proveedores),
             "transacciones" => Ok(Dataset::Transacciones),
+            "trm" => Ok(Dataset::Trm),
             _ => Err(UnknownDataset(s.to_string())),
         }
     }
@@ -164,6 +171,9 @@ pub struct Contract {
     /// A column the transform derives from two of the contract's decimal columns (transacciones:
     /// `total = cantidad_comprada × precio`).
     pub computed: Option<ComputedProduct>,
+    /// Two date columns that bound the interval a row is in force (trm: a rate from
+    /// `vigenciadesde` to `vigenciahasta`).
+    pub interval: Option<IntervalRule>,
     /// Columns the warehouse distributes and sorts on.
     pub dist_key: Option<&'static str>,
     pub sort_key: &'static [&'static str],
@@ -191,6 +201,7 @@ pub static PROVEEDORES: Contract = Contract {
     ],
     key: Some("nombre_proveedor"),
     computed: None,
+    interval: None,
     dist_key: None,
     sort_key: &["nombre_proveedor"],
 };
@@ -223,6 +234,7 @@ pub static CLIENTES: Contract = Contract {
     ],
     key: Some("id_cliente"),
     computed: None,
+    interval: None,
     dist_key: Some("id_cliente"),
     sort_key: &["id_cliente"],
 };
@@ -272,9 +284,47 @@ pub static TRANSACCIONES: Contract = Contract {
         precision: 18,
         scale: 2,
     }),
+    interval: None,
     dist_key: None,
     sort_key: &["fecha_transaccion"],
 };
+
+/// The official exchange rate: one row per published rate, in force on every day of its
+/// `[vigenciadesde, vigenciahasta]` interval (a Friday's rate usually covers Saturday to Monday).
+pub static TRM: Contract = Contract {
+    dataset: Dataset::Trm,
+    columns: &[
+        col(
+            "valor",
+            ColumnKind::Decimal {
+                precision: 12,
+                scale: 2,
+                min_exclusive: true,
+            },
+            true,
+        ),
+        col("unidad", ColumnKind::Enum(&["COP"]), true),
+        col("vigenciadesde", ColumnKind::Date, true),
+        col("vigenciahasta", ColumnKind::Date, true),
+    ],
+    key: Some("vigenciadesde"),
+    computed: None,
+    interval: Some(IntervalRule {
+        from: "vigenciadesde",
+        to: "vigenciahasta",
+    }),
+    dist_key: None,
+    sort_key: &["vigenciadesde"],
+};
+
+/// Two date columns of a contract bounding, inclusively, the days a row is in force. A row
+/// whose `from` is after its `to` is `invalid_interval`; a row whose interval shares a day with
+/// one accepted earlier in the file is `overlapping_interval` (the first row wins, as with keys).
+#[derive(Debug)]
+pub struct IntervalRule {
+    pub from: &'static str,
+    pub to: &'static str,
+}
 
 /// A processed column that is the product of two decimal columns of the same contract, rounded
 /// half away from zero to `scale` places; a row whose product does not fit `precision` digits is
@@ -419,6 +469,8 @@ pub enum RowReason {
     RaggedRow,
     DuplicateKey,
     InvalidEncoding,
+    InvalidInterval,
+    OverlappingInterval,
 }
 
 impl RowReason {
@@ -433,6 +485,8 @@ impl RowReason {
             RowReason::RaggedRow => "ragged_row".into(),
             RowReason::DuplicateKey => "duplicate_key".into(),
             RowReason::InvalidEncoding => "invalid_encoding".into(),
+            RowReason::InvalidInterval => "invalid_interval".into(),
+            RowReason::OverlappingInterval => "overlapping_interval".into(),
         }
     }
 }
@@ -517,10 +571,64 @@ mod tests {
     }
 
     #[test]
+    fn interval_rules_bound_rows_by_two_required_date_columns_of_their_contract() {
+        for d in Dataset::ALL {
+            let contract = d.contract();
+            let Some(rule) = &contract.interval else {
+                continue;
+            };
+            for bound in [rule.from, rule.to] {
+                let spec = contract.columns.iter().find(|c| c.name == bound);
+                assert!(
+                    spec.is_some_and(|c| c.kind == ColumnKind::Date && c.required),
+                    "{d:?}: interval bound {bound} is not a required date column"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trm_is_keyed_by_the_first_day_a_rate_is_in_force() {
+        let trm = Dataset::Trm.contract();
+        assert_eq!(trm.key, Some("vigenciadesde"));
+        assert_eq!(trm.match_header("VIGENCIADESDE"), Some(2));
+        assert_eq!(trm.match_header("VigenciaHasta"), Some(3));
+        let names: Vec<String> = trm.output_columns().into_iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "valor",
+                "unidad",
+                "vigenciadesde",
+                "vigenciahasta",
+                "_source_key",
+                "_source_line",
+                "_load_date"
+            ]
+        );
+        let valor = trm.arrow_schema().field(0).data_type().clone();
+        assert_eq!(valor, DataType::Decimal128(12, 2));
+    }
+
+    #[test]
+    fn reason_codes_are_stable() {
+        assert_eq!(RowReason::InvalidInterval.code(), "invalid_interval");
+        assert_eq!(
+            RowReason::OverlappingInterval.code(),
+            "overlapping_interval"
+        );
+        assert_eq!(
+            RowReason::InvalidEnum("unidad").code(),
+            "invalid_enum:unidad"
+        );
+    }
+
+    #[test]
     fn dataset_names_parse_back() {
         for d in Dataset::ALL {
             assert_eq!(d.name().parse::<Dataset>().ok(), Some(d));
         }
         assert!("ventas".parse::<Dataset>().is_err());
+        assert_eq!("TRM".parse::<Dataset>().ok(), Some(Dataset::Trm));
     }
 }

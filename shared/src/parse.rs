@@ -209,10 +209,17 @@ fn unambiguous(
     }
 }
 
+/// Days from 0001-01-01 (day 1) to 1970-01-01.
+const EPOCH_DAYS_CE: i32 = 719_163;
+
 /// Days since 1970-01-01 of a calendar date.
 pub fn days_since_epoch(d: NaiveDate) -> i32 {
-    const EPOCH_DAYS_CE: i32 = 719_163;
     chrono::Datelike::num_days_from_ce(&d) - EPOCH_DAYS_CE
+}
+
+/// The calendar date `days` after 1970-01-01, when chrono can represent it.
+pub fn date_from_days(days: i32) -> Option<NaiveDate> {
+    NaiveDate::from_num_days_from_ce_opt(days.checked_add(EPOCH_DAYS_CE)?)
 }
 
 /// The value of 1 to 4 ASCII digits.
@@ -231,12 +238,21 @@ fn num(b: &[u8]) -> Option<u32> {
     (!not_digit).then_some(value)
 }
 
-/// Year, month and day of `2025-05-10`, `2025/05/10` or `10/05/2025` (day first), not checked
-/// to be a real date.
+/// Year, month and day of `2025-05-10`, `2025-05-10T00:00:00.000`, `2025/05/10` or
+/// `10/05/2025` (day first), not checked to be a real date.
 fn date_parts(s: &str) -> Option<(u32, u32, u32)> {
     let b = s.as_bytes();
     if b.len() == 10 && (b[4] == b'-' || b[4] == b'/') && b[7] == b[4] {
         return Some((num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?));
+    }
+    if b.len() > 10 && b[10] == b'T' && b[4] == b'-' && b[7] == b'-' {
+        // Open-data portals write dates as midnight timestamps. Any other time of day is not
+        // a date, and is refused rather than truncated to one.
+        return if is_midnight(&b[11..]) {
+            Some((num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?))
+        } else {
+            None
+        };
     }
     // D/M/YYYY with one or two digits for day and month: never longer than 10 bytes.
     if b.len() > 10 {
@@ -256,7 +272,21 @@ fn date_parts(s: &str) -> Option<(u32, u32, u32)> {
     Some((num(y)?, num(m)?, num(d)?))
 }
 
-/// Parses `2025-05-10`, `2025/05/10` and `10/05/2025` (day first).
+/// `00:00:00`, with an optional fraction of zeros (`.000`) and an optional `Z`.
+fn is_midnight(t: &[u8]) -> bool {
+    let t = t.strip_suffix(b"Z").unwrap_or(t);
+    let Some(fraction) = t.strip_prefix(b"00:00:00") else {
+        return false;
+    };
+    match fraction.split_first() {
+        None => true,
+        Some((b'.', zeros)) => (1..=9).contains(&zeros.len()) && zeros.iter().all(|&c| c == b'0'),
+        Some(_) => false,
+    }
+}
+
+/// Parses `2025-05-10`, `2025-05-10T00:00:00.000` (midnight only), `2025/05/10` and
+/// `10/05/2025` (day first).
 pub fn parse_date(s: &str) -> Option<NaiveDate> {
     let (y, m, d) = date_parts(trimmed(s))?;
     NaiveDate::from_ymd_opt(y as i32, m, d)
@@ -412,6 +442,43 @@ mod tests {
     }
 
     #[test]
+    fn midnight_timestamps_are_dates() {
+        let may10 = NaiveDate::from_ymd_opt(2025, 5, 10);
+        for text in [
+            "2025-05-10T00:00:00.000",
+            "2025-05-10T00:00:00",
+            "2025-05-10T00:00:00Z",
+            "2025-05-10T00:00:00.000Z",
+            " 2025-05-10T00:00:00.000 ",
+        ] {
+            assert_eq!(parse_date(text), may10, "{text}");
+            assert_eq!(parse_date_days(text), may10.map(days_since_epoch), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_time_of_day_is_not_a_date() {
+        for text in [
+            "2025-05-10T13:45:00.000",
+            "2025-05-10T00:00:01",
+            "2025-05-10T00:00:00.001",
+            "2025-05-10T00:00:00.",
+            "2025-05-10T00:00:00-05:00",
+            "2025-05-10T",
+            "2025/05/10T00:00:00",
+            "2025-02-30T00:00:00.000",
+        ] {
+            assert_eq!(parse_date(text), None, "{text}");
+            assert_eq!(parse_date_days(text), None, "{text}");
+        }
+        // As a timestamp it is still read, at its time of day.
+        assert_eq!(
+            parse_timestamp_micros("1970-01-01T00:00:01.000"),
+            Some(1_000_000)
+        );
+    }
+
+    #[test]
     fn timestamps_are_utc_micros() {
         assert_eq!(
             parse_timestamp_micros("1970-01-01T00:00:01Z"),
@@ -550,16 +617,18 @@ mod tests {
         }
 
         #[test]
-        fn any_valid_date_parses_in_all_three_forms(days in 0i64..40_000) {
+        fn any_valid_date_parses_in_every_form(days in 0i64..40_000) {
             let date = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Days::new(days as u64);
             for text in [
                 date.format("%Y-%m-%d").to_string(),
+                date.format("%Y-%m-%dT00:00:00.000").to_string(),
                 date.format("%Y/%m/%d").to_string(),
                 date.format("%d/%m/%Y").to_string(),
             ] {
                 prop_assert_eq!(parse_date(&text), Some(date));
             }
             prop_assert_eq!(days_since_epoch(date) as i64, days);
+            prop_assert_eq!(date_from_days(days as i32), Some(date));
         }
 
         #[test]

@@ -767,3 +767,275 @@ fn the_manifest_says_where_the_time_went() -> Result<()> {
     }
     Ok(())
 }
+
+// ---- trm: the official exchange rate -------------------------------------------------------
+
+fn days(batches: &[RecordBatch], col: &str) -> Vec<Option<i32>> {
+    let mut v = Vec::new();
+    for b in batches {
+        if let Some(c) = b.column_by_name(col) {
+            v.extend(c.as_primitive::<Date32Type>().iter());
+        }
+    }
+    v
+}
+
+/// Days since 1970-01-01 of a date in May 2025.
+fn may(day: u32) -> Option<i32> {
+    let d = NaiveDate::from_ymd_opt(2025, 5, day)?;
+    Some(lago::parse::days_since_epoch(d))
+}
+
+/// Line and reason of each rejected row.
+fn line_reasons(rejected: &[serde_json::Value]) -> Vec<(u64, &str)> {
+    rejected
+        .iter()
+        .filter_map(|r| Some((r["line"].as_u64()?, r["reason"].as_str()?)))
+        .collect()
+}
+
+fn trm(csv: &str) -> Result<Run> {
+    run_bytes(Dataset::Trm, "trm.csv", csv.as_bytes(), &opts(1))
+}
+
+#[test]
+fn trm_in_the_portal_export_is_read_whole() -> Result<()> {
+    // GIVEN the portal's own export: upper-case header, midnight timestamps, decimal point
+    let run = trm("VALOR,UNIDAD,VIGENCIADESDE,VIGENCIAHASTA\n\
+         4123.45,COP,2025-05-10T00:00:00.000,2025-05-12T00:00:00.000\n\
+         4100,COP,2025-05-13T00:00:00.000,2025-05-13T00:00:00.000\n")?;
+    // THEN every row is accepted, typed, and read back from Parquet as written
+    let m = &run.manifest;
+    assert_eq!((m.rows_in, m.rows_ok), (2, 2), "{:?}", m.rejects_by_reason);
+    let rows = read_rows(&run)?;
+    assert_eq!(decimals(&rows, "valor"), vec![Some(412_345), Some(410_000)]);
+    assert_eq!(
+        strings(&rows, "unidad"),
+        vec![Some("COP".into()), Some("COP".into())]
+    );
+    assert_eq!(days(&rows, "vigenciadesde"), vec![may(10), may(13)]);
+    assert_eq!(days(&rows, "vigenciahasta"), vec![may(12), may(13)]);
+    Ok(())
+}
+
+#[test]
+fn trm_from_excel_bom_semicolons_decimal_comma_and_any_header_case() -> Result<()> {
+    // GIVEN a re-saved export: BOM, `;`, thousands and decimal comma, mixed header case and
+    // every date form, the unit in lower case
+    let mut bytes = lago::dialect::UTF8_BOM.to_vec();
+    bytes.extend_from_slice(
+        b"Valor;unidad;VigenciaDesde;VIGENCIAHASTA\r\n\
+          4.123,45;cop;10/05/2025;12/05/2025\r\n\
+          4123,5;COP;2025-05-13;2025-05-13T00:00:00.000\r\n\
+          4.099;COP;2025/05/14;14/05/2025\r\n",
+    );
+    let run = run_bytes(Dataset::Trm, "trm.csv", &bytes, &opts(1))?;
+    // THEN the dialect is recognised and every value read in it
+    let m = &run.manifest;
+    assert!(m.source.bom);
+    assert_eq!(m.source.delimiter.as_deref(), Some(";"));
+    assert_eq!(m.source.decimal_separator.as_deref(), Some(","));
+    assert_eq!(m.rows_ok, 3, "{:?}", m.rejects_by_reason);
+    let rows = read_rows(&run)?;
+    assert_eq!(
+        decimals(&rows, "valor"),
+        vec![Some(412_345), Some(412_350), Some(409_900)]
+    );
+    assert_eq!(strings(&rows, "unidad")[0].as_deref(), Some("COP"));
+    assert_eq!(
+        days(&rows, "vigenciadesde"),
+        vec![may(10), may(13), may(14)]
+    );
+    Ok(())
+}
+
+#[test]
+fn trm_with_thousands_grouping_in_a_comma_file() -> Result<()> {
+    let run = trm("valor,unidad,vigenciadesde,vigenciahasta\n\
+         \"4,123.45\",COP,2025-05-10,2025-05-12\n\
+         4123.4,COP,2025-05-13,2025-05-13\n")?;
+    assert_eq!(
+        run.manifest.rows_ok, 2,
+        "{:?}",
+        run.manifest.rejects_by_reason
+    );
+    assert_eq!(run.manifest.source.decimal_separator.as_deref(), Some("."));
+    let rows = read_rows(&run)?;
+    assert_eq!(decimals(&rows, "valor"), vec![Some(412_345), Some(412_340)]);
+    Ok(())
+}
+
+#[test]
+fn trm_rejects_each_bad_row_with_its_stable_code() -> Result<()> {
+    // GIVEN one bad row of every kind the TRM can have, among good ones
+    let run = trm("VALOR,UNIDAD,VIGENCIADESDE,VIGENCIAHASTA\n\
+         4000,COP,2025-05-01,2025-05-02\n\
+         4000,USD,2025-05-03,2025-05-03\n\
+         0,COP,2025-05-03,2025-05-03\n\
+         -4000,COP,2025-05-03,2025-05-03\n\
+         4000,COP,2025-05-05,2025-05-03\n\
+         4000,COP,2025-05-02,2025-05-04\n\
+         4100,COP,2025-05-01,2025-05-01\n\
+         4000,COP,2025-05-03,2025-05-03T13:45:00.000\n\
+         ,COP,2025-05-03,2025-05-03\n\
+         4000,COP,2025-05-03\n\
+         4000.123,COP,2025-05-03,2025-05-03\n\
+         4000,COP,2025-05-03,2025-05-04\n")?;
+    // THEN each is rejected with its code on its line, and only the two good rows remain
+    let m = &run.manifest;
+    assert_eq!((m.rows_in, m.rows_ok, m.rows_rejected), (12, 2, 10));
+    let rej = rejected(&run)?;
+    assert_eq!(
+        line_reasons(&rej),
+        vec![
+            (3, "invalid_enum:unidad"),
+            (4, "out_of_range:valor"),
+            (5, "out_of_range:valor"),
+            (6, "invalid_interval"),
+            (7, "overlapping_interval"),
+            (8, "duplicate_key"),
+            (9, "invalid_date:vigenciahasta"),
+            (10, "missing_required:valor"),
+            (11, "ragged_row"),
+            (12, "invalid_number:valor"),
+        ]
+    );
+    let detail = |i: usize| rej[i]["detail"].as_str().unwrap_or("").to_string();
+    assert!(detail(3).contains("2025-05-05"), "{}", detail(3));
+    assert!(
+        detail(4).contains("2025-05-01..2025-05-02"),
+        "{}",
+        detail(4)
+    );
+    let rows = read_rows(&run)?;
+    assert_eq!(days(&rows, "vigenciadesde"), vec![may(1), may(3)]);
+    Ok(())
+}
+
+#[test]
+fn trm_intervals_adjacent_touching_nested_and_out_of_order() -> Result<()> {
+    // GIVEN Friday's rate (Sat–Mon), then rows that touch it, nest in it, enclose it, and
+    // rows out of order that share no day with anything accepted
+    let run = trm("valor,unidad,vigenciadesde,vigenciahasta\n\
+         4000,COP,2025-05-10,2025-05-12\n\
+         4001,COP,2025-05-13,2025-05-13\n\
+         4002,COP,2025-05-12,2025-05-12\n\
+         4003,COP,2025-05-08,2025-05-10\n\
+         4004,COP,2025-05-11,2025-05-11\n\
+         4005,COP,2025-05-09,2025-05-14\n\
+         4006,COP,2025-05-09,2025-05-09\n\
+         4007,COP,2025-05-14,2025-05-14\n\
+         4008,COP,2025-05-01,2025-05-08\n")?;
+    // THEN adjacent and out-of-order disjoint rows are accepted; a shared day, nesting and
+    // enclosing are overlaps; the key of a refused row stays free (line 7 claims the 9th)
+    assert_eq!(
+        line_reasons(&rejected(&run)?),
+        vec![
+            (4, "overlapping_interval"),
+            (5, "overlapping_interval"),
+            (6, "overlapping_interval"),
+            (7, "overlapping_interval"),
+        ]
+    );
+    let rows = read_rows(&run)?;
+    assert_eq!(
+        days(&rows, "vigenciadesde"),
+        vec![may(10), may(13), may(9), may(14), may(1)]
+    );
+    Ok(())
+}
+
+#[test]
+fn trm_first_row_wins_across_chunks_and_threads() -> Result<()> {
+    // GIVEN eight years of two-day rates, then the same shifted by a day (each row overlapping
+    // two accepted ones), then the first days again (duplicates), in a file cut into many small
+    // chunks processed by several threads, with more keys than the key set keeps in memory
+    let mut csv = String::from("valor,unidad,vigenciadesde,vigenciahasta\n");
+    let start = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap_or_default();
+    let row = |csv: &mut String, d: u64, to: u64| {
+        let from = start + chrono::Days::new(d);
+        let to = start + chrono::Days::new(to);
+        csv.push_str(&format!("4000.50,COP,{from},{to}\n"));
+    };
+    for d in (0..3_000).step_by(2) {
+        row(&mut csv, d, d + 1);
+    }
+    for d in (1..3_000).step_by(2) {
+        row(&mut csv, d, d + 1);
+    }
+    for d in (0..3_000).step_by(2) {
+        row(&mut csv, d, d);
+    }
+    for threads in [1, 3] {
+        let o = TransformOptions {
+            chunk_size: 4 * 1024,
+            key_memory: 1024,
+            ..opts(threads)
+        };
+        let run = run_bytes(Dataset::Trm, "trm.csv", csv.as_bytes(), &o)?;
+        // THEN exactly the first rows are accepted, in input order
+        let m = &run.manifest;
+        let expected: BTreeMap<String, u64> = [
+            ("overlapping_interval".to_string(), 1_500),
+            ("duplicate_key".to_string(), 1_500),
+        ]
+        .into();
+        assert_eq!(m.rows_ok, 1_500, "threads={threads}");
+        assert_eq!(m.rejects_by_reason, expected, "threads={threads}");
+        let firsts = days(&read_rows(&run)?, "vigenciadesde");
+        let base = lago::parse::days_since_epoch(start);
+        let want: Vec<Option<i32>> = (0..1_500).map(|i| Some(base + 2 * i)).collect();
+        assert_eq!(firsts, want, "threads={threads}");
+    }
+    Ok(())
+}
+
+#[test]
+fn generated_trm_files_reconcile_exactly() -> Result<()> {
+    for (rows, enc, delim, seed) in [
+        (760, TextEncoding::Utf8, b',', 1),
+        (3_000, TextEncoding::Utf8, b';', 2),
+        (3_000, TextEncoding::Windows1252, b'|', 3),
+        (5_000, TextEncoding::Utf8, b'\t', 4),
+    ] {
+        let mut bytes = Vec::new();
+        let report = generate(
+            &GenerateOptions {
+                dataset: Dataset::Trm,
+                rows,
+                seed,
+                dirty_pct: 12.0,
+                encoding: enc,
+                delimiter: delim,
+            },
+            &mut bytes,
+        )?;
+        for reason in ["invalid_interval", "overlapping_interval", "duplicate_key"] {
+            assert!(report.dirty_by_reason.contains_key(reason), "{reason}");
+        }
+        for threads in [1, 3] {
+            let o = TransformOptions {
+                chunk_size: 16 * 1024,
+                key_memory: 1024,
+                ..opts(threads)
+            };
+            let run = run_bytes(Dataset::Trm, "trm.csv", &bytes, &o)?;
+            let m = &run.manifest;
+            let case = format!("{rows} {enc:?} {} threads={threads}", delim as char);
+            assert_eq!(m.rows_in, report.rows, "{case}");
+            assert_eq!(m.rows_ok, report.clean, "{case}");
+            assert_eq!(m.rejects_by_reason, report.dirty_by_reason, "{case}");
+            // The accepted rates tile the calendar: each starts the day after the last ends.
+            let rows = read_rows(&run)?;
+            let (from, to) = (days(&rows, "vigenciadesde"), days(&rows, "vigenciahasta"));
+            assert_eq!(from.len() as u64, m.rows_ok);
+            for i in 1..from.len() {
+                assert_eq!(from[i], to[i - 1].map(|d| d + 1), "{case} row {i}");
+            }
+            assert!(decimals(&rows, "valor")
+                .iter()
+                .all(|v| v.is_some_and(|v| (390_000..=430_000).contains(&v))));
+        }
+    }
+    Ok(())
+}

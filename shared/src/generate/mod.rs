@@ -1,5 +1,5 @@
-//! Deterministic synthetic CSV generator for the `clientes`, `proveedores` and `transacciones`
-//! datasets.
+//! Deterministic synthetic CSV generator for the `clientes`, `proveedores`, `transacciones` and
+//! `trm` datasets.
 //!
 //! Tests, demos and benchmarks need input files that look like the real exports the lake receives
 //! (Spanish-language Excel and ERP dumps from a Colombian energy trader) and whose expected outcome
@@ -17,7 +17,8 @@
 //! * the dialect follows the options: `;` files use decimal comma, Windows-1252 files use CRLF,
 //!   UTF-8 files use LF, and ≈1 % of clean text values need RFC 4180 quoting;
 //! * the first data record always holds a non-ASCII character, so encoding detection has evidence
-//!   from the start (and never sees an `invalid_encoding` byte first).
+//!   from the start (and never sees an `invalid_encoding` byte first) — except in `trm`, whose
+//!   records are ASCII like the portal's (see `trm.rs` for its calendar and dialect).
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -31,12 +32,14 @@ mod clientes;
 mod format;
 mod proveedores;
 mod transacciones;
+mod trm;
 mod vocab;
 
 use clientes::{CLIENTES_DEFECTS, CLIENTES_HEADER};
 use format::*;
 use proveedores::{PROVEEDORES_DEFECTS, PROVEEDORES_HEADER};
 use transacciones::{TRANSACCIONES_DEFECTS, TRANSACCIONES_HEADER};
+use trm::{TrmState, TRM_DEFECTS, TRM_HEADER, TRM_MAX_ROWS};
 use vocab::*;
 
 /// Character encoding of the generated file.
@@ -125,6 +128,12 @@ pub fn generate<W: Write>(opts: &GenerateOptions, out: W) -> Result<GenerateRepo
             opts.delimiter as char
         )));
     }
+    if opts.dataset == Dataset::Trm && opts.rows > TRM_MAX_ROWS {
+        return Err(GenerateError::InvalidOption(format!(
+            "trm has one record a business day: at most {TRM_MAX_ROWS} rows, got {}",
+            opts.rows
+        )));
+    }
 
     let mut w = BufWriter::with_capacity(1 << 16, out);
     let mut g = Gen::new(opts);
@@ -136,7 +145,18 @@ pub fn generate<W: Write>(opts: &GenerateOptions, out: W) -> Result<GenerateRepo
     };
 
     let mut bytes = 0u64;
-    for (i, col) in header(opts.dataset).iter().enumerate() {
+    let head = match opts.dataset {
+        Dataset::Trm => {
+            let (bom, head) = g.trm_file_style(opts.encoding);
+            if bom {
+                w.write_all(&crate::dialect::UTF8_BOM)?;
+                bytes += crate::dialect::UTF8_BOM.len() as u64;
+            }
+            head
+        }
+        d => header(d),
+    };
+    for (i, col) in head.iter().enumerate() {
         if i > 0 {
             g.line.push(g.fmt.delim);
         }
@@ -163,6 +183,7 @@ pub fn generate<W: Write>(opts: &GenerateOptions, out: W) -> Result<GenerateRepo
             Dataset::Proveedores => g.proveedor(i, defect),
             Dataset::Clientes => g.cliente(i, defect),
             Dataset::Transacciones => g.transaccion(i, defect),
+            Dataset::Trm => g.trm(defect),
         };
         g.line.push_str(eol);
         bytes += g.emit(&mut w, bad_at)?;
@@ -195,6 +216,7 @@ fn header(dataset: Dataset) -> &'static [&'static str] {
         Dataset::Proveedores => PROVEEDORES_HEADER,
         Dataset::Clientes => CLIENTES_HEADER,
         Dataset::Transacciones => TRANSACCIONES_HEADER,
+        Dataset::Trm => TRM_HEADER,
     }
 }
 
@@ -214,6 +236,10 @@ enum Col {
     Contraparte,
     Cantidad,
     Precio,
+    Valor,
+    Unidad,
+    VigenciaDesde,
+    VigenciaHasta,
 }
 
 /// The single defect of a dirty record.
@@ -228,6 +254,8 @@ enum Defect {
     Ragged,
     DuplicateKey,
     InvalidEncoding,
+    InvalidInterval,
+    OverlappingInterval,
 }
 
 fn defects_for(dataset: Dataset) -> &'static [(Defect, &'static str)] {
@@ -235,6 +263,7 @@ fn defects_for(dataset: Dataset) -> &'static [(Defect, &'static str)] {
         Dataset::Proveedores => PROVEEDORES_DEFECTS,
         Dataset::Clientes => CLIENTES_DEFECTS,
         Dataset::Transacciones => TRANSACCIONES_DEFECTS,
+        Dataset::Trm => TRM_DEFECTS,
     }
 }
 
@@ -286,6 +315,7 @@ struct Gen {
     slug: String,
     encoded: Vec<u8>,
     keys: KeyRing,
+    trm: TrmState,
 }
 
 impl Gen {
@@ -306,6 +336,7 @@ impl Gen {
                 slots: Vec::new(),
                 next: 0,
             },
+            trm: TrmState::new(),
         }
     }
 
@@ -314,6 +345,7 @@ impl Gen {
         loop {
             let possible = match defects[k].0 {
                 Defect::DuplicateKey => !self.keys.slots.is_empty(),
+                Defect::OverlappingInterval => self.trm.can_overlap(),
                 // The first record is the encoding detector's first evidence: keep it decodable.
                 Defect::InvalidEncoding => index > 0,
                 _ => true,
@@ -359,6 +391,12 @@ impl Gen {
 
     fn sep(&mut self) {
         self.line.push(self.fmt.delim);
+    }
+
+    /// Appends a value picked from `table`.
+    fn push_pick(&mut self, table: &[&str]) {
+        let v = pick(&mut self.rng, table);
+        self.line.push_str(v);
     }
 
     /// Writes `self.name` as a text field, or the defect that replaces it. Returns where an
@@ -490,7 +528,15 @@ mod tests {
 
     use encoding_rs::WINDOWS_1252;
 
-    const ALL: [Dataset; 3] = [
+    const ALL: [Dataset; 4] = [
+        Dataset::Proveedores,
+        Dataset::Clientes,
+        Dataset::Transacciones,
+        Dataset::Trm,
+    ];
+
+    /// The datasets whose records carry accents (all but the portal's ASCII TRM).
+    const ACCENTED: [Dataset; 3] = [
         Dataset::Proveedores,
         Dataset::Clientes,
         Dataset::Transacciones,
@@ -506,11 +552,28 @@ mod tests {
         (out, report)
     }
 
+    /// The bytes after a UTF-8 byte-order mark, if there is one.
+    fn without_bom(bytes: &[u8]) -> &[u8] {
+        bytes
+            .strip_prefix(&crate::dialect::UTF8_BOM)
+            .unwrap_or(bytes)
+    }
+
     fn reader(bytes: &[u8], delim: u8) -> csv::Reader<&[u8]> {
         csv::ReaderBuilder::new()
             .delimiter(delim)
             .flexible(true)
-            .from_reader(bytes)
+            .from_reader(without_bom(bytes))
+    }
+
+    /// Whether a generated header is the dataset's, whatever its case.
+    fn same_header(names: &[impl AsRef<str>], dataset: Dataset) -> bool {
+        let head = header(dataset);
+        names.len() == head.len()
+            && names
+                .iter()
+                .zip(head)
+                .all(|(n, h)| n.as_ref().eq_ignore_ascii_case(h))
     }
 
     fn dirty_total(r: &GenerateReport) -> u64 {
@@ -633,6 +696,27 @@ mod tests {
         }
     }
 
+    /// Days since 1970-01-01 of a TRM date (`2025-05-10`, `2025-05-10T00:00:00.000`,
+    /// `10/05/2025`), through chrono.
+    fn trm_day(s: &str) -> Option<i64> {
+        let s = s.trim();
+        let date = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .or_else(|_| chrono::NaiveDate::parse_from_str(s, "%d/%m/%Y"))
+            .ok()
+            .or_else(|| {
+                let t = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.3f").ok()?;
+                (t.time() == chrono::NaiveTime::MIN).then(|| t.date())
+            })?;
+        Some(i64::from(crate::parse::days_since_epoch(date)))
+    }
+
+    /// What a file's accepted records have claimed so far.
+    #[derive(Default)]
+    struct Seen {
+        keys: HashSet<String>,
+        intervals: Vec<(i64, i64)>,
+    }
+
     fn valid_email(s: &str) -> bool {
         let s = s.trim();
         let mut parts = s.split('@');
@@ -652,7 +736,7 @@ mod tests {
         rec: &csv::ByteRecord,
         enc: TextEncoding,
         dec_comma: bool,
-        seen: &mut HashSet<String>,
+        seen: &mut Seen,
     ) -> Option<String> {
         let mut fields = Vec::new();
         for f in rec.iter() {
@@ -675,7 +759,10 @@ mod tests {
             return Some("ragged_row".into());
         }
         let get = |name: &str| -> &str {
-            let i = head.iter().position(|h| *h == name).expect("known column");
+            let i = head
+                .iter()
+                .position(|h| h.eq_ignore_ascii_case(name))
+                .expect("known column");
             fields[i].trim()
         };
         let energies = [
@@ -697,6 +784,7 @@ mod tests {
                 "precio",
                 "tipo_energia",
             ],
+            Dataset::Trm => &["valor", "unidad", "vigenciadesde", "vigenciahasta"],
         };
         for col in required {
             if get(col).is_empty() {
@@ -707,6 +795,7 @@ mod tests {
             let v = get(col);
             v.is_empty() || allowed.contains(&fold(v).as_str())
         };
+        let mut interval = None;
         let key = match dataset {
             Dataset::Proveedores => {
                 if !enum_ok("tipo_energia", &energies) {
@@ -762,10 +851,38 @@ mod tests {
                 }
                 get("id_transaccion").to_owned()
             }
+            Dataset::Trm => {
+                match parse_number(get("valor"), dec_comma) {
+                    None => return Some("invalid_number:valor".into()),
+                    Some(v) if v <= 0.0 => return Some("out_of_range:valor".into()),
+                    Some(_) => {}
+                }
+                if !enum_ok("unidad", &["cop"]) {
+                    return Some("invalid_enum:unidad".into());
+                }
+                let Some(from) = trm_day(get("vigenciadesde")) else {
+                    return Some("invalid_date:vigenciadesde".into());
+                };
+                let Some(to) = trm_day(get("vigenciahasta")) else {
+                    return Some("invalid_date:vigenciahasta".into());
+                };
+                if from > to {
+                    return Some("invalid_interval".into());
+                }
+                interval = Some((from, to));
+                from.to_string()
+            }
         };
-        if !seen.insert(key) {
+        if seen.keys.contains(&key) {
             return Some("duplicate_key".into());
         }
+        if let Some((from, to)) = interval {
+            if seen.intervals.iter().any(|(f, t)| *f <= to && from <= *t) {
+                return Some("overlapping_interval".into());
+            }
+            seen.intervals.push((from, to));
+        }
+        seen.keys.insert(key);
         None
     }
 
@@ -777,8 +894,8 @@ mod tests {
             .iter()
             .map(|h| std::str::from_utf8(h).expect("ascii header"))
             .collect();
-        assert_eq!(names, header(o.dataset));
-        let mut seen = HashSet::new();
+        assert!(same_header(&names, o.dataset), "{names:?}");
+        let mut seen = Seen::default();
         let mut report = GenerateReport {
             bytes: bytes.len() as u64,
             ..Default::default()
@@ -821,14 +938,14 @@ mod tests {
                 assert_eq!(report.bytes, bytes.len() as u64);
                 let mut rdr = csv::ReaderBuilder::new()
                     .delimiter(delim)
-                    .from_reader(&bytes[..]);
+                    .from_reader(without_bom(&bytes));
                 let head: Vec<String> = rdr
                     .headers()
                     .expect("header")
                     .iter()
                     .map(str::to_owned)
                     .collect();
-                assert_eq!(head, header(ds));
+                assert!(same_header(&head, ds), "{head:?}");
                 // not flexible: a clean file has no ragged records
                 let mut n = 0;
                 for rec in rdr.records() {
@@ -893,7 +1010,7 @@ mod tests {
 
     #[test]
     fn first_record_has_a_non_ascii_character() {
-        for ds in ALL {
+        for ds in ACCENTED {
             for seed in 0..20 {
                 for pct in [0.0, 100.0] {
                     let mut o = opts(ds, 1);
@@ -913,7 +1030,7 @@ mod tests {
 
     #[test]
     fn windows_1252_output_is_single_byte_with_crlf() {
-        for ds in ALL {
+        for ds in ACCENTED {
             let mut o = opts(ds, 3_000);
             o.encoding = TextEncoding::Windows1252;
             let (bytes, _) = run(&o);
@@ -1037,11 +1154,14 @@ mod tests {
             let mut keys = HashSet::new();
             for rec in rdr.records() {
                 let rec = rec.expect("record");
-                let key = rec[0].to_owned();
+                let key = match ds {
+                    Dataset::Trm => trm_day(&rec[2]).expect("vigenciadesde").to_string(),
+                    _ => rec[0].to_owned(),
+                };
                 match ds {
                     Dataset::Clientes => assert!(key.starts_with("CL-") && key.len() == 10),
                     Dataset::Transacciones => assert!(key.starts_with("TX-") && key.len() == 11),
-                    Dataset::Proveedores => assert!(!key.is_empty()),
+                    Dataset::Proveedores | Dataset::Trm => assert!(!key.is_empty()),
                 }
                 assert!(keys.insert(fold(&key)), "{key}");
             }
@@ -1072,6 +1192,114 @@ mod tests {
                 assert!(("2023"..="2026").contains(&year.as_str()), "{fecha}");
             }
         }
+    }
+
+    /// The clean TRM records of a file, as (valor, desde, hasta) in hundredths and days.
+    fn trm_rows(bytes: &[u8], delim: u8) -> Vec<(f64, i64, i64)> {
+        let mut rdr = reader(bytes, delim);
+        rdr.records()
+            .map(|rec| {
+                let rec = rec.expect("record");
+                let valor = parse_number(&rec[0], delim == b';').expect("valor");
+                let from = trm_day(&rec[2]).expect("vigenciadesde");
+                let to = trm_day(&rec[3]).expect("vigenciahasta");
+                (valor, from, to)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn trm_rates_tile_the_calendar_from_business_day_to_business_day() {
+        // GIVEN a clean file of three years of rates
+        let (bytes, report) = run(&opts(Dataset::Trm, 760));
+        let rows = trm_rows(&bytes, b',');
+        assert_eq!(report.clean, 760);
+        // THEN the first is the rate of 2024-12-31, in force over New Year's Day
+        let day = |y, m, d| {
+            crate::parse::days_since_epoch(chrono::NaiveDate::from_ymd_opt(y, m, d).expect("date"))
+                as i64
+        };
+        assert_eq!((rows[0].1, rows[0].2), (day(2025, 1, 1), day(2025, 1, 2)));
+        // AND each starts the day after the previous ends, and ends on a business day
+        for pair in rows.windows(2) {
+            assert_eq!(pair[1].1, pair[0].2 + 1);
+        }
+        for (_, from, to) in &rows {
+            assert!(from <= to);
+            assert!(trm::is_business_day(*to));
+            assert!((*from..*to).all(|d| !trm::is_business_day(d)));
+        }
+        // AND Easter week 2025 (Thursday and Friday off): Wednesday's rate runs to Monday
+        let easter = rows
+            .iter()
+            .find(|r| r.1 == day(2025, 4, 17))
+            .expect("the rate in force on Holy Thursday");
+        assert_eq!(easter.2, day(2025, 4, 21));
+    }
+
+    #[test]
+    fn trm_values_walk_within_the_band_with_two_decimals() {
+        for (seed, delim) in [(1, b','), (2, b';'), (3, b'|')] {
+            let mut o = opts(Dataset::Trm, 2_000);
+            o.seed = seed;
+            o.delimiter = delim;
+            let (bytes, _) = run(&o);
+            let rows = trm_rows(&bytes, delim);
+            for (v, _, _) in &rows {
+                assert!((3_900.0..=4_300.0).contains(v), "{v}");
+            }
+            for pair in rows.windows(2) {
+                assert!((pair[1].0 - pair[0].0).abs() <= 30.0 + 1e-9);
+            }
+            let mut rdr = reader(&bytes, delim);
+            for rec in rdr.records() {
+                let rec = rec.expect("record");
+                let dec = if delim == b';' { ',' } else { '.' };
+                let decimals = rec[0].rsplit_once(dec).map_or(0, |(_, f)| f.len());
+                assert_eq!(decimals, 2, "{}", &rec[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn trm_files_vary_their_dialect_with_the_seed() {
+        let (mut bom, mut cases, mut forms) = (0, HashSet::new(), HashSet::new());
+        for seed in 0..24 {
+            let mut o = opts(Dataset::Trm, 50);
+            o.seed = seed;
+            let (bytes, _) = run(&o);
+            bom += usize::from(bytes.starts_with(&crate::dialect::UTF8_BOM));
+            let text = std::str::from_utf8(without_bom(&bytes)).expect("utf-8");
+            let head = text.lines().next().unwrap_or_default();
+            cases.insert(head.to_owned());
+            for line in text.lines().skip(1) {
+                let desde = line.split(',').nth(2).unwrap_or_default();
+                forms.insert(match (desde.len(), desde.as_bytes().get(2)) {
+                    (23, _) => "midnight",
+                    (10, Some(b'/')) => "day first",
+                    _ => "iso",
+                });
+            }
+        }
+        assert!(bom > 0 && bom < 24, "{bom}");
+        assert_eq!(cases.len(), 3, "{cases:?}");
+        assert_eq!(forms.len(), 3, "{forms:?}");
+        // Windows-1252 files never get a UTF-8 mark.
+        let mut o = opts(Dataset::Trm, 10);
+        o.encoding = TextEncoding::Windows1252;
+        for seed in 0..8 {
+            o.seed = seed;
+            assert!(!run(&o).0.starts_with(&crate::dialect::UTF8_BOM));
+        }
+    }
+
+    #[test]
+    fn trm_row_count_is_bounded_by_the_calendar() {
+        let o = opts(Dataset::Trm, TRM_MAX_ROWS + 1);
+        assert!(matches!(
+            generate(&o, Vec::new()),
+            Err(GenerateError::InvalidOption(_))
+        ));
     }
 
     #[test]
@@ -1124,6 +1352,8 @@ mod tests {
             BAD_NUMBER_WORDS,
             SITES,
             NICKNAMES,
+            CURRENCY_SPELLINGS,
+            BAD_CURRENCY,
         ];
         let spellings = ENERGY_SPELLINGS.iter().chain(PLANT_PREFIXES.iter());
         for v in tables.iter().chain(spellings).flat_map(|t| t.iter()) {

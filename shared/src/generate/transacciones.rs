@@ -84,14 +84,8 @@ impl Gen {
 
         match defect {
             Some(Defect::Missing(Col::TipoTransaccion)) => {}
-            Some(Defect::InvalidEnum(Col::TipoTransaccion)) => {
-                let v = pick(&mut self.rng, BAD_TRADE_KIND);
-                self.line.push_str(v);
-            }
-            _ => {
-                let v = pick(&mut self.rng, TRADE_KINDS);
-                self.line.push_str(v);
-            }
+            Some(Defect::InvalidEnum(Col::TipoTransaccion)) => self.push_pick(BAD_TRADE_KIND),
+            _ => self.push_pick(TRADE_KINDS),
         }
         self.sep();
 

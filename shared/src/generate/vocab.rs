@@ -352,6 +352,9 @@ pub(super) const TRADE_KINDS: &[&str] = &["compra", "Compra", "COMPRA", "venta",
 
 pub(super) const BAD_ENERGY: &[&str] =
     &["carbón", "diésel", "mareomotriz", "petróleo", "gas natural"];
+/// How the portal and its re-exports spell the TRM's unit, and units that are not it.
+pub(super) const CURRENCY_SPELLINGS: &[&str] = &["COP", "COP", "COP", "cop"];
+pub(super) const BAD_CURRENCY: &[&str] = &["USD", "USD", "US$", "EUR"];
 pub(super) const BAD_SEGMENT: &[&str] = &["gobierno", "oficial", "mixto", "otro"];
 pub(super) const BAD_ID_TYPE: &[&str] = &["XX", "RC", "DNI", "NN"];
 pub(super) const BAD_TRADE_KIND: &[&str] = &["alquiler", "permuta", "devolución", "préstamo"];

@@ -456,6 +456,10 @@ mod tests {
     fn only_known_datasets_under_raw_are_accepted() {
         assert_eq!(raw_dataset("raw/clientes/x.csv"), Ok(Dataset::Clientes));
         assert_eq!(
+            raw_dataset("raw/trm/year=2025/month=05/day=10/trm.csv"),
+            Ok(Dataset::Trm)
+        );
+        assert_eq!(
             raw_dataset("raw/transacciones/year=2025/month=01/day=01/t.csv.gz"),
             Ok(Dataset::Transacciones)
         );

@@ -212,6 +212,28 @@ SORTKEY (fecha_transaccion)"
     }
 
     #[test]
+    fn trm_table_follows_its_contract_in_both_dialects() -> Result<(), LoadError> {
+        let schema = Ident::new("lago")?;
+        let duck = warehouse_ddl(&SqlDialect::DuckDb, &schema, &[Dataset::Trm])?;
+        assert_eq!(
+            duck[1],
+            "CREATE TABLE IF NOT EXISTS lago.trm (
+  valor DECIMAL(12,2) NOT NULL,
+  unidad VARCHAR NOT NULL,
+  vigenciadesde DATE NOT NULL,
+  vigenciahasta DATE NOT NULL,
+  _source_key VARCHAR NOT NULL,
+  _source_line BIGINT NOT NULL,
+  _load_date DATE NOT NULL
+)"
+        );
+        let red = warehouse_ddl(&redshift()?, &schema, &[Dataset::Trm])?;
+        assert!(red[1].contains("  unidad VARCHAR(16) NOT NULL,\n"));
+        assert!(red[1].ends_with("\nDISTSTYLE AUTO\nSORTKEY (vigenciadesde)"));
+        Ok(())
+    }
+
+    #[test]
     fn proveedores_in_redshift_let_the_warehouse_choose_distribution() -> Result<(), LoadError> {
         let ddl = warehouse_ddl(&redshift()?, &Ident::new("lago")?, &[Dataset::Proveedores])?;
         assert!(ddl[1].contains("  nombre_proveedor VARCHAR(256) NOT NULL,\n"));

@@ -22,7 +22,8 @@ impl LoadStrategy {
     pub fn of(dataset: Dataset) -> Result<LoadStrategy, LoadError> {
         // An explicit match, so a new dataset has to choose how it loads.
         Ok(match dataset {
-            Dataset::Clientes | Dataset::Proveedores => {
+            // A rate published again (a correction) replaces the one loaded before.
+            Dataset::Clientes | Dataset::Proveedores | Dataset::Trm => {
                 let key = dataset
                     .contract()
                     .key
@@ -531,6 +532,23 @@ mod tests {
         expected.extend(prov_upsert());
         expected.push("DROP TABLE lago_stage_proveedores".into());
         assert_eq!(sql, expected);
+        Ok(())
+    }
+
+    #[test]
+    fn trm_upserts_by_the_first_day_a_rate_is_in_force() -> Result<(), LoadError> {
+        // GIVEN the TRM, whose corrected rates are published again under the same first day
+        assert_eq!(
+            LoadStrategy::of(Dataset::Trm)?,
+            LoadStrategy::UpsertByKey(Ident::new("vigenciadesde")?)
+        );
+        // WHEN a file is loaded THEN a newer row replaces the older one of the same day
+        let sql = plan(Dataset::Trm, "raw/trm/t.csv", &["/lake/t-00000.parquet"])?
+            .render(&SqlDialect::DuckDb)?;
+        assert_eq!(
+            sql[2],
+            "DELETE FROM lago.trm USING lago_stage_trm WHERE trm.vigenciadesde = lago_stage_trm.vigenciadesde AND trm._load_date <= lago_stage_trm._load_date"
+        );
         Ok(())
     }
 

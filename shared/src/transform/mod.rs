@@ -11,6 +11,7 @@
 //! never by the size of the input. With one thread everything runs inline on the caller's thread.
 
 mod chunker;
+mod intervals;
 mod keys;
 pub mod manifest;
 mod output;
@@ -34,6 +35,7 @@ use crate::lake::{self, LakeError, LakeStore, Zone};
 use crate::parse::DecimalSep;
 
 pub use chunker::{Buffers, Chunk, Chunker};
+pub use intervals::IntervalSet;
 pub use keys::KeySet;
 pub use manifest::{Manifest, OutputObject, Outputs, SourceInfo, StageTimes, Status};
 pub use records::for_each_record;
@@ -296,6 +298,7 @@ pub fn transform(
         key_col: contract.key_index(),
         schema: contract.arrow_schema(),
         product: FileContext::product_inputs(contract),
+        interval: FileContext::interval_bounds(contract),
     };
     run.convert(input, &ctx, DecidedEncoding { encoding }, progress, base)
 }

@@ -16,9 +16,11 @@ use crate::dialect::lossy_text;
 use crate::lake::{LakeError, LakeStore, ObjectSink};
 
 use super::chunker::Buffers;
+use super::intervals::IntervalSet;
 use super::keys::KeySet;
 use super::manifest::{OutputObject, StageTimes};
-use super::rows::{ChunkResult, FileContext, Reject};
+use super::rows::{ChunkResult, FileContext, OkRow, Reject};
+use super::validate::shown_day;
 use super::{Names, TransformError, TransformOptions};
 
 /// What the writer produced.
@@ -60,6 +62,8 @@ pub struct OutputWriter<'a> {
     part_size: u64,
     row_group_bytes: usize,
     keys: Option<KeySet>,
+    /// Under an interval rule, the intervals of the rows accepted so far, and its columns.
+    intervals: Option<(IntervalSet, [&'static str; 2])>,
     /// A chunk's key fingerprints, and whether each was new (buffers kept across chunks).
     fps: Vec<u128>,
     fresh: Vec<bool>,
@@ -128,6 +132,11 @@ impl<'a> OutputWriter<'a> {
             part_size: opts.part_size.max(1 << 20),
             row_group_bytes: opts.row_group_bytes.max(1 << 20),
             keys: ctx.key_col.map(|_| KeySet::new(opts.key_memory)),
+            intervals: ctx
+                .contract
+                .interval
+                .as_ref()
+                .map(|rule| (IntervalSet::new(), [rule.from, rule.to])),
             fps: Vec::new(),
             fresh: Vec::new(),
             pending: HashMap::new(),
@@ -182,29 +191,24 @@ impl<'a> OutputWriter<'a> {
             encoding,
             ..
         } = r;
-        let mut keep: Option<Vec<bool>> = None;
         let started = Instant::now();
-        if let Some(keys) = self.keys.as_mut() {
-            self.fps.clear();
-            self.fps.extend(ok.iter().filter_map(|row| row.key));
-            self.fresh.clear();
-            keys.insert_batch(&self.fps, &mut self.fresh)
-                .map_err(TransformError::KeySet)?;
-            let keyed = ok.iter().enumerate().filter(|(_, row)| row.key.is_some());
-            for ((i, row), fresh) in keyed.zip(&self.fresh) {
-                if !fresh {
-                    keep.get_or_insert_with(|| vec![true; ok.len()])[i] = false;
-                    rejects.push(Reject {
-                        line: row.line,
-                        reason: RowReason::DuplicateKey,
-                        detail: format!(
-                            "{} already accepted earlier in this file; the first row wins",
-                            self.key_column.unwrap_or("key")
-                        ),
-                        record: lossy_text(&bytes[row.start as usize..row.end as usize], encoding),
-                    });
-                }
-            }
+        // Rows arrive here in input order, whatever thread validated them, so "the first row
+        // wins" is decided here, once.
+        let refused = if self.intervals.is_some() {
+            self.claim_one_by_one(&ok)?
+        } else {
+            self.claim_keys(&ok)?
+        };
+        let mut keep: Option<Vec<bool>> = None;
+        for (i, reason, detail) in refused {
+            let row = &ok[i];
+            keep.get_or_insert_with(|| vec![true; ok.len()])[i] = false;
+            rejects.push(Reject {
+                line: row.line,
+                reason,
+                detail,
+                record: lossy_text(&bytes[row.start as usize..row.end as usize], encoding),
+            });
         }
         let batch = match (batch, keep) {
             (Some(batch), Some(mask)) => Some(
@@ -229,6 +233,75 @@ impl<'a> OutputWriter<'a> {
             buffers.give(bytes);
         }
         Ok(())
+    }
+
+    /// Claims the keys of a chunk's valid rows in one batch; returns the rows refused (index,
+    /// reason, detail).
+    fn claim_keys(
+        &mut self,
+        ok: &[OkRow],
+    ) -> Result<Vec<(usize, RowReason, String)>, TransformError> {
+        let mut refused = Vec::new();
+        let Some(keys) = self.keys.as_mut() else {
+            return Ok(refused);
+        };
+        self.fps.clear();
+        self.fps.extend(ok.iter().filter_map(|row| row.key));
+        self.fresh.clear();
+        keys.insert_batch(&self.fps, &mut self.fresh)
+            .map_err(TransformError::KeySet)?;
+        let keyed = ok.iter().enumerate().filter(|(_, row)| row.key.is_some());
+        for ((i, _), fresh) in keyed.zip(&self.fresh) {
+            if !fresh {
+                refused.push((i, RowReason::DuplicateKey, self.duplicate_detail()));
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Under an interval rule, checks each valid row of a chunk in turn: its key first, then
+    /// its interval; only a row that passes both claims them, so a refused row never stands in
+    /// the way of a later one.
+    fn claim_one_by_one(
+        &mut self,
+        ok: &[OkRow],
+    ) -> Result<Vec<(usize, RowReason, String)>, TransformError> {
+        let mut refused = Vec::new();
+        for (i, row) in ok.iter().enumerate() {
+            if let (Some(keys), Some(fp)) = (self.keys.as_mut(), row.key) {
+                if keys.contains(fp).map_err(TransformError::KeySet)? {
+                    refused.push((i, RowReason::DuplicateKey, self.duplicate_detail()));
+                    continue;
+                }
+            }
+            if let (Some((intervals, [from_col, to_col])), Some((from, to))) =
+                (self.intervals.as_mut(), row.interval)
+            {
+                if let Err((first, last)) = intervals.insert(from, to) {
+                    let detail = format!(
+                        "{from_col}..{to_col} {}..{} shares days with {}..{}, accepted earlier \
+                         in this file; the first row wins",
+                        shown_day(from),
+                        shown_day(to),
+                        shown_day(first),
+                        shown_day(last)
+                    );
+                    refused.push((i, RowReason::OverlappingInterval, detail));
+                    continue;
+                }
+            }
+            if let (Some(keys), Some(fp)) = (self.keys.as_mut(), row.key) {
+                keys.insert(fp).map_err(TransformError::KeySet)?;
+            }
+        }
+        Ok(refused)
+    }
+
+    fn duplicate_detail(&self) -> String {
+        format!(
+            "{} already accepted earlier in this file; the first row wins",
+            self.key_column.unwrap_or("key")
+        )
     }
 
     fn write_rejects(&mut self, rejects: &[Reject]) -> Result<(), TransformError> {

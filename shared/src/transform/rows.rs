@@ -15,7 +15,7 @@ use crate::text::fold_enum;
 
 use super::chunker::Chunk;
 use super::records::for_each_record_in;
-use super::validate::validate;
+use super::validate::{validate, Validated};
 
 /// What is fixed for a whole file.
 pub struct FileContext {
@@ -34,6 +34,8 @@ pub struct FileContext {
     pub schema: SchemaRef,
     /// Where the factors of the contract's computed column are, when it has one.
     pub product: Option<ProductInputs>,
+    /// The contract columns bounding a row's interval (from, to), when it has an interval rule.
+    pub interval: Option<[usize; 2]>,
 }
 
 impl FileContext {
@@ -55,6 +57,14 @@ impl FileContext {
             columns: [a, b],
             scales: [a_scale, b_scale],
         })
+    }
+
+    /// Positions of the bounds of the contract's interval rule; `None` when it has none, or when
+    /// a bound is not a column of the contract (a contract test rules that out).
+    pub fn interval_bounds(contract: &Contract) -> Option<[usize; 2]> {
+        let rule = contract.interval.as_ref()?;
+        let at = |name: &str| contract.columns.iter().position(|c| c.name == name);
+        Some([at(rule.from)?, at(rule.to)?])
     }
 
     pub fn enums(contract: &Contract) -> Vec<Vec<String>> {
@@ -92,6 +102,8 @@ pub struct OkRow {
     pub end: u32,
     pub line: u64,
     pub key: Option<u128>,
+    /// First and last day (days since 1970-01-01) the row is in force, under an interval rule.
+    pub interval: Option<(i32, i32)>,
 }
 
 /// What one chunk became.
@@ -208,7 +220,7 @@ pub fn process_chunk(
             &mut vals,
             &mut spellings,
         ) {
-            Ok(key) => {
+            Ok(Validated { key, interval }) => {
                 for (b, v) in builders.iter_mut().zip(vals.iter()) {
                     append(b, v, &scratch);
                 }
@@ -217,6 +229,7 @@ pub fn process_chunk(
                     end: (rec.start + rec.raw.len()) as u32,
                     line: rec.line,
                     key: if key_col.is_some() { key } else { None },
+                    interval,
                 });
             }
             Err(e) => rejects.push(Reject {

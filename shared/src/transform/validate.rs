@@ -5,7 +5,9 @@ use std::borrow::Cow;
 
 use crate::contract::{ColumnKind, ComputedProduct, RowReason};
 use crate::dialect::{decode_field, Encoding};
-use crate::parse::{parse_date_days, parse_decimal_parts, parse_timestamp_micros, NumberError};
+use crate::parse::{
+    date_from_days, parse_date_days, parse_decimal_parts, parse_timestamp_micros, NumberError,
+};
 use crate::text::{clean_text, fold_enum, is_valid_email, mask_email, normalized_name, pii_hash};
 
 use super::records::RawRecord;
@@ -54,8 +56,23 @@ fn shown(v: &str) -> String {
     s
 }
 
-/// Validates one record into `vals` (output columns except lineage). Returns the fingerprint of
-/// the key, when the dataset is keyed and the key is present.
+/// What the writer checks of a valid record against the rows accepted before it.
+pub(super) struct Validated {
+    /// Fingerprint of the key, when the dataset is keyed and the key is present.
+    pub(super) key: Option<u128>,
+    /// First and last day in force, when the contract has an interval rule and both are present.
+    pub(super) interval: Option<(i32, i32)>,
+}
+
+/// The fingerprint of a date key: its day number, tagged so it never equals a text key's.
+fn date_key(days: i32) -> u128 {
+    let mut b = [0u8; 5];
+    b[0] = b'D';
+    b[1..].copy_from_slice(&days.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_128(&b)
+}
+
+/// Validates one record into `vals` (output columns except lineage).
 pub(super) fn validate<'r>(
     ctx: &FileContext,
     rec: &RawRecord<'r>,
@@ -64,7 +81,7 @@ pub(super) fn validate<'r>(
     field: &mut String,
     vals: &mut Vec<Val<'r>>,
     spellings: &mut [Vec<(Box<str>, usize)>],
-) -> Result<Option<u128>, RowError> {
+) -> Result<Validated, RowError> {
     if rec.len() != ctx.n_fields {
         return Err(RowError {
             reason: RowReason::RaggedRow,
@@ -87,6 +104,8 @@ pub(super) fn validate<'r>(
     let mut key = None;
     // The factors of the computed column, as they are read.
     let mut factors: [Option<i128>; 2] = [None, None];
+    // The bounds of the row's interval, as they are read.
+    let mut bounds: [Option<i32>; 2] = [None, None];
     for (ci, spec) in ctx.contract.columns.iter().enumerate() {
         // The field as text of the record (`direct`), or decoded into `field`.
         let (direct, clean): (Option<&'r str>, bool) = match ctx.col_field[ci] {
@@ -218,7 +237,19 @@ pub(super) fn validate<'r>(
                 vals.push(Val::Dec(m));
             }
             ColumnKind::Date => match parse_date_days(text) {
-                Some(d) => vals.push(Val::Date(d)),
+                Some(d) => {
+                    if Some(ci) == ctx.key_col {
+                        key = Some(date_key(d));
+                    }
+                    if let Some(at) = ctx.interval {
+                        for (k, &col) in at.iter().enumerate() {
+                            if col == ci {
+                                bounds[k] = Some(d);
+                            }
+                        }
+                    }
+                    vals.push(Val::Date(d))
+                }
                 None => {
                     return Err(RowError {
                         reason: RowReason::InvalidDate(spec.name),
@@ -258,7 +289,28 @@ pub(super) fn validate<'r>(
     if let Some(product) = &ctx.contract.computed {
         vals.push(Val::Dec(computed_product(ctx, product, factors)?));
     }
-    Ok(key)
+    let interval = match (&ctx.contract.interval, bounds) {
+        (Some(rule), [Some(from), Some(to)]) if from > to => {
+            return Err(RowError {
+                reason: RowReason::InvalidInterval,
+                detail: format!(
+                    "{} {} is after {} {}",
+                    rule.from,
+                    shown_day(from),
+                    rule.to,
+                    shown_day(to)
+                ),
+            })
+        }
+        (Some(_), [Some(from), Some(to)]) => Some((from, to)),
+        _ => None,
+    };
+    Ok(Validated { key, interval })
+}
+
+/// A day number as an ISO date, for reject details.
+pub(super) fn shown_day(days: i32) -> String {
+    date_from_days(days).map_or_else(|| days.to_string(), |d| d.to_string())
 }
 
 /// The contract's computed column from its two factors, rounded half away from zero.
