@@ -5,7 +5,7 @@
 //! bucket (`<dir>/<key>`), so the CLI writes exactly what the Lambda writes.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read as _, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, NaiveDate};
@@ -180,6 +180,25 @@ pub trait LakeStore: Send + Sync {
     }
 }
 
+/// Read access to the lake's objects: what the trade history reads (the archive, the official
+/// rates) besides the listing of [`LakeStore`].
+pub trait LakeRead: Send + Sync {
+    /// The object's bytes as a stream; [`LakeError::Io`] with `NotFound` when there is none.
+    fn open(&self, key: &str) -> Result<Box<dyn io::Read + Send>, LakeError>;
+
+    /// The whole object (for small ones: manifests, Parquet footers and rates).
+    fn read_all(&self, key: &str) -> Result<Vec<u8>, LakeError> {
+        let mut out = Vec::new();
+        self.open(key)?
+            .read_to_end(&mut out)
+            .map_err(|source| LakeError::Io {
+                key: key.to_string(),
+                source,
+            })?;
+        Ok(out)
+    }
+}
+
 /// A local folder laid out like the bucket.
 #[derive(Debug, Clone)]
 pub struct LocalLake {
@@ -272,6 +291,16 @@ fn create_parent(dest: &Path, key: &str) -> Result<(), LakeError> {
             source,
         }),
         None => Ok(()),
+    }
+}
+
+impl LakeRead for LocalLake {
+    fn open(&self, key: &str) -> Result<Box<dyn io::Read + Send>, LakeError> {
+        let file = File::open(self.path(key)?).map_err(|source| LakeError::Io {
+            key: key.to_string(),
+            source,
+        })?;
+        Ok(Box::new(io::BufReader::with_capacity(1 << 16, file)))
     }
 }
 

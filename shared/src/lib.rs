@@ -17,6 +17,7 @@ pub mod contract;
 pub mod dialect;
 #[cfg(any(test, feature = "local"))]
 pub mod generate;
+pub mod history;
 pub mod ingest;
 pub mod lake;
 pub mod load;

@@ -518,7 +518,7 @@ async fn the_fixture_lands_in_dynamodb_sqs_s3_and_sns() -> anyhow::Result<()> {
     let (result, metrics) = stream.handle(&event, now()).await;
     assert!(result?.batch_item_failures.is_empty());
 
-    // THEN nothing changes: every trade is a duplicate, the archive object is overwritten
+    // THEN nothing changes: every trade is a duplicate
     let emf: serde_json::Value = serde_json::from_str(&metrics.to_json(0))?;
     assert_eq!(
         (emf["Applied"].as_u64(), emf["Duplicates"].as_u64()),
@@ -530,7 +530,21 @@ async fn the_fixture_lands_in_dynamodb_sqs_s3_and_sns() -> anyhow::Result<()> {
         .context("user-0001")?;
     assert_eq!(again, one);
     assert_eq!(moto.scan(&moto.config.decisions_table).await?.len(), 7);
-    assert_eq!(moto.archive_keys().await?, keys);
+    // AND the first delivery's decisions stay archived: the redelivery, all duplicates, is a
+    // second object of the same batch beside it
+    let archived = moto.archive_keys().await?;
+    assert_eq!(archived.len(), 2);
+    assert!(archived.contains(&keys[0]));
+    let redelivered = archived
+        .iter()
+        .find(|k| **k != keys[0])
+        .context("the redelivery's object")?;
+    let batch_name = |k: &str| k.rsplit_once('-').map(|(named, _)| named.to_string());
+    assert_eq!(batch_name(redelivered), batch_name(&keys[0]));
+    let lines = moto.archive_lines(redelivered).await?;
+    assert_eq!(lines.len(), 8);
+    assert!(lines.iter().all(|l| l.contains(r#""status":"duplicate""#)));
+    assert_eq!(moto.archive_lines(&keys[0]).await?.len(), 8);
     assert_eq!(moto.queue_depth(&moto.all_events_url).await?, 0);
     // the two invalid records are dead-lettered again (at least once); the rejection is not
     assert_eq!(
@@ -658,7 +672,8 @@ async fn generated_trades_match_the_in_memory_replay() -> anyhow::Result<()> {
     // the redelivered batch dead-letters its invalid records again
     let invalid_in_batch_2 = (events[1].records.len() as u64) - redelivered_valid;
     assert_eq!(letters, invalid + report.oversells + invalid_in_batch_2);
-    assert_eq!(moto.archive_keys().await?.len(), events.len());
+    // one object per batch, and one more for the redelivery (its lines say duplicate)
+    assert_eq!(moto.archive_keys().await?.len(), events.len() + 1);
     let published = moto.queue_depth(&moto.all_events_url).await?;
     assert_eq!(published, report.valid + report.oversells);
     Ok(())

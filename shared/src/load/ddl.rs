@@ -32,52 +32,122 @@ pub fn warehouse_ddl(
     Ok(out)
 }
 
-/// The target table of a dataset.
-pub fn table_name(schema: &Ident, dataset: Dataset) -> Result<TableName, LoadError> {
+/// A warehouse table lago loads: a dataset's, or the trade history's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Dataset(Dataset),
+    /// One row per trade id, from the trade archive (see [`crate::history`]).
+    TradesHistory,
+}
+
+impl Table {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Table::Dataset(d) => d.name(),
+            Table::TradesHistory => "trades_history",
+        }
+    }
+
+    /// The columns, in Parquet order.
+    pub fn columns(&self) -> Vec<OutColumn> {
+        match self {
+            Table::Dataset(d) => d.contract().output_columns(),
+            Table::TradesHistory => crate::history::row::columns().to_vec(),
+        }
+    }
+
+    fn dist_key(&self) -> Option<&'static str> {
+        match self {
+            Table::Dataset(d) => d.contract().dist_key,
+            // A user's trades on one slice: per-user windows (features) join locally.
+            Table::TradesHistory => Some("user_id"),
+        }
+    }
+
+    fn sort_key(&self) -> &'static [&'static str] {
+        match self {
+            Table::Dataset(d) => d.contract().sort_key,
+            Table::TradesHistory => &["local_date", "executed_at"],
+        }
+    }
+
+    /// Redshift width of a text column, from what the table says the column holds.
+    fn varchar_width(&self, name: &str) -> u16 {
+        match self {
+            Table::Dataset(d) => varchar_width(d.contract(), name),
+            Table::TradesHistory => match name {
+                "_source_key" => SOURCE_KEY_WIDTH,
+                "side" | "status" => 16,
+                _ => TEXT_WIDTH,
+            },
+        }
+    }
+}
+
+impl From<Dataset> for Table {
+    fn from(d: Dataset) -> Table {
+        Table::Dataset(d)
+    }
+}
+
+/// The target table of a dataset (or of any [`Table`]).
+pub fn table_name(schema: &Ident, table: impl Into<Table>) -> Result<TableName, LoadError> {
     Ok(TableName {
         schema: schema.clone(),
-        table: Ident::new(dataset.name())?,
+        table: Ident::new(table.into().name())?,
     })
 }
 
-/// The processed columns of a dataset as identifiers, in Parquet order.
-pub fn column_idents(dataset: Dataset) -> Result<Vec<Ident>, LoadError> {
-    dataset
-        .contract()
-        .output_columns()
+/// The columns of a table as identifiers, in Parquet order.
+pub fn column_idents(table: impl Into<Table>) -> Result<Vec<Ident>, LoadError> {
+    table
+        .into()
+        .columns()
         .iter()
         .map(|c| Ident::new(&c.name))
         .collect()
 }
 
+/// `CREATE TABLE IF NOT EXISTS` of one table.
+pub fn table_ddl(dialect: &SqlDialect, schema: &Ident, table: Table) -> Result<String, LoadError> {
+    let sql = create_table(dialect, schema, table)?;
+    check_size(&sql)?;
+    Ok(sql)
+}
+
 fn create_table(
     dialect: &SqlDialect,
     schema: &Ident,
-    dataset: Dataset,
+    table: impl Into<Table>,
 ) -> Result<String, LoadError> {
-    let contract = dataset.contract();
-    let table = table_name(schema, dataset)?;
+    let table = table.into();
+    let name = table_name(schema, table)?;
     let mut columns = Vec::new();
-    for c in contract.output_columns() {
-        let name = Ident::new(&c.name)?;
-        let ty = sql_type(dialect, contract, &c);
+    for c in table.columns() {
+        let column = Ident::new(&c.name)?;
+        let ty = match (c.ty, dialect) {
+            (OutType::Text, SqlDialect::Redshift(_)) => {
+                format!("VARCHAR({})", table.varchar_width(&c.name))
+            }
+            _ => sql_type_of(dialect, c.ty),
+        };
         let null = if c.nullable { "" } else { " NOT NULL" };
-        columns.push(format!("  {name} {ty}{null}"));
+        columns.push(format!("  {column} {ty}{null}"));
     }
     let mut sql = format!(
-        "CREATE TABLE IF NOT EXISTS {table} (\n{}\n)",
+        "CREATE TABLE IF NOT EXISTS {name} (\n{}\n)",
         columns.join(",\n")
     );
     // No PRIMARY KEY in either dialect: Redshift would not enforce it, and the load plan is what
     // keeps keys unique (upsert by key, replace by source file).
     if let SqlDialect::Redshift(_) = dialect {
-        match contract.dist_key {
+        match table.dist_key() {
             Some(k) => sql.push_str(&format!("\nDISTSTYLE KEY\nDISTKEY ({})", Ident::new(k)?)),
             None => sql.push_str("\nDISTSTYLE AUTO"),
         }
-        if !contract.sort_key.is_empty() {
-            let keys = contract
-                .sort_key
+        let sort_key = table.sort_key();
+        if !sort_key.is_empty() {
+            let keys = sort_key
                 .iter()
                 .map(|k| Ident::new(k).map(|i| i.to_string()))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -87,17 +157,25 @@ fn create_table(
     Ok(sql)
 }
 
-/// The SQL type of a processed column: the same logical type as its Parquet column.
-pub fn sql_type(dialect: &SqlDialect, contract: &Contract, column: &OutColumn) -> String {
-    match (column.ty, dialect) {
+/// The SQL type of a logical type, text unbounded.
+fn sql_type_of(dialect: &SqlDialect, ty: OutType) -> String {
+    match (ty, dialect) {
         (OutType::Text, SqlDialect::DuckDb) => "VARCHAR".to_string(),
-        (OutType::Text, SqlDialect::Redshift(_)) => {
-            format!("VARCHAR({})", varchar_width(contract, &column.name))
-        }
+        (OutType::Text, SqlDialect::Redshift(_)) => format!("VARCHAR({TEXT_WIDTH})"),
         (OutType::Decimal(p, s), _) => format!("DECIMAL({p},{s})"),
         (OutType::Date, _) => "DATE".to_string(),
         (OutType::TimestampUtc, _) => "TIMESTAMPTZ".to_string(),
         (OutType::Int64, _) => "BIGINT".to_string(),
+    }
+}
+
+/// The SQL type of a processed column: the same logical type as its Parquet column.
+pub fn sql_type(dialect: &SqlDialect, contract: &Contract, column: &OutColumn) -> String {
+    match (column.ty, dialect) {
+        (OutType::Text, SqlDialect::Redshift(_)) => {
+            format!("VARCHAR({})", varchar_width(contract, &column.name))
+        }
+        (ty, _) => sql_type_of(dialect, ty),
     }
 }
 
@@ -130,6 +208,32 @@ mod tests {
             "arn:aws:iam::123456789012:role/lago-copy",
             None,
         )?))
+    }
+
+    #[test]
+    fn trades_history_is_distributed_by_user_and_sorted_by_day() -> Result<(), LoadError> {
+        let schema = Ident::new("lago")?;
+        let red = table_ddl(&redshift()?, &schema, Table::TradesHistory)?;
+        assert!(red.starts_with("CREATE TABLE IF NOT EXISTS lago.trades_history (\n  trade_id VARCHAR(256) NOT NULL,\n  user_id VARCHAR(256) NOT NULL,\n  side VARCHAR(16) NOT NULL,\n  usd_amount DECIMAL(14,2) NOT NULL,\n  rate DECIMAL(12,4) NOT NULL,\n  executed_at TIMESTAMPTZ NOT NULL,"), "{red}");
+        for part in [
+            "  trm DECIMAL(12,2),\n",
+            "  spread_cop DECIMAL(13,4),\n",
+            "  local_hour BIGINT NOT NULL,",
+            "  _source_key VARCHAR(1024) NOT NULL,",
+        ] {
+            assert!(red.contains(part), "{part}");
+        }
+        assert!(
+            red.ends_with(")\nDISTSTYLE KEY\nDISTKEY (user_id)\nSORTKEY (local_date, executed_at)"),
+            "{red}"
+        );
+        let duck = table_ddl(&SqlDialect::DuckDb, &schema, Table::TradesHistory)?;
+        assert!(
+            duck.contains("  trade_id VARCHAR NOT NULL,")
+                && duck.ends_with("_load_date DATE NOT NULL\n)"),
+            "{duck}"
+        );
+        Ok(())
     }
 
     #[test]

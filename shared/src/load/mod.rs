@@ -21,7 +21,7 @@ mod ddl;
 mod plan;
 pub mod sql;
 
-pub use ddl::{column_idents, sql_type, table_name, warehouse_ddl};
+pub use ddl::{column_idents, sql_type, table_ddl, table_name, warehouse_ddl, Table};
 pub use plan::{s3_uri, LoadPlan, LoadRequest, LoadStep, LoadStrategy, RenderedStep};
 pub use sql::{Ident, RedshiftCopy, SqlDialect, TableName};
 

@@ -5,7 +5,7 @@
 use crate::contract::Dataset;
 use crate::transform::{Manifest, Status};
 
-use super::ddl::{column_idents, table_name};
+use super::ddl::{column_idents, table_name, Table};
 use super::sql::{Ident, SqlDialect, TableName};
 use super::{check_size, LoadError, MAX_BATCH_STATEMENTS, MAX_STATEMENT_BYTES};
 
@@ -16,10 +16,20 @@ pub enum LoadStrategy {
     UpsertByKey(Ident),
     /// Facts: the rows of a source file replace that file's previous rows (`_source_key`).
     ReplaceSourceFile,
+    /// The trade history: one row per key, and a trade's decision (`status` other than
+    /// `duplicate`) is never replaced — it replaces a `duplicate` row of its trade, and among
+    /// the staged rows of one key the first decision (by `_source_key`, `_source_line`) wins.
+    FirstDecisionWins(Ident),
 }
 
 impl LoadStrategy {
-    pub fn of(dataset: Dataset) -> Result<LoadStrategy, LoadError> {
+    pub fn of(table: impl Into<Table>) -> Result<LoadStrategy, LoadError> {
+        let dataset = match table.into() {
+            Table::Dataset(d) => d,
+            Table::TradesHistory => {
+                return Ok(LoadStrategy::FirstDecisionWins(Ident::new("trade_id")?))
+            }
+        };
         // An explicit match, so a new dataset has to choose how it loads.
         Ok(match dataset {
             // A rate published again (a correction) replaces the one loaded before.
@@ -68,6 +78,19 @@ pub enum LoadStep {
         columns: Vec<Ident>,
         key: Ident,
     },
+    /// Delete the target's `duplicate` rows whose trade the stage has a decision for.
+    DeleteDuplicatesDecided {
+        target: TableName,
+        stage: Ident,
+        key: Ident,
+    },
+    /// Insert, per key not in the target, the stage's first decision (or first row).
+    InsertFirstDecisions {
+        target: TableName,
+        stage: Ident,
+        columns: Vec<Ident>,
+        key: Ident,
+    },
     /// Insert every stage row.
     InsertAll {
         target: TableName,
@@ -79,10 +102,11 @@ pub enum LoadStep {
     },
 }
 
-/// What to load: the processed parts of one source file of a dataset.
+/// What to load: the processed parts of one source file of a dataset (or of one run of the
+/// trade history).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadRequest {
-    pub dataset: Dataset,
+    pub table: Table,
     /// Target schema.
     pub schema: Ident,
     /// The raw object's key, as in the rows' `_source_key`.
@@ -94,7 +118,7 @@ pub struct LoadRequest {
 /// The ordered statements that load one source file, as one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadPlan {
-    pub dataset: Dataset,
+    pub table: Table,
     pub source_key: String,
     pub steps: Vec<LoadStep>,
 }
@@ -107,11 +131,11 @@ impl LoadPlan {
                 reason: "no processed parts".into(),
             });
         }
-        let target = table_name(&req.schema, req.dataset)?;
+        let target = table_name(&req.schema, req.table)?;
         // Temporary tables live in a per-session schema, so the fixed name cannot collide with
         // another load; it is dropped at the end to leave the session reusable.
-        let stage = Ident::new(&format!("lago_stage_{}", req.dataset.name()))?;
-        let columns = column_idents(req.dataset)?;
+        let stage = Ident::new(&format!("lago_stage_{}", req.table.name()))?;
+        let columns = column_idents(req.table)?;
         let mut steps = vec![
             LoadStep::CreateStage {
                 stage: stage.clone(),
@@ -123,7 +147,7 @@ impl LoadPlan {
                 parts: req.parts,
             },
         ];
-        match LoadStrategy::of(req.dataset)? {
+        match LoadStrategy::of(req.table)? {
             LoadStrategy::UpsertByKey(key) => {
                 steps.push(LoadStep::DeleteSupersededKeys {
                     target: target.clone(),
@@ -131,6 +155,19 @@ impl LoadPlan {
                     key: key.clone(),
                 });
                 steps.push(LoadStep::InsertNewKeys {
+                    target,
+                    stage: stage.clone(),
+                    columns,
+                    key,
+                });
+            }
+            LoadStrategy::FirstDecisionWins(key) => {
+                steps.push(LoadStep::DeleteDuplicatesDecided {
+                    target: target.clone(),
+                    stage: stage.clone(),
+                    key: key.clone(),
+                });
+                steps.push(LoadStep::InsertFirstDecisions {
                     target,
                     stage: stage.clone(),
                     columns,
@@ -151,7 +188,7 @@ impl LoadPlan {
         }
         steps.push(LoadStep::DropStage { stage });
         Ok(LoadPlan {
-            dataset: req.dataset,
+            table: req.table,
             source_key: req.source_key,
             steps,
         })
@@ -180,7 +217,7 @@ impl LoadPlan {
             .map(|p| locate(&p.key))
             .collect::<Result<Vec<_>, _>>()?;
         LoadPlan::new(LoadRequest {
-            dataset: manifest.dataset,
+            table: manifest.dataset.into(),
             schema: schema.clone(),
             source_key: manifest.source.key.clone(),
             parts,
@@ -336,6 +373,25 @@ fn render_step(step: &LoadStep, d: &SqlDialect, out: &mut Vec<String>) -> Result
             list(columns, None),
             list(columns, Some("s")),
         )),
+        LoadStep::DeleteDuplicatesDecided { target, stage, key } => {
+            let t = &target.table;
+            out.push(format!(
+                "DELETE FROM {target} USING {stage} WHERE {t}.{key} = {stage}.{key} AND {t}.status = {dup} AND {stage}.status <> {dup}",
+                dup = d.literal("duplicate")?
+            ));
+        }
+        LoadStep::InsertFirstDecisions {
+            target,
+            stage,
+            columns,
+            key,
+        } => out.push(format!(
+            "INSERT INTO {target} ({}) SELECT {} FROM (SELECT {}, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY CASE WHEN status = {dup} THEN 1 ELSE 0 END, _source_key, _source_line) AS lago_rank FROM {stage}) AS s LEFT JOIN {target} AS t ON t.{key} = s.{key} WHERE t.{key} IS NULL AND s.lago_rank = 1",
+            list(columns, None),
+            list(columns, Some("s")),
+            list(columns, None),
+            dup = d.literal("duplicate")?
+        )),
         LoadStep::InsertAll {
             target,
             stage,
@@ -370,11 +426,53 @@ mod tests {
 
     fn plan(dataset: Dataset, source_key: &str, parts: &[&str]) -> Result<LoadPlan, LoadError> {
         LoadPlan::new(LoadRequest {
-            dataset,
+            table: dataset.into(),
             schema: Ident::new("lago")?,
             source_key: source_key.to_string(),
             parts: parts.iter().map(|p| p.to_string()).collect(),
         })
+    }
+
+    #[test]
+    fn trades_history_keeps_the_first_decision_of_each_trade_in_both_dialects(
+    ) -> Result<(), LoadError> {
+        let plan = LoadPlan::new(LoadRequest {
+            table: Table::TradesHistory,
+            schema: Ident::new("lago")?,
+            source_key: "trades history".into(),
+            parts: vec!["s3://lake/processed/trades/year=2026/month=11/day=28/b.parquet".into()],
+        })?;
+        assert_eq!(
+            LoadStrategy::of(Table::TradesHistory)?,
+            LoadStrategy::FirstDecisionWins(Ident::new("trade_id")?)
+        );
+        let cols = column_idents(Table::TradesHistory)?
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>();
+        let (plain, prefixed) = (
+            cols.join(", "),
+            cols.iter()
+                .map(|c| format!("s.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        let redshift = plan.render(&redshift()?)?;
+        assert_eq!(redshift.len(), 5);
+        assert_eq!(
+            redshift[1],
+            format!("COPY lago_stage_trades_history FROM 's3://lake/processed/trades/year=2026/month=11/day=28/b.parquet' IAM_ROLE '{ROLE}' FORMAT AS PARQUET")
+        );
+        let delete = "DELETE FROM lago.trades_history USING lago_stage_trades_history WHERE trades_history.trade_id = lago_stage_trades_history.trade_id AND trades_history.status = 'duplicate' AND lago_stage_trades_history.status <> 'duplicate'";
+        let insert = format!("INSERT INTO lago.trades_history ({plain}) SELECT {prefixed} FROM (SELECT {plain}, ROW_NUMBER() OVER (PARTITION BY trade_id ORDER BY CASE WHEN status = 'duplicate' THEN 1 ELSE 0 END, _source_key, _source_line) AS lago_rank FROM lago_stage_trades_history) AS s LEFT JOIN lago.trades_history AS t ON t.trade_id = s.trade_id WHERE t.trade_id IS NULL AND s.lago_rank = 1");
+        assert_eq!(redshift[2], delete);
+        assert_eq!(redshift[3], insert);
+        let duck = plan.render(&SqlDialect::DuckDb)?;
+        assert_eq!(
+            (duck[2].as_str(), duck[3].as_str()),
+            (delete, insert.as_str())
+        );
+        Ok(())
     }
 
     fn s(v: &[&str]) -> Vec<String> {

@@ -68,28 +68,41 @@ impl ArchivedTrade {
     }
 }
 
-/// `raw/trades/year=YYYY/month=MM/day=DD/<shard>-<first seq>-<last seq>.ndjson.gz`: the
-/// batch's first record and its last archived one.
+/// `raw/trades/year=YYYY/month=MM/day=DD/<shard>-<first seq>-<last seq>-<decisions>.ndjson.gz`
+/// for a batch starting at `first_sequence` that archives `lines`; `None` when there is none.
 ///
 /// Deterministic from the batch's identity so a retried batch overwrites its object instead of
-/// adding one. The date is the first archived trade's `executed_at` (UTC), not the wall clock,
-/// for the same reason. Characters outside `[A-Za-z0-9_.-]` in the shard id or sequence
-/// numbers are replaced by `_` so a key can never escape its prefix.
+/// adding one: the first record's sequence number, the last archived one, and `<decisions>`, 8
+/// hex digits of a hash of every line's sequence number, status and reason — so a retry that
+/// decides nothing new (its trades are now duplicates) writes a second object beside the first
+/// instead of overwriting the decisions with duplicates. The date is the first archived trade's
+/// `executed_at` (UTC), not the wall clock, for the same reason. Characters outside
+/// `[A-Za-z0-9_.-]` in the shard id or sequence numbers are replaced by `_` so a key can never
+/// escape its prefix.
 pub fn archive_key(
     shard_id: &str,
     first_sequence: &str,
-    last_sequence: &str,
-    date: DateTime<Utc>,
-) -> String {
-    format!(
-        "raw/trades/year={:04}/month={:02}/day={:02}/{}-{}-{}.ndjson.gz",
+    lines: &[ArchivedTrade],
+) -> Option<String> {
+    let (first, last) = (lines.first()?, lines.last()?);
+    let date = first.trade.executed_at;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for l in lines {
+        h.update(l.sequence_number.as_bytes());
+        h.update(&[0, l.status as u8]);
+        h.update(l.reason.as_bytes());
+        h.update(&[0]);
+    }
+    Some(format!(
+        "raw/trades/year={:04}/month={:02}/day={:02}/{}-{}-{}-{:08x}.ndjson.gz",
         date.year(),
         date.month(),
         date.day(),
         safe(shard_id),
         safe(first_sequence),
-        safe(last_sequence),
-    )
+        safe(&last.sequence_number),
+        h.digest() as u32,
+    ))
 }
 
 fn safe(part: &str) -> String {
@@ -163,16 +176,53 @@ mod tests {
         }
     }
 
-    #[test]
-    fn key_is_partitioned_by_the_trade_date_and_named_by_the_batch() {
-        let when = Utc.with_ymd_and_hms(2026, 1, 5, 23, 59, 0).unwrap();
-        assert_eq!(
-            archive_key("shardId-000000000000", "0001", "0042", when),
-            "raw/trades/year=2026/month=01/day=05/shardId-000000000000-0001-0042.ndjson.gz"
+    fn archived(seq: &str, status: ArchiveStatus, at: DateTime<Utc>) -> ArchivedTrade {
+        let json = format!(
+            r#"{{"trade_id":"t{seq}","user_id":"u","side":"BUY","usd_amount":"1","rate":"4000","executed_at":"{}"}}"#,
+            at.to_rfc3339()
         );
+        ArchivedTrade {
+            trade: Trade::parse(json.as_bytes()).unwrap(),
+            status,
+            reason: "".into(),
+            sequence_number: seq.into(),
+            arrived_at: None,
+        }
+    }
+
+    #[test]
+    fn key_is_partitioned_by_the_trade_date_and_named_by_the_batch_and_its_decisions() {
+        let when = Utc.with_ymd_and_hms(2026, 1, 5, 23, 59, 0).unwrap();
+        let lines = [
+            archived("0001", ArchiveStatus::Applied, when),
+            archived("0042", ArchiveStatus::Applied, when),
+        ];
+        let key = archive_key("shardId-000000000000", "0001", &lines).unwrap();
+        assert!(
+            key.starts_with("raw/trades/year=2026/month=01/day=05/shardId-000000000000-0001-0042-"),
+            "{key}"
+        );
+        assert!(key.ends_with(".ndjson.gz"));
+        // the same batch decided the same way: the same key
         assert_eq!(
-            archive_key("../x", "1/2", "", when),
-            "raw/trades/year=2026/month=01/day=05/.._x-1_2-_.ndjson.gz"
+            archive_key("shardId-000000000000", "0001", &lines.clone()),
+            Some(key.clone())
+        );
+        // its retry, now all duplicates: another object
+        let retried = lines.clone().map(|mut l| {
+            l.status = ArchiveStatus::Duplicate;
+            l
+        });
+        let other = archive_key("shardId-000000000000", "0001", &retried).unwrap();
+        assert_ne!(other, key);
+        assert_eq!(other.len(), key.len());
+        // nothing archived: no key; hostile ids stay inside the prefix
+        assert_eq!(archive_key("s", "1", &[]), None);
+        let hostile =
+            archive_key("../x", "1/2", &[archived("", ArchiveStatus::Applied, when)]).unwrap();
+        assert!(
+            hostile.starts_with("raw/trades/year=2026/month=01/day=05/.._x-1_2-_-"),
+            "{hostile}"
         );
     }
 

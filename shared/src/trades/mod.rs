@@ -20,7 +20,7 @@ pub mod bench;
 pub mod delivery;
 #[cfg(any(test, feature = "local"))]
 pub mod generate;
-mod hash;
+pub(crate) mod hash;
 #[cfg(any(test, feature = "local"))]
 pub mod memory;
 pub mod outcome;

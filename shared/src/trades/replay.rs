@@ -458,9 +458,16 @@ mod tests {
         );
         let summary = replay(input.as_bytes(), 10, Some(lake.path()))?;
         assert_eq!(summary.archived_objects, 1);
-        let key = "raw/trades/year=2026/month=11/day=28/shardId-000000000000-00000000000000000001-00000000000000000003.ndjson.gz";
+        let dir = lake.path().join("raw/trades/year=2026/month=11/day=28");
+        let names: Vec<String> = std::fs::read_dir(&dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(names.len(), 1);
+        assert!(
+            names[0].starts_with("shardId-000000000000-00000000000000000001-00000000000000000003-")
+        );
         let mut text = String::new();
-        GzDecoder::new(std::fs::File::open(lake.path().join(key))?).read_to_string(&mut text)?;
+        GzDecoder::new(std::fs::File::open(dir.join(&names[0]))?).read_to_string(&mut text)?;
         let ids: Vec<String> = text
             .lines()
             .map(|l| Trade::parse(l.as_bytes()).map(|t| t.trade_id.to_string()))
