@@ -1,5 +1,6 @@
 //! `lago trades`: the dollar-trades pipeline locally — generate a realistic stream, replay it
-//! through the same processor the `trades-stream` Lambda runs, and measure it.
+//! through the same processor the `trades-stream` Lambda runs, measure it, and build the
+//! enriched trade history in the warehouse from the archive.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -8,6 +9,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+#[cfg(feature = "warehouse")]
+use {
+    chrono::NaiveDate,
+    lago::history::{Days, HistoryOptions, HistoryReport},
+    lago::lake::LocalLake,
+    lago::load::Table,
+    lago_warehouse::Warehouse,
+};
 
 use lago::trades::{
     generate_trades, replay_with, run_bench_with, BenchOptions, ReplayOptions,
@@ -48,6 +57,26 @@ impl StoreArgs {
 
 #[derive(Subcommand)]
 enum TradesCommand {
+    /// Turn the lake's trade archive (raw/trades/) into the enriched trade history
+    /// (processed/trades/) and load it into the warehouse's trades_history: what the
+    /// trades-history state machine does, on a local folder and DuckDB. Objects already
+    /// processed are skipped, so running it again changes nothing.
+    #[cfg(feature = "warehouse")]
+    History {
+        /// The lake folder (laid out like the bucket).
+        #[arg(long)]
+        lake: PathBuf,
+        /// The DuckDB warehouse file (created if missing).
+        #[arg(long)]
+        warehouse: PathBuf,
+        /// Only this day's archive partition (YYYY-MM-DD: the UTC date of a batch's first
+        /// trade); every day when absent.
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a deterministic NDJSON stream of trades (one Kinesis record per line).
     Generate {
         #[arg(long)]
@@ -121,6 +150,47 @@ pub fn generate_file(
     Ok(report)
 }
 
+/// What `lago trades history` did: the lake side and the warehouse side.
+#[cfg(feature = "warehouse")]
+#[derive(Debug, serde::Serialize)]
+pub struct HistorySummary {
+    pub history: HistoryReport,
+    pub rows_staged: u64,
+    pub rows_replaced: u64,
+    pub rows_inserted: u64,
+    /// Rows in `trades_history` after the load.
+    pub table_rows: u64,
+}
+
+/// The archive of `lake_dir` into the trade history and `trades_history` of `warehouse_file`.
+#[cfg(feature = "warehouse")]
+pub fn history(
+    lake_dir: &Path,
+    warehouse_file: &Path,
+    date: Option<NaiveDate>,
+) -> Result<HistorySummary> {
+    let lake = LocalLake::new(lake_dir);
+    let options = HistoryOptions {
+        days: date.map_or(Days::All, |d| Days::Only(vec![d])),
+        load_date: chrono::Utc::now().date_naive(),
+    };
+    let report = lago::history::run(&lake, &options)
+        .with_context(|| format!("building the trade history of {}", lake_dir.display()))?;
+    let mut wh = Warehouse::open(warehouse_file)
+        .with_context(|| format!("opening {}", warehouse_file.display()))?;
+    let load = wh
+        .load_trades_history(&lake, &report.parts)
+        .context("loading trades_history")?;
+    let table_rows = wh.table_rows(Table::TradesHistory)?;
+    Ok(HistorySummary {
+        history: report,
+        rows_staged: load.rows_staged,
+        rows_replaced: load.rows_replaced,
+        rows_inserted: load.rows_inserted,
+        table_rows,
+    })
+}
+
 pub fn run(args: TradesArgs) -> Result<()> {
     match args.command {
         TradesCommand::Generate {
@@ -178,6 +248,35 @@ pub fn run(args: TradesArgs) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 print!("{summary}");
+            }
+        }
+        #[cfg(feature = "warehouse")]
+        TradesCommand::History {
+            lake,
+            warehouse,
+            date,
+            json,
+        } => {
+            let summary = history(&lake, &warehouse, date)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                let h = &summary.history;
+                eprintln!(
+                    "{} archive objects ({} already processed): {} lines → {} rows ({} repeated, {} invalid, {} without an official rate)\n\
+                     trades_history: {} rows staged, {} duplicates replaced by their decision, {} inserted, {} rows in all",
+                    h.objects,
+                    h.already_processed,
+                    h.lines,
+                    h.rows,
+                    h.repeats,
+                    h.invalid,
+                    h.rows_without_trm,
+                    summary.rows_staged,
+                    summary.rows_replaced,
+                    summary.rows_inserted,
+                    summary.table_rows,
+                );
             }
         }
         TradesCommand::Bench {

@@ -168,3 +168,106 @@ fn a_reader_that_goes_away_ends_lago_without_a_panic() -> Result<()> {
     assert!(!stderr.contains("panicked"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn trades_history_loads_one_row_per_decided_trade_and_a_second_run_changes_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ok = |args: &[&str]| -> Result<serde_json::Value> {
+        let out = lago(args, dir.path())?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null))
+    };
+    // GIVEN a dirty stream replayed with its archive, and the official rates transformed
+    let generated = ok(&[
+        "trades",
+        "generate",
+        "--trades",
+        "4000",
+        "--users",
+        "40",
+        "--dirty",
+        "8",
+        "--out",
+        "trades.ndjson",
+        "--json",
+    ])?;
+    ok(&[
+        "trades",
+        "replay",
+        "--input",
+        "trades.ndjson",
+        "--batch-size",
+        "500",
+        "--lake",
+        "lake",
+        "--json",
+    ])?;
+    let trm = "lake/raw/trm/year=2026/month=12/day=01/trm.csv";
+    ok(&[
+        "generate",
+        "--dataset",
+        "trm",
+        "--rows",
+        "600",
+        "--out",
+        trm,
+    ])?;
+    ok(&["transform", "--input", trm, "--lake", "lake", "--json"])?;
+
+    // WHEN the history runs
+    let args = [
+        "trades",
+        "history",
+        "--lake",
+        "lake",
+        "--warehouse",
+        "wh.duckdb",
+        "--json",
+    ];
+    let first = ok(&args)?;
+
+    // THEN every decided trade is one row, applied or rejected, each with its official rate
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(u64::MAX);
+    let (valid, oversells, duplicates) = (
+        n(&generated["valid"]),
+        n(&generated["oversells"]),
+        n(&generated["duplicates"]),
+    );
+    let h = &first["history"];
+    assert_eq!(n(&h["lines"]), valid + oversells + duplicates);
+    assert_eq!(n(&h["rows"]), valid + oversells);
+    assert_eq!(n(&h["repeats"]), duplicates);
+    assert_eq!(n(&h["rows_by_status"]["applied"]), valid);
+    assert_eq!(n(&h["rows_by_status"]["rejected"]), oversells);
+    assert_eq!(n(&h["rows_without_trm"]), 0);
+    assert_eq!(n(&first["table_rows"]), valid + oversells);
+    let counted = ok(&[
+        "sql",
+        "--warehouse",
+        "wh.duckdb",
+        "--json",
+        "SELECT count(DISTINCT trade_id) AS ids, count(*) AS n, count(trm) AS with_trm, \
+         sum(CASE WHEN cop_notional = round(usd_amount * rate, 2) THEN 1 ELSE 0 END) AS exact \
+         FROM trades_history",
+    ])?;
+    let number = |v: &serde_json::Value| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(u64::MAX)
+    };
+    let row = &counted[0];
+    for column in ["ids", "n", "with_trm", "exact"] {
+        assert_eq!(number(&row[column]), valid + oversells, "{column}: {row}");
+    }
+
+    // AND a second run finds every object processed and leaves the table as it was
+    let second = ok(&args)?;
+    assert_eq!(n(&second["history"]["rows"]), 0);
+    assert_eq!(n(&second["history"]["already_processed"]), n(&h["objects"]));
+    assert_eq!(n(&second["table_rows"]), valid + oversells);
+    Ok(())
+}

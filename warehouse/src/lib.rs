@@ -19,7 +19,9 @@ use serde::Serialize;
 
 use lago::contract::Dataset;
 use lago::lake::{LakeError, LocalLake};
-use lago::load::{warehouse_ddl, Ident, LoadError, LoadPlan, LoadStep, SqlDialect};
+use lago::load::{
+    table_ddl, warehouse_ddl, Ident, LoadError, LoadPlan, LoadRequest, LoadStep, SqlDialect, Table,
+};
 use lago::transform::Manifest;
 
 pub use manifests::{scan_manifests, ManifestScan, Skip, SkipReason};
@@ -197,25 +199,7 @@ impl Warehouse {
                     reason: format!("part path {} is not UTF-8", path.display()),
                 })
         })?;
-        let rendered = plan.render_steps(&SqlDialect::DuckDb)?;
-        let statements: Vec<String> = rendered.iter().flat_map(|r| r.sql.clone()).collect();
-        let changed = self.run_statements(&manifest.source.key, &statements)?;
-        // Attribute each statement's row count to the step it came from.
-        let mut load = FileLoad::default();
-        let mut counts = changed.into_iter();
-        for r in &rendered {
-            let n: u64 = counts.by_ref().take(r.sql.len()).sum();
-            match r.step {
-                LoadStep::LoadParts { .. } => load.rows_staged += n,
-                LoadStep::DeleteSupersededKeys { .. } | LoadStep::DeleteSourceRows { .. } => {
-                    load.rows_replaced += n
-                }
-                LoadStep::InsertNewKeys { .. } | LoadStep::InsertAll { .. } => {
-                    load.rows_inserted += n
-                }
-                LoadStep::CreateStage { .. } | LoadStep::DropStage { .. } => {}
-            }
-        }
+        let load = self.run_plan(&plan, &manifest.source.key)?;
         tracing::info!(
             dataset = %manifest.dataset,
             key = %manifest.source.key,
@@ -227,9 +211,74 @@ impl Warehouse {
         Ok(load)
     }
 
+    /// Runs a plan's DuckDB rendering as one transaction, counting what each step did.
+    fn run_plan(&mut self, plan: &LoadPlan, label: &str) -> Result<FileLoad, WarehouseError> {
+        let rendered = plan.render_steps(&SqlDialect::DuckDb)?;
+        let statements: Vec<String> = rendered.iter().flat_map(|r| r.sql.clone()).collect();
+        let changed = self.run_statements(label, &statements)?;
+        // Attribute each statement's row count to the step it came from.
+        let mut load = FileLoad::default();
+        let mut counts = changed.into_iter();
+        for r in &rendered {
+            let n: u64 = counts.by_ref().take(r.sql.len()).sum();
+            match r.step {
+                LoadStep::LoadParts { .. } => load.rows_staged += n,
+                LoadStep::DeleteSupersededKeys { .. }
+                | LoadStep::DeleteSourceRows { .. }
+                | LoadStep::DeleteDuplicatesDecided { .. } => load.rows_replaced += n,
+                LoadStep::InsertNewKeys { .. }
+                | LoadStep::InsertAll { .. }
+                | LoadStep::InsertFirstDecisions { .. } => load.rows_inserted += n,
+                LoadStep::CreateStage { .. } | LoadStep::DropStage { .. } => {}
+            }
+        }
+        Ok(load)
+    }
+
+    /// Loads Parquet parts of the trade history (keys of `lake`) into `trades_history`, created
+    /// if missing: one row per trade id, whatever was loaded before.
+    pub fn load_trades_history(
+        &mut self,
+        lake: &LocalLake,
+        parts: &[String],
+    ) -> Result<FileLoad, WarehouseError> {
+        let ddl = vec![
+            format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema),
+            table_ddl(&SqlDialect::DuckDb, &self.schema, Table::TradesHistory)?,
+        ];
+        self.run_statements("(ddl)", &ddl)?;
+        if parts.is_empty() {
+            return Ok(FileLoad::default());
+        }
+        let paths = parts
+            .iter()
+            .map(|key| {
+                let path = lake.path(key)?;
+                path.to_str()
+                    .map(str::to_string)
+                    .ok_or(WarehouseError::NonUtf8Path(path))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let plan = LoadPlan::new(LoadRequest {
+            table: Table::TradesHistory,
+            schema: self.schema.clone(),
+            source_key: "trades history".into(),
+            parts: paths,
+        })?;
+        let load = self.run_plan(&plan, "trades history")?;
+        tracing::info!(
+            parts = parts.len(),
+            rows_staged = load.rows_staged,
+            rows_replaced = load.rows_replaced,
+            rows_inserted = load.rows_inserted,
+            "loaded trades history"
+        );
+        Ok(load)
+    }
+
     /// Rows in a dataset's table.
-    pub fn table_rows(&self, dataset: Dataset) -> Result<u64, WarehouseError> {
-        let table = lago::load::table_name(&self.schema, dataset)?;
+    pub fn table_rows(&self, table: impl Into<Table>) -> Result<u64, WarehouseError> {
+        let table = lago::load::table_name(&self.schema, table)?;
         let n: i64 = self
             .conn
             .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
