@@ -128,9 +128,10 @@ fn legend(c: &Chart) -> String {
     s
 }
 
-fn axis(s: &mut String, max: f64, left: f64, top: f64, bottom: f64, unit: &str) {
+/// Four gridlines from `min` (0 but for lines) to `max`.
+fn axis(s: &mut String, min: f64, max: f64, left: f64, top: f64, bottom: f64, unit: &str) {
     for k in 0..=4 {
-        let v = max * f64::from(k) / 4.0;
+        let v = min + (max - min) * f64::from(k) / 4.0;
         let y = bottom - (bottom - top) * f64::from(k) / 4.0;
         let _ = write!(
             s,
@@ -157,7 +158,7 @@ fn bars(c: &Chart) -> String {
             .fold(0.0, f64::max),
     );
     let mut s = svg_open(c, H);
-    axis(&mut s, max, left, top, bottom, &c.unit);
+    axis(&mut s, 0.0, max, left, top, bottom, &c.unit);
     let n = c.categories.len().max(1) as f64;
     let group = (W - left - 8.0) / n;
     let k = c.series.len().max(1) as f64;
@@ -234,16 +235,25 @@ fn hbars(c: &Chart) -> String {
     s
 }
 
+/// The y range of a line chart: from 0, unless every value sits in the upper half of it (a rate
+/// such as the TRM, 3,900–4,300 COP), where the line's shape is what there is to see.
+fn line_range(c: &Chart) -> (f64, f64) {
+    let values = || c.series.iter().flat_map(|s| s.values.iter().copied());
+    let hi = values().fold(0.0, f64::max);
+    let lo = values().fold(f64::INFINITY, f64::min);
+    if !lo.is_finite() || lo <= hi / 2.0 || hi <= lo {
+        return (0.0, nice_max(hi));
+    }
+    let step = 10f64.powf((hi - lo).log10().floor());
+    let min = (lo / step).floor() * step;
+    (min, min + nice_max(hi - min))
+}
+
 fn lines(c: &Chart) -> String {
     let (left, top, bottom) = (64.0, 24.0, H - 44.0);
-    let max = nice_max(
-        c.series
-            .iter()
-            .flat_map(|s| s.values.iter().copied())
-            .fold(0.0, f64::max),
-    );
+    let (min, max) = line_range(c);
     let mut s = svg_open(c, H);
-    axis(&mut s, max, left, top, bottom, &c.unit);
+    axis(&mut s, min, max, left, top, bottom, &c.unit);
     let n = c.categories.len();
     let step = if n > 1 {
         (W - left - 16.0) / (n - 1) as f64
@@ -259,7 +269,7 @@ fn lines(c: &Chart) -> String {
                 format!(
                     "{:.1},{:.1}",
                     left + step * i as f64,
-                    bottom - (bottom - top) * v.max(0.0) / max
+                    bottom - (bottom - top) * (v.max(min) - min) / (max - min)
                 )
             })
             .collect();
@@ -471,5 +481,17 @@ mod tests {
         assert_eq!(compact(300.0), "300");
         assert_eq!(nice_max(73.0), 100.0);
         assert_eq!(nice_max(0.0), 1.0);
+    }
+
+    #[test]
+    fn a_line_far_from_zero_gets_an_axis_around_it() {
+        let mut c = chart(ChartKind::Lines);
+        assert_eq!(line_range(&c), (0.0, 20.0));
+        c.series = vec![Series {
+            name: "valor".into(),
+            values: vec![3_912.4, 4_287.15, 4_101.0],
+        }];
+        assert_eq!(line_range(&c), (3_900.0, 4_400.0));
+        assert!(lines(&c).contains(">3900<"));
     }
 }

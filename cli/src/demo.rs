@@ -97,6 +97,11 @@ fn sizes(size: Size) -> Sizes {
     }
 }
 
+/// Records of each TRM export, whatever the size: one rate a business day from 2024-12-31, which
+/// (less the dirty 3 %) rates every day until late December 2026, past the demo's trades
+/// (from 2026-11-28). Every export starts there, so the warehouse keeps the newest one's rates.
+const TRM_RECORDS: u64 = 500;
+
 fn plan(lake: &Path, s: &Sizes, seed: u64) -> Vec<Planned> {
     let dates = [
         NaiveDate::from_ymd_opt(2025, 5, 10),
@@ -143,6 +148,14 @@ fn plan(lake: &Path, s: &Sizes, seed: u64) -> Vec<Planned> {
             TextEncoding::Utf8,
             b',',
             &format!("transacciones_{tag}.csv.gz"),
+        ));
+        // The TRM as the open-data portal exports it: UTF-8, `,`, the rates from 2024-12-31 on.
+        out.push(mk(
+            Dataset::Trm,
+            TRM_RECORDS,
+            TextEncoding::Utf8,
+            b',',
+            &format!("trm_{tag}.csv"),
         ));
     }
     out

@@ -82,7 +82,7 @@ struct TransformArgs {
     /// The lake folder (laid out like the bucket).
     #[arg(long)]
     lake: PathBuf,
-    /// clientes, proveedores or transacciones; by default taken from `raw/<dataset>/` in the path.
+    /// clientes, proveedores, transacciones or trm; by default taken from `raw/<dataset>/` in the path.
     #[arg(long)]
     dataset: Option<Dataset>,
     /// Load date (YYYY-MM-DD); by default from `year=/month=/day=` in the path, else today (UTC).
@@ -109,6 +109,7 @@ enum EncodingArg {
 
 #[derive(Parser)]
 struct GenerateArgs {
+    /// clientes, proveedores, transacciones or trm (one rate a business day from 2024-12-31).
     #[arg(long)]
     dataset: Dataset,
     /// Data records to write.
@@ -222,6 +223,15 @@ pub(crate) fn pii_salt() -> Result<Vec<u8>> {
 }
 
 /// The object key a local raw file stands for: from `raw/` on when the path has it.
+/// The datasets a file can be, as a sentence: `clientes, proveedores, transacciones or trm`.
+fn dataset_choices() -> String {
+    let names: Vec<&str> = Dataset::ALL.iter().map(|d| d.name()).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
 pub(crate) fn source_key(path: &Path) -> String {
     let s = path.to_string_lossy().replace('\\', "/");
     match s.find("raw/") {
@@ -274,8 +284,9 @@ fn run_transform(args: TransformArgs) -> Result<ExitCode> {
         Some(d) => d,
         None => {
             return Err(usage(format!(
-                "cannot tell the dataset of {}: pass --dataset (clientes, proveedores or transacciones) or put the file under raw/<dataset>/",
-                args.input.display()
+                "cannot tell the dataset of {}: pass --dataset ({}) or put the file under raw/<dataset>/",
+                args.input.display(),
+                dataset_choices()
             )))
         }
     };

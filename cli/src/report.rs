@@ -285,13 +285,14 @@ fn scalar(wh: &Warehouse, sql: &str) -> Result<String> {
 }
 
 /// Every chart the dashboard shows, by id.
-pub const CHART_IDS: [&str; 11] = [
+pub const CHART_IDS: [&str; 12] = [
     "energy_by_type",
     "energy_by_month",
     "top_clients",
     "supplier_mix",
     "client_segments",
     "rejects",
+    "trm",
     "trade_volume",
     "portfolio_sizes",
     "realized_pnl",
@@ -353,6 +354,14 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         "rows kept in rejected/ with their reason",
         ChartKind::HBars,
         "rows",
+    ),
+    columns_chart(
+        &q(&wh, "SELECT CAST(vigenciadesde AS VARCHAR) AS day, valor FROM trm ORDER BY vigenciadesde")?,
+        "trm",
+        "TRM: the official dollar rate",
+        "COP per USD, by the first day each rate is in force",
+        ChartKind::Lines,
+        "COP",
     ),
     pivot_chart(
         &q(&wh, "SELECT strftime(hour, '%m-%d %Hh') AS hour, side, usd FROM trade_hourly_volume ORDER BY 1, side")?,
@@ -424,6 +433,7 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
             value: format!("{} COP", dashboard::compact(scalar(&wh, "SELECT coalesce(sum(total), 0) FROM transacciones WHERE tipo_transaccion = 'venta'")?.parse().unwrap_or(0.0))),
             note: "sum of total, exact DECIMAL(18,2)".into(),
         },
+        trm_kpi(&wh)?,
         Kpi {
             label: "portfolios".into(),
             value: scalar(&wh, "SELECT count(*) FROM trade_portfolios")?,
@@ -440,6 +450,31 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         subtitle: format!("warehouse {}", warehouse.display()),
         kpis,
         charts,
+    })
+}
+
+/// The rate in force last, with its interval and how many rates the warehouse holds.
+fn trm_kpi(wh: &Warehouse) -> Result<Kpi> {
+    let r = q(
+        wh,
+        "SELECT valor, CAST(vigenciadesde AS VARCHAR), CAST(vigenciahasta AS VARCHAR), count(*) OVER () FROM trm ORDER BY vigenciadesde DESC LIMIT 1",
+    )?;
+    Ok(match r.rows.first().map(Vec::as_slice) {
+        Some([valor, desde, hasta, n, ..]) => Kpi {
+            label: "TRM".into(),
+            value: format!("{} COP/USD", text(valor)),
+            note: format!(
+                "in force {} to {}; {} rates",
+                text(desde),
+                text(hasta),
+                text(n)
+            ),
+        },
+        _ => Kpi {
+            label: "TRM".into(),
+            value: "none loaded".into(),
+            note: "no rate under raw/trm/ yet".into(),
+        },
     })
 }
 

@@ -101,6 +101,10 @@ fn usage_errors_exit_2_with_one_sentence() -> Result<()> {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot tell the dataset"), "{err}");
+    assert!(
+        err.contains("clientes, proveedores, transacciones or trm"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"));
     // An unknown dataset is refused by the argument parser.
     let out = lago(

@@ -33,7 +33,7 @@ from support import (
     tool,
 )
 
-DATASETS = ("clientes", "proveedores", "transacciones")
+DATASETS = ("clientes", "proveedores", "transacciones", "trm")
 
 
 def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -330,6 +330,26 @@ def test_the_landing_rule_routes_raw_datasets_but_never_the_trades_archive() -> 
     assert target["DeadLetterConfig"] and target["RetryPolicy"]
 
 
+def _statement(role: str, sid: str) -> dict[str, Any]:
+    return next(s for name, s in policy_statements() if name == role and s.get("Sid") == sid)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_dataset_has_its_crawlers_and_the_reads_of_its_raw_prefix(dataset: str) -> None:
+    # start-crawler starts lago-<env>-<zone>-<dataset>: a dataset without one fails its catalog branch.
+    crawlers = {c["Properties"]["Name"]["Fn::Sub"]: c["Properties"] for c in resources("AWS::Glue::Crawler").values()}
+    for zone in ("raw", "processed"):
+        crawler = crawlers.get(f"lago-${{EnvironmentName}}-{zone}-{dataset}")
+        assert crawler, f"no {zone} crawler for {dataset}"
+        assert crawler["Targets"]["S3Targets"] == [{"Path": {"Fn::Sub": f"s3://${{LakeBucket}}/{zone}/{dataset}/"}}]
+    # The transform and the raw crawler read raw/<dataset>/ only where the dataset is named.
+    raw = {"Fn::Sub": f"${{LakeBucket.Arn}}/raw/{dataset}/*"}
+    assert raw in _as_list(_statement("TransformRole", "ReadRawDatasets")["Resource"])
+    assert raw in _as_list(_statement("CrawlerRole", "ReadCrawledZones")["Resource"])
+    listed = _statement("CrawlerRole", "ListCrawledZones")["Condition"]["StringLike"]["s3:prefix"]
+    assert f"raw/{dataset}/*" in listed
+
+
 def _lago_bin() -> str | None:
     if os.environ.get("LAGO_BIN"):
         return os.environ["LAGO_BIN"]
@@ -381,7 +401,12 @@ def test_the_analyst_grant_excludes_exactly_the_pii_derived_columns() -> None:
         if twc:
             table = resources()[twc["Name"]["Ref"]]["Properties"]["TableInput"]["Name"]
             excluded[table] = set(twc["ColumnWildcard"]["ExcludedColumnNames"])
-    assert excluded == {"clientes": {"numero_identificacion_hash", "email_masked"}, "proveedores": set(), "transacciones": set()}
+    assert excluded == {
+        "clientes": {"numero_identificacion_hash", "email_masked"},
+        "proveedores": set(),
+        "transacciones": set(),
+        "trm": set(),
+    }
 
 
 @pytest.mark.parametrize("logical_id", sorted(functions()))

@@ -26,6 +26,7 @@ CHART_IDS = [
     "supplier_mix",
     "client_segments",
     "rejects",
+    "trm",
     "trade_volume",
     "portfolio_sizes",
     "realized_pnl",
@@ -119,6 +120,9 @@ def test_demo_accounts_for_every_generated_row(demo_runs):
         assert d["warehouse_rows"] > 0, name
     # Keyed dimensions: the warehouse holds one row per key, at most the accepted rows.
     assert first["datasets"]["clientes"]["warehouse_rows"] <= first["datasets"]["clientes"]["rows_ok"]
+    # Every TRM export rates the same days from 2024-12-31: upserted on vigenciadesde, one row a day.
+    trm = first["datasets"]["trm"]
+    assert trm["files"] == 3 and trm["warehouse_rows"] * trm["files"] == trm["rows_ok"]
     t = first["trades"]
     assert t["applied"] > 0 and t["duplicates"] > 0
     # Every record ends applied, duplicate or rejected with a reason; every valid trade applies.
@@ -143,8 +147,9 @@ def test_catalog_lists_tables_columns_and_partitions(demo_runs):
     lake, _, _ = demo_runs
     catalog = json.loads((lake / "catalog" / "catalog.json").read_text())
     tables = {t["name"]: t for t in catalog["tables"]}
-    assert set(tables) == {"clientes", "proveedores", "transacciones"}
+    assert set(tables) == {"clientes", "proveedores", "transacciones", "trm"}
     assert len(tables["transacciones"]["partitions"]) == 3
+    assert len(tables["trm"]["partitions"]) == 3
     cols = {c["name"]: c for c in tables["clientes"]["columns"]}
     assert cols["email_masked"]["pii"] is True
     assert cols["fecha_registro"]["type"] == "date"

@@ -392,6 +392,73 @@ def test_proveedores_decimal_comma_bom(lago_bin, tmp_path):
     ]
 
 
+# The portal's export: upper-case header, dates as midnight timestamps (and a hand-edited row's
+# other forms); each rate is in force from VIGENCIADESDE to VIGENCIAHASTA, both included.
+TRM_CSV = (
+    "VALOR,UNIDAD,VIGENCIADESDE,VIGENCIAHASTA\n"
+    "4201.10,COP,2025-05-02T00:00:00.000,2025-05-02T00:00:00.000\n"  # 2
+    "4210.55,COP,2025-05-03T00:00:00.000,2025-05-05T00:00:00.000\n"  # 3: Saturday to Monday
+    "4188,COP,06/05/2025,2025/05/06\n"  # 4
+    "4190.00,USD,2025-05-07,2025-05-07\n"  # 5: not the unit
+    "4191.00,COP,2025-05-09,2025-05-08\n"  # 6: ends before it starts
+    "4192.00,COP,2025-05-05,2025-05-07\n"  # 7: its first day is line 3's last
+    "4193.00,COP,2025-05-03,2025-05-03\n"  # 8: line 3's first day again
+    '"4,195.50",COP,2025-05-07,2025-05-07\n'  # 9: free again, as 5 and 7 claimed nothing
+)
+
+
+def test_trm_portal_export_intervals(lago_bin, tmp_path):
+    name = "trm_mayo.csv"
+    src = place_raw(tmp_path, "trm", name, TRM_CSV.encode("utf-8"))
+    lake = tmp_path / "lake"
+    m = transform(lago_bin, src, lake, "--load-date", LOAD_DATE)
+
+    assert m["status"] == "ok" and m["dataset"] == "trm"
+    assert (m["rows_in"], m["rows_ok"], m["rows_rejected"]) == (8, 4, 4)
+    assert_part_names(m, "trm", "trm_mayo")
+
+    t = read_parts(lake, m)
+    assert_schema(
+        t,
+        expected_schema(
+            [
+                ("valor", pa.decimal128(12, 2), False),
+                ("unidad", pa.string(), False),
+                ("vigenciadesde", pa.date32(), False),
+                ("vigenciahasta", pa.date32(), False),
+            ]
+        ),
+    )
+    rows = by_line(t)
+
+    def day(d: int) -> dt.date:
+        return dt.date(2025, 5, d)
+
+    expected = {
+        2: (Decimal("4201.10"), "COP", day(2), day(2)),
+        3: (Decimal("4210.55"), "COP", day(3), day(5)),
+        4: (Decimal("4188.00"), "COP", day(6), day(6)),
+        9: (Decimal("4195.50"), "COP", day(7), day(7)),
+    }
+    assert sorted(rows) == sorted(expected)
+    for line, values in expected.items():
+        assert tuple(rows[line][c] for c in ("valor", "unidad", "vigenciadesde", "vigenciahasta")) == values, line
+        assert rows[line]["_source_key"] == raw_key("trm", name)
+    # The accepted rates tile the days they cover: no day has two rates.
+    covered = [
+        r["vigenciadesde"] + dt.timedelta(days=i)
+        for r in rows.values()
+        for i in range((r["vigenciahasta"] - r["vigenciadesde"]).days + 1)
+    ]
+    assert len(covered) == len(set(covered)) == 6
+    assert [(r["line"], r["reason"]) for r in read_rejected(lake, m)] == [
+        (5, "invalid_enum:unidad"),
+        (6, "invalid_interval"),
+        (7, "overlapping_interval"),
+        (8, "duplicate_key"),
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # A generated dirty transacciones file, shared by the tests below
 # --------------------------------------------------------------------------------------------

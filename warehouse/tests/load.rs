@@ -88,6 +88,16 @@ impl Lake {
         Ok(query(&self.warehouse, sql)?)
     }
 
+    /// The rows of `sql`, every cell as printed.
+    fn text(&self, sql: &str) -> Result<Vec<Vec<String>>> {
+        Ok(self
+            .sql(sql)?
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|c| c.to_string()).collect())
+            .collect())
+    }
+
     fn count(&self, sql: &str) -> Result<i64> {
         match self.sql(sql)?.rows.first().and_then(|r| r.first()) {
             Some(Cell::Int(n)) => Ok(*n),
@@ -125,6 +135,7 @@ fn loading_twice_leaves_identical_counts_and_contents() -> Result<()> {
         (Dataset::Proveedores, 40, 2),
         (Dataset::Transacciones, 1500, 3),
         (Dataset::Transacciones, 700, 4),
+        (Dataset::Trm, 300, 5),
     ] {
         let m = lake.ingest_generated(d, rows, seed)?;
         *ok.entry(d).or_insert(0) += m.rows_ok;
@@ -182,14 +193,9 @@ fn a_changed_client_in_a_newer_file_is_upserted() -> Result<()> {
     lake.load()?;
 
     // THEN C1 is one row with the newer values, and the other clients are there once
-    let rows = lake.sql(
+    let text = lake.text(
         "SELECT id_cliente, nombre_cliente, nombre_normalizado, segmento, ciudad, CAST(_load_date AS VARCHAR) AS d FROM clientes ORDER BY id_cliente",
     )?;
-    let text: Vec<Vec<String>> = rows
-        .rows
-        .iter()
-        .map(|r| r.iter().map(|c| c.to_string()).collect())
-        .collect();
     assert_eq!(
         text,
         vec![
@@ -243,6 +249,46 @@ fn an_older_file_loaded_after_a_newer_one_does_not_win() -> Result<()> {
     assert_eq!(lake.count("SELECT count(*) FROM clientes")?, 1);
     let r = lake.sql("SELECT nombre_cliente FROM clientes")?;
     assert_eq!(r.rows, vec![vec![Cell::Text("Nuevo Nombre".into())]]);
+    Ok(())
+}
+
+const TRM_HEADER: &str = "VALOR,UNIDAD,VIGENCIADESDE,VIGENCIAHASTA\n";
+
+#[test]
+fn a_corrected_trm_rate_in_a_newer_file_replaces_the_published_one() -> Result<()> {
+    // GIVEN the rates of 2 to 5 May loaded from the 10 May export
+    let lake = Lake::new()?;
+    lake.ingest(
+        Dataset::Trm,
+        "raw/trm/year=2025/month=05/day=10/trm.csv",
+        format!(
+            "{TRM_HEADER}4201.10,COP,2025-05-02,2025-05-02\n4210.55,COP,2025-05-03,2025-05-05\n"
+        )
+        .as_bytes(),
+    )?;
+    lake.load()?;
+    // WHEN the 11 May export republishes 3 May's rate corrected, and adds 6 May's
+    lake.ingest(
+        Dataset::Trm,
+        "raw/trm/year=2025/month=05/day=11/trm.csv",
+        format!("{TRM_HEADER}4209.99,COP,2025-05-03T00:00:00.000,2025-05-05T00:00:00.000\n4188.00,COP,06/05/2025,06/05/2025\n")
+            .as_bytes(),
+    )?;
+    let s = lake.load()?;
+
+    // THEN there is one rate per first day, the corrected one from the newer file
+    assert_eq!(table_rows(&s, Dataset::Trm), 3);
+    let text = lake.text(
+        "SELECT CAST(vigenciadesde AS VARCHAR), CAST(vigenciahasta AS VARCHAR), valor, unidad, CAST(_load_date AS VARCHAR) FROM trm ORDER BY 1",
+    )?;
+    assert_eq!(
+        text,
+        vec![
+            vec!["2025-05-02", "2025-05-02", "4201.10", "COP", "2025-05-10"],
+            vec!["2025-05-03", "2025-05-05", "4209.99", "COP", "2025-05-11"],
+            vec!["2025-05-06", "2025-05-06", "4188.00", "COP", "2025-05-11"],
+        ]
+    );
     Ok(())
 }
 
