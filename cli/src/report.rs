@@ -50,6 +50,11 @@ pub fn dataset_counts(warehouse: &Path) -> Result<BTreeMap<String, u64>> {
     for d in Dataset::ALL {
         out.insert(d.name().to_string(), wh.table_rows(d).unwrap_or(0));
     }
+    let history = lago::load::Table::TradesHistory;
+    out.insert(
+        history.name().to_string(),
+        wh.table_rows(history).unwrap_or(0),
+    );
     Ok(out)
 }
 

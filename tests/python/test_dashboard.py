@@ -129,8 +129,11 @@ def test_demo_accounts_for_every_generated_row(demo_runs):
     assert t["applied"] == t["valid_generated"]
     assert t["applied"] + t["duplicates"] + sum(t["rejected"].values()) == t["records"]
     assert t["rejected"]["insufficient_balance"] > 0
+    # The trade history: one row per decided trade (applied or rejected), each with its rate.
+    assert t["history_rows"] == t["applied"] + t["rejected"]["insufficient_balance"]
+    assert t["history_without_trm"] == 0
     stages = [s["stage"] for s in first["stages"]]
-    assert stages == ["generate", "transform", "catalog", "load", "trades", "report"]
+    assert stages == ["generate", "transform", "catalog", "load", "trades", "history", "report"]
     assert first["idempotent"] is None
 
 
@@ -139,7 +142,8 @@ def test_second_run_leaves_warehouse_counts_unchanged(demo_runs):
     before = {k: v["warehouse_rows"] for k, v in first["datasets"].items()}
     after = {k: v["warehouse_rows"] for k, v in second["datasets"].items()}
     assert after == before
-    assert second["previous_warehouse_rows"] == before
+    assert second["trades"]["history_rows"] == first["trades"]["history_rows"]
+    assert second["previous_warehouse_rows"] == {**before, "trades_history": first["trades"]["history_rows"]}
     assert second["idempotent"] is True
 
 

@@ -56,11 +56,6 @@ pub struct ArchivedTrade {
 impl ArchivedTrade {
     /// Reads one archive line back (the trade validated as [`Trade::parse`] does); strings
     /// that repeat (user ids, channels) are shared through `interner`.
-    // Its caller, the trades history, is not on this branch yet: only the tests read lines back.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "called by the trades history, not merged yet")
-    )]
     pub(crate) fn parse(line: &[u8], interner: &mut Interner) -> Result<Self, InvalidTrade> {
         let (trade, fields) = Trade::parse_archived(line, interner)?;
         Ok(ArchivedTrade {
