@@ -366,16 +366,14 @@ fn process_object<L: LakeStore + LakeRead + ?Sized>(
     };
     let outcome = {
         let mut reader = BufReader::with_capacity(1 << 16, MultiGzDecoder::new(&mut counted));
-        write_rows(
+        let object = ObjectRun {
             lake,
             key,
-            &names,
-            &mut reader,
+            names: &names,
             rates,
-            seen,
             load_date,
-            &mut m,
-        )
+        };
+        write_rows(&object, &mut reader, seen, &mut m)
     };
     m.source.bytes = counted.bytes;
     match outcome {
@@ -448,17 +446,29 @@ struct Part {
     rows: u64,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_rows<L: LakeStore + ?Sized>(
-    lake: &L,
-    key: &str,
-    names: &Names,
-    reader: &mut impl BufRead,
-    rates: &RateTable,
-    seen: &mut SeenTrades,
+/// One archive object going through the history.
+struct ObjectRun<'a, L: ?Sized> {
+    lake: &'a L,
+    key: &'a str,
+    names: &'a Names,
+    rates: &'a RateTable,
     load_date: NaiveDate,
+}
+
+/// Reads every line of the object, writing its rows, rejects and counts into `m`.
+fn write_rows<L: LakeStore + ?Sized>(
+    object: &ObjectRun<'_, L>,
+    reader: &mut impl BufRead,
+    seen: &mut SeenTrades,
     m: &mut HistoryManifest,
 ) -> Result<(), ObjectFailure> {
+    let &ObjectRun {
+        lake,
+        key,
+        names,
+        rates,
+        load_date,
+    } = object;
     let mut interner = Interner::default();
     let mut builder = RowBuilder::with_capacity(BATCH_ROWS);
     let mut part: Option<Part> = None;

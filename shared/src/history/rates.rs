@@ -7,7 +7,6 @@
 //! starts last on or before it and still covers it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use arrow_array::{Array, Date32Array, Decimal128Array, RecordBatch};
 use bytes::Bytes;
@@ -137,22 +136,17 @@ fn read_rates(key: &str, bytes: Vec<u8>) -> Result<Vec<(i32, Rate)>, HistoryErro
             .as_any()
             .downcast_ref::<Decimal128Array>()
             .ok_or_else(|| bad("valor is not a decimal".into()))?;
-        let dates = |name: &str| -> Result<Arc<dyn Array>, HistoryError> { column(name) };
-        let (from, to, load) = (
-            dates("vigenciadesde")?,
-            dates("vigenciahasta")?,
-            dates("_load_date")?,
-        );
-        let as_dates = |a: &Arc<dyn Array>, name: &str| {
-            a.as_any()
+        let dates = |name: &str| {
+            column(name)?
+                .as_any()
                 .downcast_ref::<Date32Array>()
                 .cloned()
                 .ok_or_else(|| bad(format!("{name} is not a date")))
         };
         let (from, to, load) = (
-            as_dates(&from, "vigenciadesde")?,
-            as_dates(&to, "vigenciahasta")?,
-            as_dates(&load, "_load_date")?,
+            dates("vigenciadesde")?,
+            dates("vigenciahasta")?,
+            dates("_load_date")?,
         );
         let scale = u32::try_from(valor.scale()).map_err(|_| bad("negative scale".into()))?;
         for i in 0..batch.num_rows() {
