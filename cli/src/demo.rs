@@ -100,8 +100,12 @@ fn sizes(size: Size) -> Sizes {
 
 /// Records of each TRM export, whatever the size: one rate a business day from 2024-12-31, which
 /// (less the dirty 3 %) rates every day until late December 2026, past the demo's trades
-/// (from 2026-11-28). Every export starts there, so the warehouse keeps the newest one's rates.
+/// (the [`TRADE_DAYS`] up to 2026-11-28). Every export starts there, so the warehouse keeps the
+/// newest one's rates.
 const TRM_RECORDS: u64 = 500;
+
+/// Days the demo's trades span (ending 2026-11-28): enough for 30-day features and 7-day labels.
+const TRADE_DAYS: u32 = 60;
 
 fn plan(lake: &Path, s: &Sizes, seed: u64) -> Vec<Planned> {
     let dates = [
@@ -211,6 +215,10 @@ pub struct TradeFigures {
     pub history_rows: u64,
     /// Of the rows the history wrote this run, those without an official rate.
     pub history_without_trm: u64,
+    /// Rows of `user_features` (one per user and day).
+    pub feature_rows: u64,
+    /// Labelled rows of the training set, when this run rebuilt it.
+    pub training_rows: Option<u64>,
 }
 
 fn stage_bar(label: &str, len: u64) -> Option<ProgressBar> {
@@ -261,8 +269,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
         }
     }
     let trades_file = lake.join("trades").join("stream.ndjson");
-    let trade_report =
-        crate::trades::generate_file(&trades_file, s.trades, s.users, args.seed, 3.0)?;
+    let trade_report = crate::trades::generate_file(
+        &trades_file,
+        &lago::trades::TradeGenerateOptions {
+            trades: s.trades,
+            users: s.users,
+            seed: args.seed,
+            dirty_pct: 3.0,
+            // Two months of trades: weekly features and labels for the training set.
+            span_days: TRADE_DAYS,
+        },
+    )?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -375,6 +392,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         portfolios: replay.portfolios.len() as u64,
         history_rows: 0,
         history_without_trm: 0,
+        feature_rows: 0,
+        training_rows: None,
     };
 
     // 6. The trade history: the archive the replay wrote, enriched, into trades_history.
@@ -390,6 +409,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let trades = TradeFigures {
         history_rows: history.table_rows,
         history_without_trm: history.history.rows_without_trm,
+        feature_rows: history.feature_rows,
+        training_rows: history.features.as_ref().map(|f| f.training_rows),
         ..trades
     };
 
@@ -473,8 +494,13 @@ fn print_summary(s: &DemoSummary, total: f64) {
         println!("    {reason}: {n}");
     }
     println!(
-        "trade history: {} rows in trades_history ({} written this run without an official rate)",
-        t.history_rows, t.history_without_trm
+        "trade history: {} rows in trades_history ({} written this run without an official rate); {} rows in user_features{}",
+        t.history_rows,
+        t.history_without_trm,
+        t.feature_rows,
+        t.training_rows
+            .map(|n| format!(", {n} labelled rows in the training set"))
+            .unwrap_or_default()
     );
     println!("stages:");
     for st in &s.stages {

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 #[cfg(feature = "warehouse")]
 use {
     chrono::NaiveDate,
+    lago::history::features::{FeaturesReport, USER_FEATURES_KEY},
     lago::history::{Days, HistoryOptions, HistoryReport},
     lago::lake::LocalLake,
     lago::load::Table,
@@ -58,9 +59,10 @@ impl StoreArgs {
 #[derive(Subcommand)]
 enum TradesCommand {
     /// Turn the lake's trade archive (raw/trades/) into the enriched trade history
-    /// (processed/trades/) and load it into the warehouse's trades_history: what the
-    /// trades-history state machine does, on a local folder and DuckDB. Objects already
-    /// processed are skipped, so running it again changes nothing.
+    /// (processed/trades/), load it into the warehouse's trades_history, and rebuild the
+    /// per-user, per-day features (user_features) and the XGBoost training set
+    /// (processed/features/): what the trades-history state machine does, on a local folder
+    /// and DuckDB. Objects already processed are skipped, so running it again changes nothing.
     #[cfg(feature = "warehouse")]
     History {
         /// The lake folder (laid out like the bucket).
@@ -90,6 +92,10 @@ enum TradesCommand {
         /// Percentage of redeliveries, malformed lines, invalid fields and oversells.
         #[arg(long, default_value_t = 0.0)]
         dirty: f64,
+        /// Spread the trades over this many days ending 2026-11-28 13:00 UTC (0: a peak hour's
+        /// burst, one trade every 0.75 s on average).
+        #[arg(long, default_value_t = 0)]
+        days: u32,
         /// Print what was written as JSON.
         #[arg(long)]
         json: bool,
@@ -126,26 +132,14 @@ enum TradesCommand {
 }
 
 /// Writes a generated trade stream to `out`.
-pub fn generate_file(
-    out: &Path,
-    trades: u64,
-    users: u64,
-    seed: u64,
-    dirty: f64,
-) -> Result<TradeGenerateReport> {
+pub fn generate_file(out: &Path, opts: &TradeGenerateOptions) -> Result<TradeGenerateReport> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = BufWriter::new(file);
-    let opts = TradeGenerateOptions {
-        trades,
-        users,
-        seed,
-        dirty_pct: dirty,
-    };
     let report =
-        generate_trades(&opts, &mut w).with_context(|| format!("writing {}", out.display()))?;
+        generate_trades(opts, &mut w).with_context(|| format!("writing {}", out.display()))?;
     w.flush()?;
     Ok(report)
 }
@@ -160,6 +154,10 @@ pub struct HistorySummary {
     pub rows_inserted: u64,
     /// Rows in `trades_history` after the load.
     pub table_rows: u64,
+    /// The features and training set, when this run rebuilt them.
+    pub features: Option<FeaturesReport>,
+    /// Rows in `user_features` after the run.
+    pub feature_rows: u64,
 }
 
 /// The archive of `lake_dir` into the trade history and `trades_history` of `warehouse_file`.
@@ -179,15 +177,28 @@ pub fn history(
     let mut wh = Warehouse::open(warehouse_file)
         .with_context(|| format!("opening {}", warehouse_file.display()))?;
     let load = wh
-        .load_trades_history(&lake, &report.parts)
+        .load_parts(&lake, Table::TradesHistory, &report.parts)
         .context("loading trades_history")?;
     let table_rows = wh.table_rows(Table::TradesHistory)?;
+    // The features are rebuilt from the whole history, so only when it changed (or was never
+    // built): a run with nothing new leaves them as they are.
+    let features = if report.rows > 0 || !lake.path(USER_FEATURES_KEY)?.exists() {
+        let f = lago::history::features::run(&lake).context("building the user features")?;
+        wh.load_parts(&lake, Table::UserFeatures, &[USER_FEATURES_KEY.to_string()])
+            .context("loading user_features")?;
+        Some(f)
+    } else {
+        None
+    };
+    let feature_rows = wh.table_rows(Table::UserFeatures)?;
     Ok(HistorySummary {
         history: report,
         rows_staged: load.rows_staged,
         rows_replaced: load.rows_replaced,
         rows_inserted: load.rows_inserted,
         table_rows,
+        features,
+        feature_rows,
     })
 }
 
@@ -199,6 +210,7 @@ pub fn run(args: TradesArgs) -> Result<()> {
             out,
             seed,
             dirty,
+            days,
             json,
         } => {
             if !(0.0..=100.0).contains(&dirty) {
@@ -207,7 +219,19 @@ pub fn run(args: TradesArgs) -> Result<()> {
             if users == 0 {
                 return Err(crate::usage("--users must be at least 1"));
             }
-            let report = generate_file(&out, trades, users, seed, dirty)?;
+            if days > 3650 {
+                return Err(crate::usage("--days is at most 3650"));
+            }
+            let report = generate_file(
+                &out,
+                &TradeGenerateOptions {
+                    trades,
+                    users,
+                    seed,
+                    dirty_pct: dirty,
+                    span_days: days,
+                },
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -264,7 +288,8 @@ pub fn run(args: TradesArgs) -> Result<()> {
                 let h = &summary.history;
                 eprintln!(
                     "{} archive objects ({} already processed): {} lines → {} rows ({} repeated, {} invalid, {} without an official rate)\n\
-                     trades_history: {} rows staged, {} duplicates replaced by their decision, {} inserted, {} rows in all",
+                     trades_history: {} rows staged, {} duplicates replaced by their decision, {} inserted, {} rows in all\n\
+                     user_features: {} rows ({}), training set: {}",
                     h.objects,
                     h.already_processed,
                     h.lines,
@@ -276,6 +301,12 @@ pub fn run(args: TradesArgs) -> Result<()> {
                     summary.rows_replaced,
                     summary.rows_inserted,
                     summary.table_rows,
+                    summary.feature_rows,
+                    if summary.features.is_some() { "rebuilt" } else { "unchanged: no new trade" },
+                    summary.features.as_ref().map_or_else(
+                        || "unchanged".to_string(),
+                        |f| format!("{} labelled rows in {}", f.training_rows, lago::history::features::TRAINING_SET_KEY)
+                    ),
                 );
             }
         }

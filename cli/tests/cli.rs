@@ -195,11 +195,13 @@ fn trades_history_loads_one_row_per_decided_trade_and_a_second_run_changes_nothi
         "40",
         "--dirty",
         "8",
+        "--days",
+        "45",
         "--out",
         "trades.ndjson",
         "--json",
     ])?;
-    ok(&[
+    let replayed = ok(&[
         "trades",
         "replay",
         "--input",
@@ -268,10 +270,58 @@ fn trades_history_loads_one_row_per_decided_trade_and_a_second_run_changes_nothi
         assert_eq!(number(&row[column]), valid + oversells, "{column}: {row}");
     }
 
-    // AND a second run finds every object processed and leaves the table as it was
+    // AND the features replay each user's history to the stream's own portfolio: on the last
+    // day, the net USD position and realized P&L are the replay's balances
+    let features = &first["features"];
+    assert!(n(&features["training_rows"]) > 0 && n(&first["feature_rows"]) > 0);
+    assert_eq!(n(&features["trades"]), valid);
+    assert_eq!(n(&features["not_replayable"]), 0);
+    let last = ok(&[
+        "sql",
+        "--warehouse",
+        "wh.duckdb",
+        "--json",
+        "SELECT user_id, CAST(net_usd_position AS VARCHAR) AS usd, \
+         CAST(realized_pnl_cop AS VARCHAR) AS pnl FROM user_features \
+         WHERE feature_date = (SELECT max(feature_date) FROM user_features) ORDER BY user_id",
+    ])?;
+    let portfolios = replayed["portfolios"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let with_trades: Vec<_> = portfolios
+        .iter()
+        .filter(|p| n(&p["trades_applied"]) > 0)
+        .collect();
+    let rows = last.as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), with_trades.len());
+    for (row, p) in rows.iter().zip(&with_trades) {
+        assert_eq!(row["user_id"], p["user_id"]);
+        // The same decimal whatever its trailing zeros: "120.50" = "120.5", "0.00" = "0".
+        let cents = |v: &serde_json::Value| {
+            v.as_str().map(|s| {
+                if s.contains('.') {
+                    s.trim_end_matches('0').trim_end_matches('.').to_string()
+                } else {
+                    s.to_string()
+                }
+            })
+        };
+        assert!(cents(&row["usd"]).is_some(), "{row}");
+        assert_eq!(cents(&row["usd"]), cents(&p["usd_balance"]), "{row} vs {p}");
+        assert_eq!(
+            cents(&row["pnl"]),
+            cents(&p["realized_pnl_cop"]),
+            "{row} vs {p}"
+        );
+    }
+
+    // AND a second run finds every object processed and leaves the tables as they were
     let second = ok(&args)?;
     assert_eq!(n(&second["history"]["rows"]), 0);
     assert_eq!(n(&second["history"]["already_processed"]), n(&h["objects"]));
     assert_eq!(n(&second["table_rows"]), valid + oversells);
+    assert!(second["features"].is_null());
+    assert_eq!(n(&second["feature_rows"]), n(&first["feature_rows"]));
     Ok(())
 }

@@ -132,6 +132,8 @@ def test_demo_accounts_for_every_generated_row(demo_runs):
     # The trade history: one row per decided trade (applied or rejected), each with its rate.
     assert t["history_rows"] == t["applied"] + t["rejected"]["insufficient_balance"]
     assert t["history_without_trm"] == 0
+    # Two months of trades: a row per user and day, and labelled rows for the training set.
+    assert t["feature_rows"] > t["portfolios"] and t["training_rows"] > 0
     stages = [s["stage"] for s in first["stages"]]
     assert stages == ["generate", "transform", "catalog", "load", "trades", "history", "report"]
     assert first["idempotent"] is None
@@ -143,6 +145,7 @@ def test_second_run_leaves_warehouse_counts_unchanged(demo_runs):
     after = {k: v["warehouse_rows"] for k, v in second["datasets"].items()}
     assert after == before
     assert second["trades"]["history_rows"] == first["trades"]["history_rows"]
+    assert second["trades"]["feature_rows"] == first["trades"]["feature_rows"]
     assert second["previous_warehouse_rows"] == {**before, "trades_history": first["trades"]["history_rows"]}
     assert second["idempotent"] is True
 

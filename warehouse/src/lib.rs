@@ -225,7 +225,8 @@ impl Warehouse {
                 LoadStep::LoadParts { .. } => load.rows_staged += n,
                 LoadStep::DeleteSupersededKeys { .. }
                 | LoadStep::DeleteSourceRows { .. }
-                | LoadStep::DeleteDuplicatesDecided { .. } => load.rows_replaced += n,
+                | LoadStep::DeleteDuplicatesDecided { .. }
+                | LoadStep::DeleteAllRows { .. } => load.rows_replaced += n,
                 LoadStep::InsertNewKeys { .. }
                 | LoadStep::InsertAll { .. }
                 | LoadStep::InsertFirstDecisions { .. } => load.rows_inserted += n,
@@ -235,16 +236,17 @@ impl Warehouse {
         Ok(load)
     }
 
-    /// Loads Parquet parts of the trade history (keys of `lake`) into `trades_history`, created
-    /// if missing: one row per trade id, whatever was loaded before.
-    pub fn load_trades_history(
+    /// Loads Parquet parts (keys of `lake`) of a table of the trade history (`trades_history`,
+    /// `user_features`), created if missing, with the table's load strategy.
+    pub fn load_parts(
         &mut self,
         lake: &LocalLake,
+        table: Table,
         parts: &[String],
     ) -> Result<FileLoad, WarehouseError> {
         let ddl = vec![
             format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema),
-            table_ddl(&SqlDialect::DuckDb, &self.schema, Table::TradesHistory)?,
+            table_ddl(&SqlDialect::DuckDb, &self.schema, table)?,
         ];
         self.run_statements("(ddl)", &ddl)?;
         if parts.is_empty() {
@@ -260,18 +262,19 @@ impl Warehouse {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let plan = LoadPlan::new(LoadRequest {
-            table: Table::TradesHistory,
+            table,
             schema: self.schema.clone(),
-            source_key: "trades history".into(),
+            source_key: table.name().into(),
             parts: paths,
         })?;
-        let load = self.run_plan(&plan, "trades history")?;
+        let load = self.run_plan(&plan, table.name())?;
         tracing::info!(
+            table = table.name(),
             parts = parts.len(),
             rows_staged = load.rows_staged,
             rows_replaced = load.rows_replaced,
             rows_inserted = load.rows_inserted,
-            "loaded trades history"
+            "loaded"
         );
         Ok(load)
     }

@@ -605,6 +605,7 @@ async fn generated_trades_match_the_in_memory_replay() -> anyhow::Result<()> {
             users: 25,
             seed: 7,
             dirty_pct: 10.0,
+            span_days: 0,
         },
         &mut ndjson,
     )?;
@@ -702,6 +703,7 @@ async fn concurrent_shards_end_as_the_sequential_processor_in_moto() -> anyhow::
             users: 60,
             seed: 11,
             dirty_pct: 5.0,
+            span_days: 0,
         },
         &mut ndjson,
     )?;

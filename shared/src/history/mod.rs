@@ -18,6 +18,7 @@
 //!
 //! Across runs the warehouse keeps one row per `trade_id` (see [`crate::load`]).
 
+pub mod features;
 pub mod rates;
 pub mod row;
 
@@ -90,8 +91,8 @@ pub enum HistoryError {
         #[source]
         source: arrow_schema::ArrowError,
     },
-    #[error("the official rates in {key} cannot be read: {detail}")]
-    Rates { key: String, detail: String },
+    #[error("{key} cannot be read: {detail}")]
+    Unreadable { key: String, detail: String },
     #[error("serializing a manifest failed")]
     Manifest(#[from] serde_json::Error),
 }
@@ -165,6 +166,50 @@ pub struct HistoryReport {
     /// The Parquet objects written by this run, in key order: what the warehouse loads.
     pub parts: Vec<String>,
     pub manifests: Vec<String>,
+}
+
+/// The Arrow schema of processed columns.
+pub(crate) fn arrow_schema(columns: &[crate::contract::OutColumn]) -> arrow_schema::SchemaRef {
+    std::sync::Arc::new(arrow_schema::Schema::new(
+        columns
+            .iter()
+            .map(|c| arrow_schema::Field::new(&c.name, c.ty.arrow(), c.nullable))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The batches of the columns `names` of the Parquet object `key`.
+pub(crate) fn read_columns<L: LakeRead + ?Sized>(
+    lake: &L,
+    key: &str,
+    names: &[&str],
+) -> Result<Vec<arrow_array::RecordBatch>, HistoryError> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let bad = |detail: String| HistoryError::Unreadable {
+        key: key.to_string(),
+        detail,
+    };
+    let bytes = bytes::Bytes::from(lake.read_all(key)?);
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?;
+    let schema = builder.parquet_schema();
+    let indices = names
+        .iter()
+        .map(|name| {
+            schema
+                .columns()
+                .iter()
+                .position(|c| c.name() == *name)
+                .ok_or_else(|| bad(format!("no column {name}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mask = parquet::arrow::ProjectionMask::leaves(schema, indices);
+    builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| bad(e.to_string()))?
+        .map(|batch| batch.map_err(|e| bad(e.to_string())))
+        .collect()
 }
 
 /// The archive objects of `days`, sorted, with the ones already processed left out.

@@ -8,11 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use arrow_array::{Array, Date32Array, Decimal128Array, RecordBatch};
-use bytes::Bytes;
+use arrow_array::{Array, Date32Array, Decimal128Array};
 use chrono::NaiveDate;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use rust_decimal::Decimal;
 
 use crate::contract::Dataset;
@@ -87,8 +84,7 @@ impl RateTable {
         keys.sort();
         let mut rows: Vec<(i32, usize, usize, Rate)> = Vec::new();
         for (object, key) in keys.iter().enumerate() {
-            let bytes = lake.read_all(key)?;
-            for (row, (load_day, rate)) in read_rates(key, bytes)?.into_iter().enumerate() {
+            for (row, (load_day, rate)) in read_rates(lake, key)?.into_iter().enumerate() {
                 rows.push((load_day, object, row, rate));
             }
         }
@@ -98,33 +94,17 @@ impl RateTable {
 }
 
 /// (`_load_date` as days, rate) of each row of one processed `trm` part.
-fn read_rates(key: &str, bytes: Vec<u8>) -> Result<Vec<(i32, Rate)>, HistoryError> {
-    let bad = |detail: String| HistoryError::Rates {
+fn read_rates<L: LakeRead + ?Sized>(lake: &L, key: &str) -> Result<Vec<(i32, Rate)>, HistoryError> {
+    let bad = |detail: String| HistoryError::Unreadable {
         key: key.to_string(),
         detail,
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
-        .map_err(|e| bad(e.to_string()))?;
-    let wanted = ["valor", "vigenciadesde", "vigenciahasta", "_load_date"];
-    let schema = builder.parquet_schema();
-    let indices: Vec<usize> = wanted
-        .iter()
-        .map(|name| {
-            schema
-                .columns()
-                .iter()
-                .position(|c| c.name() == *name)
-                .ok_or_else(|| bad(format!("no column {name}")))
-        })
-        .collect::<Result<_, _>>()?;
-    let mask = ProjectionMask::leaves(schema, indices);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::new();
-    for batch in reader {
-        let batch: RecordBatch = batch.map_err(|e| bad(e.to_string()))?;
+    for batch in super::read_columns(
+        lake,
+        key,
+        &["valor", "vigenciadesde", "vigenciahasta", "_load_date"],
+    )? {
         let column = |name: &str| {
             batch
                 .column_by_name(name)

@@ -13,7 +13,7 @@ use arrow_array::builder::{
     Date32Builder, Decimal128Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{ArrowError, Field, Schema, SchemaRef};
+use arrow_schema::{ArrowError, SchemaRef};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Timelike, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 
@@ -80,14 +80,7 @@ pub fn columns() -> &'static [OutColumn] {
 pub fn schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     SCHEMA
-        .get_or_init(|| {
-            Arc::new(Schema::new(
-                columns()
-                    .iter()
-                    .map(|c| Field::new(&c.name, c.ty.arrow(), c.nullable))
-                    .collect::<Vec<_>>(),
-            ))
-        })
+        .get_or_init(|| super::arrow_schema(columns()))
         .clone()
 }
 

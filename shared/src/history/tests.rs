@@ -501,3 +501,91 @@ proptest! {
         prop_assert_eq!(got, want_counts);
     }
 }
+
+#[test]
+fn features_and_the_training_set_come_from_the_history_in_the_lake() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let lake = LocalLake::new(dir.path());
+    use ArchiveStatus::*;
+    // GIVEN ana's buys on the 1st and the 5th and a sale on the 20th, and a rejected sale of bo
+    put_archive(
+        &lake,
+        K1,
+        &[
+            line(
+                "a1",
+                "ana",
+                "BUY",
+                "100.00",
+                "4000.0000",
+                "2026-11-01T17:00:00Z",
+                Applied,
+            ),
+            line(
+                "b1",
+                "bo",
+                "SELL",
+                "5.00",
+                "4000.0000",
+                "2026-11-01T18:00:00Z",
+                Rejected,
+            ),
+            line(
+                "a2",
+                "ana",
+                "BUY",
+                "50.00",
+                "4100.0000",
+                "2026-11-05T17:00:00Z",
+                Applied,
+            ),
+            line(
+                "a1",
+                "ana",
+                "BUY",
+                "100.00",
+                "4000.0000",
+                "2026-11-01T17:00:00Z",
+                Duplicate,
+            ),
+            line(
+                "a3",
+                "ana",
+                "SELL",
+                "30.00",
+                "4200.0000",
+                "2026-11-20T17:00:00Z",
+                Applied,
+            ),
+        ],
+    )?;
+    run(&lake, &opts(Days::All))?;
+
+    // WHEN the features are built
+    let report = features::run(&lake)?;
+
+    // THEN ana (the only user with an applied trade) has a row a day from the 1st to the 20th
+    assert_eq!((report.trades, report.users, report.rows), (3, 1, 20));
+    assert_eq!(report.last_day, Some(day("2026-11-20")));
+    // and the rows up to the 13th have a complete 7-day future: the training set
+    assert_eq!(report.training_rows, 13);
+    let csv = String::from_utf8(lake.read_all(features::TRAINING_SET_KEY)?)?;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 13);
+    assert_eq!(
+        lines[0],
+        "1,1,1,400000.00,400000.00,1.0000,400000.00,100.00,0.00,0"
+    );
+    assert!(lines[4].starts_with("0,2,2,605000.00,"), "{}", lines[4]);
+    assert!(lines.iter().all(|l| l.split(',').count() == 10));
+    let columns: Vec<String> =
+        serde_json::from_slice(&lake.read_all(features::TRAINING_COLUMNS_KEY)?)?;
+    assert_eq!(columns[0], "label_buy_next_7d");
+    assert_eq!(columns.len(), 10);
+    // AND the feature table reads back with its realized P&L on the last day
+    let batches = read(&lake, &[features::USER_FEATURES_KEY.to_string()])?;
+    let pnl = decimals(&batches, "realized_pnl_cop");
+    assert_eq!(pnl.len(), 20);
+    assert_eq!(pnl[19], Decimal::from_str("5000.00").ok());
+    Ok(())
+}

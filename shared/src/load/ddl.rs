@@ -38,6 +38,8 @@ pub enum Table {
     Dataset(Dataset),
     /// One row per trade id, from the trade archive (see [`crate::history`]).
     TradesHistory,
+    /// One row per user and day, rebuilt whole (see [`crate::history::features`]).
+    UserFeatures,
 }
 
 impl Table {
@@ -45,6 +47,7 @@ impl Table {
         match self {
             Table::Dataset(d) => d.name(),
             Table::TradesHistory => "trades_history",
+            Table::UserFeatures => "user_features",
         }
     }
 
@@ -53,6 +56,7 @@ impl Table {
         match self {
             Table::Dataset(d) => d.contract().output_columns(),
             Table::TradesHistory => crate::history::row::columns().to_vec(),
+            Table::UserFeatures => crate::history::features::columns().to_vec(),
         }
     }
 
@@ -60,7 +64,7 @@ impl Table {
         match self {
             Table::Dataset(d) => d.contract().dist_key,
             // A user's trades on one slice: per-user windows (features) join locally.
-            Table::TradesHistory => Some("user_id"),
+            Table::TradesHistory | Table::UserFeatures => Some("user_id"),
         }
     }
 
@@ -68,6 +72,7 @@ impl Table {
         match self {
             Table::Dataset(d) => d.contract().sort_key,
             Table::TradesHistory => &["local_date", "executed_at"],
+            Table::UserFeatures => &["feature_date"],
         }
     }
 
@@ -75,7 +80,7 @@ impl Table {
     fn varchar_width(&self, name: &str) -> u16 {
         match self {
             Table::Dataset(d) => varchar_width(d.contract(), name),
-            Table::TradesHistory => match name {
+            Table::TradesHistory | Table::UserFeatures => match name {
                 "_source_key" => SOURCE_KEY_WIDTH,
                 "side" | "status" => 16,
                 _ => TEXT_WIDTH,

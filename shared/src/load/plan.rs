@@ -20,6 +20,8 @@ pub enum LoadStrategy {
     /// `duplicate`) is never replaced — it replaces a `duplicate` row of its trade, and among
     /// the staged rows of one key the first decision (by `_source_key`, `_source_line`) wins.
     FirstDecisionWins(Ident),
+    /// Derived tables rebuilt whole (the features): the stage replaces every row.
+    ReplaceTable,
 }
 
 impl LoadStrategy {
@@ -29,6 +31,7 @@ impl LoadStrategy {
             Table::TradesHistory => {
                 return Ok(LoadStrategy::FirstDecisionWins(Ident::new("trade_id")?))
             }
+            Table::UserFeatures => return Ok(LoadStrategy::ReplaceTable),
         };
         // An explicit match, so a new dataset has to choose how it loads.
         Ok(match dataset {
@@ -77,6 +80,11 @@ pub enum LoadStep {
         stage: Ident,
         columns: Vec<Ident>,
         key: Ident,
+    },
+    /// Delete every row of the target (in the load's transaction: readers see the old rows
+    /// until the new ones are in).
+    DeleteAllRows {
+        target: TableName,
     },
     /// Delete the target's `duplicate` rows whose trade the stage has a decision for.
     DeleteDuplicatesDecided {
@@ -172,6 +180,16 @@ impl LoadPlan {
                     stage: stage.clone(),
                     columns,
                     key,
+                });
+            }
+            LoadStrategy::ReplaceTable => {
+                steps.push(LoadStep::DeleteAllRows {
+                    target: target.clone(),
+                });
+                steps.push(LoadStep::InsertAll {
+                    target,
+                    stage: stage.clone(),
+                    columns,
                 });
             }
             LoadStrategy::ReplaceSourceFile => {
@@ -373,6 +391,7 @@ fn render_step(step: &LoadStep, d: &SqlDialect, out: &mut Vec<String>) -> Result
             list(columns, None),
             list(columns, Some("s")),
         )),
+        LoadStep::DeleteAllRows { target } => out.push(format!("DELETE FROM {target}")),
         LoadStep::DeleteDuplicatesDecided { target, stage, key } => {
             let t = &target.table;
             out.push(format!(
@@ -472,6 +491,22 @@ mod tests {
             (duck[2].as_str(), duck[3].as_str()),
             (delete, insert.as_str())
         );
+        Ok(())
+    }
+
+    #[test]
+    fn user_features_are_replaced_whole() -> Result<(), LoadError> {
+        let plan = LoadPlan::new(LoadRequest {
+            table: Table::UserFeatures,
+            schema: Ident::new("lago")?,
+            source_key: "features".into(),
+            parts: vec!["/lake/processed/features/user_features/user_features.parquet".into()],
+        })?;
+        let sql = plan.render(&SqlDialect::DuckDb)?;
+        assert_eq!(sql.len(), 5);
+        assert_eq!(sql[2], "DELETE FROM lago.user_features");
+        assert!(sql[3]
+            .starts_with("INSERT INTO lago.user_features (user_id, feature_date, trades_7d, "));
         Ok(())
     }
 

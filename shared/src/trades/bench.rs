@@ -162,6 +162,7 @@ pub fn run_bench_with(options: &BenchOptions) -> BenchReport {
         users,
         seed: 42,
         dirty_pct: 0.0,
+        span_days: 0,
     };
     // Writing to a Vec cannot fail.
     let _ = generate_trades(&opts, &mut data);

@@ -26,6 +26,9 @@ pub struct TradeGenerateOptions {
     pub seed: u64,
     /// Percentage (0–100) of lines that are dirty.
     pub dirty_pct: f64,
+    /// Spread the trades evenly over this many days ending 2026-11-28 13:00 UTC (0: one
+    /// trade every 0.75 s on average from that moment, a burst of a peak hour).
+    pub span_days: u32,
 }
 
 impl Default for TradeGenerateOptions {
@@ -35,6 +38,7 @@ impl Default for TradeGenerateOptions {
             users: 100,
             seed: 42,
             dirty_pct: 0.0,
+            span_days: 0,
         }
     }
 }
@@ -96,6 +100,8 @@ struct Generator {
     active: Vec<bool>,
     rate_e4: i64,
     time_ms: i64,
+    /// Largest gap between two trades, in milliseconds.
+    max_gap_ms: i64,
     recent: Vec<String>,
 }
 
@@ -125,7 +131,13 @@ impl Generator {
             balance_cents: vec![0; users],
             active: vec![false; users],
             rate_e4: 41_500_000,
-            time_ms: START_MS,
+            time_ms: START_MS - i64::from(opts.span_days) * 86_400_000,
+            // Twice the mean gap, so the trades end near the span's end.
+            max_gap_ms: if opts.span_days == 0 {
+                1_500
+            } else {
+                (2 * i64::from(opts.span_days) * 86_400_000 / (opts.trades.max(1) as i64)).max(1)
+            },
             recent: Vec::with_capacity(RECENT),
         }
     }
@@ -147,7 +159,7 @@ impl Generator {
         } else if self.rate_e4 < RATE_MIN {
             self.rate_e4 = 2 * RATE_MIN - self.rate_e4;
         }
-        self.time_ms += self.rng.random_range(0..=1_500);
+        self.time_ms += self.rng.random_range(0..=self.max_gap_ms);
 
         let kind = if self.rng.random::<f64>() * 100.0 < self.dirty_pct {
             match self.rng.random_range(0..4) {
@@ -328,6 +340,7 @@ mod tests {
             users: 50,
             seed: 7,
             dirty_pct: 10.0,
+            span_days: 0,
         };
         let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
         let ra = generate_trades(&opts, &mut a)?;
@@ -340,6 +353,35 @@ mod tests {
     }
 
     #[test]
+    fn a_span_spreads_the_trades_over_its_days_up_to_the_same_end() -> io::Result<()> {
+        let opts = TradeGenerateOptions {
+            trades: 3_000,
+            users: 20,
+            seed: 3,
+            dirty_pct: 0.0,
+            span_days: 30,
+        };
+        let mut out = Vec::new();
+        generate_trades(&opts, &mut out)?;
+        let days: std::collections::BTreeSet<_> = String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| Trade::parse(l.as_bytes()).ok())
+            .map(|t| t.executed_at.date_naive())
+            .collect();
+        let (first, last) = (days.first().copied(), days.last().copied());
+        assert_eq!(first, chrono::NaiveDate::from_ymd_opt(2026, 10, 29));
+        assert!(
+            last.is_some_and(|l| l
+                >= chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap_or_default()
+                && l <= chrono::NaiveDate::from_ymd_opt(2026, 12, 8).unwrap_or_default()),
+            "{last:?}"
+        );
+        // about 100 trades a day: every day of the span has some
+        assert!(days.len() >= 28, "{}", days.len());
+        Ok(())
+    }
+
+    #[test]
     fn clean_output_is_all_valid_and_realistic() -> Result<(), Box<dyn std::error::Error>> {
         // GIVEN a clean file
         let opts = TradeGenerateOptions {
@@ -347,6 +389,7 @@ mod tests {
             users: 200,
             seed: 1,
             dirty_pct: 0.0,
+            span_days: 0,
         };
         let mut out = Vec::new();
         let report = generate_trades(&opts, &mut out)?;
@@ -377,6 +420,7 @@ mod tests {
             users: 30,
             seed: 3,
             dirty_pct: 20.0,
+            span_days: 0,
         };
         let report = generate_trades(&opts, io::sink())?;
         assert_eq!(

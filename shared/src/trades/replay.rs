@@ -361,6 +361,7 @@ mod tests {
             users: 40,
             seed: 11,
             dirty_pct: 12.0,
+            span_days: 0,
         };
         let mut file = Vec::new();
         let report = generate_trades(&opts, &mut file)?;
@@ -401,6 +402,7 @@ mod tests {
             users: 25,
             seed: 5,
             dirty_pct: 8.0,
+            span_days: 0,
         };
         let mut file = Vec::new();
         generate_trades(&opts, &mut file)?;
@@ -484,6 +486,7 @@ mod tests {
             users: 150,
             seed: 5,
             dirty_pct: 8.0,
+            span_days: 0,
         };
         let mut file = Vec::new();
         generate_trades(&opts, &mut file)?;
