@@ -398,7 +398,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
     // 6. The trade history: the archive the replay wrote, enriched, into trades_history.
     let t = Instant::now();
-    let history = crate::trades::history(&lake, &warehouse_file, None)?;
+    let history = crate::trades::history(&lake, Some(&warehouse_file), None)?;
+    let loaded = history.warehouse.unwrap_or_default();
     stages.push(StageTiming {
         stage: "history".into(),
         seconds: t.elapsed().as_secs_f64(),
@@ -407,9 +408,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         bytes: 0,
     });
     let trades = TradeFigures {
-        history_rows: history.table_rows,
+        history_rows: loaded.table_rows,
         history_without_trm: history.history.rows_without_trm,
-        feature_rows: history.feature_rows,
+        feature_rows: loaded.feature_rows,
         training_rows: history.features.as_ref().map(|f| f.training_rows),
         ..trades
     };

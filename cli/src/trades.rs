@@ -8,16 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
-#[cfg(feature = "warehouse")]
-use {
-    chrono::NaiveDate,
-    lago::history::features::{FeaturesReport, USER_FEATURES_KEY},
-    lago::history::{Days, HistoryOptions, HistoryReport},
-    lago::lake::LocalLake,
-    lago::load::Table,
-    lago_warehouse::Warehouse,
-};
+use lago::history::features::{FeaturesReport, USER_FEATURES_KEY};
+use lago::history::{Days, HistoryOptions, HistoryReport};
+use lago::lake::LocalLake;
 
 use lago::trades::{
     generate_trades, replay_with, run_bench_with, BenchOptions, ReplayOptions,
@@ -59,18 +54,17 @@ impl StoreArgs {
 #[derive(Subcommand)]
 enum TradesCommand {
     /// Turn the lake's trade archive (raw/trades/) into the enriched trade history
-    /// (processed/trades/), load it into the warehouse's trades_history, and rebuild the
-    /// per-user, per-day features (user_features) and the XGBoost training set
-    /// (processed/features/): what the trades-history state machine does, on a local folder
-    /// and DuckDB. Objects already processed are skipped, so running it again changes nothing.
-    #[cfg(feature = "warehouse")]
+    /// (processed/trades/), rebuild the per-user, per-day features and the XGBoost training
+    /// set (processed/features/), and with --warehouse load trades_history and user_features:
+    /// what the trades-history state machine does, on a local folder and DuckDB. Objects
+    /// already processed are skipped, so running it again changes nothing.
     History {
         /// The lake folder (laid out like the bucket).
         #[arg(long)]
         lake: PathBuf,
-        /// The DuckDB warehouse file (created if missing).
+        /// The DuckDB warehouse file to load (created if missing); the lake only when absent.
         #[arg(long)]
-        warehouse: PathBuf,
+        warehouse: Option<PathBuf>,
         /// Only this day's archive partition (YYYY-MM-DD: the UTC date of a batch's first
         /// trade); every day when absent.
         #[arg(long)]
@@ -144,27 +138,34 @@ pub fn generate_file(out: &Path, opts: &TradeGenerateOptions) -> Result<TradeGen
     Ok(report)
 }
 
-/// What `lago trades history` did: the lake side and the warehouse side.
-#[cfg(feature = "warehouse")]
+/// What `lago trades history` did: the lake side, and the warehouse side when there was one.
 #[derive(Debug, serde::Serialize)]
 pub struct HistorySummary {
     pub history: HistoryReport,
+    /// The features and training set, when this run rebuilt them (something new in the
+    /// history, or never built).
+    pub features: Option<FeaturesReport>,
+    pub warehouse: Option<HistoryLoad>,
+}
+
+/// The warehouse side of `lago trades history`.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct HistoryLoad {
     pub rows_staged: u64,
+    /// `duplicate` rows replaced by their trade's decision.
     pub rows_replaced: u64,
     pub rows_inserted: u64,
     /// Rows in `trades_history` after the load.
     pub table_rows: u64,
-    /// The features and training set, when this run rebuilt them.
-    pub features: Option<FeaturesReport>,
-    /// Rows in `user_features` after the run.
+    /// Rows in `user_features` after the load.
     pub feature_rows: u64,
 }
 
-/// The archive of `lake_dir` into the trade history and `trades_history` of `warehouse_file`.
-#[cfg(feature = "warehouse")]
+/// The archive of `lake_dir` into the trade history and the features, then, with a
+/// `warehouse_file`, into its `trades_history` and `user_features`.
 pub fn history(
     lake_dir: &Path,
-    warehouse_file: &Path,
+    warehouse_file: Option<&Path>,
     date: Option<NaiveDate>,
 ) -> Result<HistorySummary> {
     let lake = LocalLake::new(lake_dir);
@@ -174,32 +175,83 @@ pub fn history(
     };
     let report = lago::history::run(&lake, &options)
         .with_context(|| format!("building the trade history of {}", lake_dir.display()))?;
-    let mut wh = Warehouse::open(warehouse_file)
-        .with_context(|| format!("opening {}", warehouse_file.display()))?;
-    let load = wh
-        .load_parts(&lake, Table::TradesHistory, &report.parts)
-        .context("loading trades_history")?;
-    let table_rows = wh.table_rows(Table::TradesHistory)?;
     // The features are rebuilt from the whole history, so only when it changed (or was never
     // built): a run with nothing new leaves them as they are.
     let features = if report.rows > 0 || !lake.path(USER_FEATURES_KEY)?.exists() {
-        let f = lago::history::features::run(&lake).context("building the user features")?;
-        wh.load_parts(&lake, Table::UserFeatures, &[USER_FEATURES_KEY.to_string()])
-            .context("loading user_features")?;
-        Some(f)
+        Some(lago::history::features::run(&lake).context("building the user features")?)
     } else {
         None
     };
-    let feature_rows = wh.table_rows(Table::UserFeatures)?;
+    let warehouse = match warehouse_file {
+        Some(file) => Some(load_history(&lake, file, &report, features.is_some())?),
+        None => None,
+    };
     Ok(HistorySummary {
         history: report,
+        features,
+        warehouse,
+    })
+}
+
+#[cfg(feature = "warehouse")]
+fn load_history(
+    lake: &LocalLake,
+    file: &Path,
+    report: &HistoryReport,
+    features_rebuilt: bool,
+) -> Result<HistoryLoad> {
+    use lago::load::Table;
+    let mut wh = lago_warehouse::Warehouse::open(file)
+        .with_context(|| format!("opening {}", file.display()))?;
+    let load = wh
+        .load_parts(lake, Table::TradesHistory, &report.parts)
+        .context("loading trades_history")?;
+    let features = if features_rebuilt {
+        vec![USER_FEATURES_KEY.to_string()]
+    } else {
+        Vec::new()
+    };
+    wh.load_parts(lake, Table::UserFeatures, &features)
+        .context("loading user_features")?;
+    Ok(HistoryLoad {
         rows_staged: load.rows_staged,
         rows_replaced: load.rows_replaced,
         rows_inserted: load.rows_inserted,
-        table_rows,
-        features,
-        feature_rows,
+        table_rows: wh.table_rows(Table::TradesHistory)?,
+        feature_rows: wh.table_rows(Table::UserFeatures)?,
     })
+}
+
+#[cfg(not(feature = "warehouse"))]
+fn load_history(_: &LocalLake, _: &Path, _: &HistoryReport, _: bool) -> Result<HistoryLoad> {
+    Err(crate::usage(
+        "this lago is built without the warehouse: drop --warehouse, or build with the default features",
+    ))
+}
+
+fn print_history(summary: &HistorySummary) {
+    let h = &summary.history;
+    eprintln!(
+        "{} archive objects ({} already processed): {} lines → {} rows ({} repeated, {} invalid, {} without an official rate) in {} ms",
+        h.objects, h.already_processed, h.lines, h.rows, h.repeats, h.invalid, h.rows_without_trm, h.duration_ms,
+    );
+    match &summary.features {
+        Some(f) => eprintln!(
+            "features: {} rows for {} users, {} labelled rows in {} ({} ms)",
+            f.rows,
+            f.users,
+            f.training_rows,
+            lago::history::features::TRAINING_SET_KEY,
+            f.duration_ms
+        ),
+        None => eprintln!("features: unchanged (nothing new in the history)"),
+    }
+    if let Some(w) = &summary.warehouse {
+        eprintln!(
+            "trades_history: {} rows staged, {} duplicates replaced by their decision, {} inserted, {} rows in all; user_features: {} rows",
+            w.rows_staged, w.rows_replaced, w.rows_inserted, w.table_rows, w.feature_rows
+        );
+    }
 }
 
 pub fn run(args: TradesArgs) -> Result<()> {
@@ -274,40 +326,17 @@ pub fn run(args: TradesArgs) -> Result<()> {
                 print!("{summary}");
             }
         }
-        #[cfg(feature = "warehouse")]
         TradesCommand::History {
             lake,
             warehouse,
             date,
             json,
         } => {
-            let summary = history(&lake, &warehouse, date)?;
+            let summary = history(&lake, warehouse.as_deref(), date)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
-                let h = &summary.history;
-                eprintln!(
-                    "{} archive objects ({} already processed): {} lines → {} rows ({} repeated, {} invalid, {} without an official rate)\n\
-                     trades_history: {} rows staged, {} duplicates replaced by their decision, {} inserted, {} rows in all\n\
-                     user_features: {} rows ({}), training set: {}",
-                    h.objects,
-                    h.already_processed,
-                    h.lines,
-                    h.rows,
-                    h.repeats,
-                    h.invalid,
-                    h.rows_without_trm,
-                    summary.rows_staged,
-                    summary.rows_replaced,
-                    summary.rows_inserted,
-                    summary.table_rows,
-                    summary.feature_rows,
-                    if summary.features.is_some() { "rebuilt" } else { "unchanged: no new trade" },
-                    summary.features.as_ref().map_or_else(
-                        || "unchanged".to_string(),
-                        |f| format!("{} labelled rows in {}", f.training_rows, lago::history::features::TRAINING_SET_KEY)
-                    ),
-                );
+                print_history(&summary);
             }
         }
         TradesCommand::Bench {

@@ -250,7 +250,7 @@ fn trades_history_loads_one_row_per_decided_trade_and_a_second_run_changes_nothi
     assert_eq!(n(&h["rows_by_status"]["applied"]), valid);
     assert_eq!(n(&h["rows_by_status"]["rejected"]), oversells);
     assert_eq!(n(&h["rows_without_trm"]), 0);
-    assert_eq!(n(&first["table_rows"]), valid + oversells);
+    assert_eq!(n(&first["warehouse"]["table_rows"]), valid + oversells);
     let counted = ok(&[
         "sql",
         "--warehouse",
@@ -273,7 +273,7 @@ fn trades_history_loads_one_row_per_decided_trade_and_a_second_run_changes_nothi
     // AND the features replay each user's history to the stream's own portfolio: on the last
     // day, the net USD position and realized P&L are the replay's balances
     let features = &first["features"];
-    assert!(n(&features["training_rows"]) > 0 && n(&first["feature_rows"]) > 0);
+    assert!(n(&features["training_rows"]) > 0 && n(&first["warehouse"]["feature_rows"]) > 0);
     assert_eq!(n(&features["trades"]), valid);
     assert_eq!(n(&features["not_replayable"]), 0);
     let last = ok(&[
@@ -320,8 +320,11 @@ fn trades_history_loads_one_row_per_decided_trade_and_a_second_run_changes_nothi
     let second = ok(&args)?;
     assert_eq!(n(&second["history"]["rows"]), 0);
     assert_eq!(n(&second["history"]["already_processed"]), n(&h["objects"]));
-    assert_eq!(n(&second["table_rows"]), valid + oversells);
+    assert_eq!(n(&second["warehouse"]["table_rows"]), valid + oversells);
     assert!(second["features"].is_null());
-    assert_eq!(n(&second["feature_rows"]), n(&first["feature_rows"]));
+    assert_eq!(
+        n(&second["warehouse"]["feature_rows"]),
+        n(&first["warehouse"]["feature_rows"])
+    );
     Ok(())
 }

@@ -128,6 +128,7 @@ pub struct FeaturesReport {
     pub not_replayable: u64,
     pub last_day: Option<NaiveDate>,
     pub outputs: Vec<OutputObject>,
+    pub duration_ms: u64,
 }
 
 /// The features of `trades` (applied trades, any order): rows sorted by user, then day.
@@ -351,6 +352,7 @@ fn read_batch(
 
 /// Rebuilds the features and the training set from the lake's trade history.
 pub fn run<L: LakeStore + LakeRead + ?Sized>(lake: &L) -> Result<FeaturesReport, HistoryError> {
+    let started = std::time::Instant::now();
     let trades = read_applied(lake)?;
     let (rows, not_replayable) = user_features(&trades);
     let mut report = FeaturesReport {
@@ -378,6 +380,7 @@ pub fn run<L: LakeStore + LakeRead + ?Sized>(lake: &L) -> Result<FeaturesReport,
         rows: names.len() as u64,
         bytes,
     });
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }
 

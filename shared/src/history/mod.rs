@@ -166,6 +166,7 @@ pub struct HistoryReport {
     /// The Parquet objects written by this run, in key order: what the warehouse loads.
     pub parts: Vec<String>,
     pub manifests: Vec<String>,
+    pub duration_ms: u64,
 }
 
 /// The Arrow schema of processed columns.
@@ -244,6 +245,7 @@ pub fn run<L: LakeStore + LakeRead + ?Sized>(
     lake: &L,
     opts: &HistoryOptions,
 ) -> Result<HistoryReport, HistoryError> {
+    let started = Instant::now();
     let (objects, already) = pending_objects(lake, &opts.days)?;
     let rates = RateTable::from_lake(lake)?;
     let mut seen = SeenTrades::default();
@@ -269,6 +271,7 @@ pub fn run<L: LakeStore + LakeRead + ?Sized>(
             .extend(manifest.outputs.processed.as_ref().map(|p| p.key.clone()));
         report.manifests.push(manifest.outputs.manifest.clone());
     }
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     info!(
         objects = report.objects,
         already_processed = report.already_processed,
