@@ -20,7 +20,7 @@ use serde::Serialize;
 use lago::contract::Dataset;
 use lago::lake::{LakeError, LocalLake};
 use lago::load::{
-    table_ddl, warehouse_ddl, Ident, LoadError, LoadPlan, LoadRequest, LoadStep, SqlDialect, Table,
+    warehouse_setup, Ident, LoadError, LoadPlan, LoadRequest, LoadStep, SqlDialect, Table,
 };
 use lago::transform::Manifest;
 
@@ -145,9 +145,10 @@ impl Warehouse {
         })
     }
 
-    /// Creates the schema and the tables of `datasets` if they are missing.
-    pub fn ensure_tables(&mut self, datasets: &[Dataset]) -> Result<(), WarehouseError> {
-        let ddl = warehouse_ddl(&SqlDialect::DuckDb, &self.schema, datasets)?;
+    /// Creates the schema and every table if they are missing (each dataset's and
+    /// `trades_history`), then (re)creates the KPI views over them: the same setup Redshift gets.
+    pub fn ensure_tables(&mut self) -> Result<(), WarehouseError> {
+        let ddl = warehouse_setup(&SqlDialect::DuckDb, &self.schema)?;
         self.run_statements("(ddl)", &ddl)?;
         Ok(())
     }
@@ -236,17 +237,14 @@ impl Warehouse {
     }
 
     /// Loads Parquet parts of the trade history (keys of `lake`) into `trades_history`, created
-    /// if missing: one row per trade id, whatever was loaded before.
+    /// if missing (with the other tables and the views): one row per trade id, whatever was
+    /// loaded before.
     pub fn load_trades_history(
         &mut self,
         lake: &LocalLake,
         parts: &[String],
     ) -> Result<FileLoad, WarehouseError> {
-        let ddl = vec![
-            format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema),
-            table_ddl(&SqlDialect::DuckDb, &self.schema, Table::TradesHistory)?,
-        ];
-        self.run_statements("(ddl)", &ddl)?;
+        self.ensure_tables()?;
         if parts.is_empty() {
             return Ok(FileLoad::default());
         }
@@ -307,7 +305,8 @@ impl Warehouse {
 }
 
 /// Loads every processed file of the lake at `lake_dir` (status ok, at least one row) of the
-/// given datasets into the DuckDB file `warehouse_file`, creating it and its tables as needed.
+/// given datasets into the DuckDB file `warehouse_file`, creating it, its tables and the KPI
+/// views as needed.
 ///
 /// Files load oldest load date first, one transaction each; when a source file was transformed
 /// more than once only its latest manifest is loaded. Running it again leaves every table as it
@@ -321,7 +320,7 @@ pub fn load_lake(
     let scan = scan_manifests(lake_dir, datasets)?;
     let lake = LocalLake::new(lake_dir);
     let mut wh = Warehouse::open(warehouse_file)?;
-    wh.ensure_tables(datasets)?;
+    wh.ensure_tables()?;
     let mut summary: Vec<DatasetLoad> = datasets
         .iter()
         .map(|d| DatasetLoad {
