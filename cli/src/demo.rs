@@ -417,7 +417,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
     // 7. Report: the demo's own tables, then the dashboard from the warehouse.
     let t = Instant::now();
-    report::store_run_tables(&warehouse_file, &manifests, &replay, &trades_file, &stages)?;
+    report::store_run_tables(&warehouse_file, &manifests, &stages)?;
     let dashboard = report::build(&warehouse_file)?;
     report::write(&dashboard, &report_file)?;
     stages.push(StageTiming {

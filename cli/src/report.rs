@@ -1,18 +1,15 @@
-//! The KPI dashboard: the demo's run tables, the KPI queries over the warehouse, and
-//! `lago report --warehouse <file>` to render it again from an existing warehouse.
+//! The KPI dashboard: the demo's run tables, the charts and tiles read from the warehouse's KPI
+//! views (`lago::load::kpi_views`), and `lago report --warehouse <file>` to render it again from
+//! an existing warehouse.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use chrono::{NaiveDateTime, Timelike};
 use clap::Parser;
-use rust_decimal::Decimal;
 
 use lago::contract::Dataset;
 use lago::load::SqlDialect;
-use lago::trades::replay::ReplaySummary;
-use lago::trades::Trade;
 use lago::transform::Manifest;
 use lago_warehouse::{Cell, QueryResult, Warehouse};
 
@@ -37,6 +34,9 @@ pub fn run(args: ReportArgs) -> Result<()> {
             .join("report")
             .join("index.html")
     });
+    // A warehouse written before the KPI views existed gets them (and any missing table) first.
+    Warehouse::open_read_only(&args.warehouse)?;
+    Warehouse::open(&args.warehouse)?.ensure_tables()?;
     let d = build(&args.warehouse)?;
     write(&d, &out)?;
     println!("{}", out.display());
@@ -69,20 +69,20 @@ fn inserts(table: &str, rows: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Replaces the run tables the dashboard reads besides the datasets: rejects per reason, stage
-/// timings, the trade portfolios and the hourly trade volume.
+/// Replaces the demo's own run record the dashboard shows beside the warehouse's KPI views:
+/// rejects per reason and stage timings.
 pub fn store_run_tables(
     warehouse: &Path,
     manifests: &[Manifest],
-    replay: &ReplaySummary,
-    trades_file: &Path,
     stages: &[StageTiming],
 ) -> Result<()> {
     let mut sql = vec![
         "CREATE OR REPLACE TABLE lago.pipeline_rejects (dataset VARCHAR, reason VARCHAR, rows BIGINT)".to_string(),
         "CREATE OR REPLACE TABLE lago.pipeline_timings (stage VARCHAR, seconds DOUBLE, items BIGINT, unit VARCHAR)".to_string(),
-        "CREATE OR REPLACE TABLE lago.trade_portfolios (user_id VARCHAR, usd_balance DECIMAL(18,2), cost_basis_cop DECIMAL(24,2), realized_pnl_cop DECIMAL(24,2), trades_applied BIGINT, recommendation VARCHAR)".to_string(),
-        "CREATE OR REPLACE TABLE lago.trade_hourly_volume (hour TIMESTAMP, side VARCHAR, trades BIGINT, usd DECIMAL(24,2))".to_string(),
+        // Earlier demos kept the replay's portfolios and hourly volume here; the trade charts
+        // now come from the trade history's views.
+        "DROP TABLE IF EXISTS lago.trade_portfolios".to_string(),
+        "DROP TABLE IF EXISTS lago.trade_hourly_volume".to_string(),
     ];
     let mut rejects: BTreeMap<(String, String), u64> = BTreeMap::new();
     for m in manifests {
@@ -110,73 +110,9 @@ pub fn store_run_tables(
         })
         .collect::<Result<_>>()?;
     sql.extend(inserts("lago.pipeline_timings", &rows));
-    let rows: Vec<String> = replay
-        .portfolios
-        .iter()
-        .map(|p| {
-            let rec = match &p.recommendation {
-                Some(r) => lit(serde_json::to_value(r.action)?.as_str().unwrap_or("HOLD"))?,
-                None => "NULL".to_string(),
-            };
-            Ok(format!(
-                "({}, {}, {}, {}, {}, {rec})",
-                lit(&p.user_id)?,
-                p.usd_balance,
-                p.cost_basis_cop,
-                p.realized_pnl_cop,
-                p.trades_applied
-            ))
-        })
-        .collect::<Result<_>>()?;
-    sql.extend(inserts("lago.trade_portfolios", &rows));
-    let rows: Vec<String> = hourly_volume(trades_file)?
-        .into_iter()
-        .map(|((hour, side), (n, usd))| {
-            Ok(format!(
-                "(TIMESTAMP {}, {}, {n}, {usd})",
-                lit(&hour.format("%Y-%m-%d %H:00:00").to_string())?,
-                lit(side)?
-            ))
-        })
-        .collect::<Result<_>>()?;
-    sql.extend(inserts("lago.trade_hourly_volume", &rows));
     let mut wh = Warehouse::open(warehouse)?;
     wh.run_statements("(demo run tables)", &sql)?;
     Ok(())
-}
-
-/// Trades and USD per (hour, side).
-type HourlyVolume = BTreeMap<(NaiveDateTime, &'static str), (u64, Decimal)>;
-
-/// USD volume and trade count per hour (UTC) and side, over the valid trades of the stream, each
-/// `trade_id` counted once.
-fn hourly_volume(trades_file: &Path) -> Result<HourlyVolume> {
-    use std::io::BufRead;
-    let file = std::fs::File::open(trades_file)
-        .with_context(|| format!("reading {}", trades_file.display()))?;
-    let mut seen = std::collections::HashSet::new();
-    let mut out = HourlyVolume::new();
-    for line in std::io::BufReader::new(file).split(b'\n') {
-        let line = line?;
-        let Ok(t) = Trade::parse(&line) else { continue };
-        if !seen.insert(t.trade_id.clone()) {
-            continue;
-        }
-        let e = out
-            .entry((
-                t.executed_at
-                    .naive_utc()
-                    .with_minute(0)
-                    .and_then(|h| h.with_second(0))
-                    .and_then(|h| h.with_nanosecond(0))
-                    .unwrap_or_else(|| t.executed_at.naive_utc()),
-                t.side.as_str(),
-            ))
-            .or_default();
-        e.0 += 1;
-        e.1 += t.usd_amount;
-    }
-    Ok(out)
 }
 
 fn num(c: &Cell) -> f64 {
@@ -298,19 +234,25 @@ pub const CHART_IDS: [&str; 12] = [
     "client_segments",
     "rejects",
     "trm",
-    "trade_volume",
-    "portfolio_sizes",
-    "realized_pnl",
-    "recommendations",
+    "spread_vs_trm",
+    "daily_cop_volume",
+    "hourly_cop_volume",
+    "top_users",
     "pipeline_timings",
 ];
 
-/// Runs the KPI queries.
+/// A day and hour of Bogotá as a chart label, `11-28 08h`.
+const LOCAL_HOUR_LABEL: &str =
+    "substr(CAST(local_date AS VARCHAR), 6, 5) || ' ' || lpad(CAST(local_hour AS VARCHAR), 2, '0') || 'h'";
+
+/// Runs the KPI queries: every chart and tile about warehouse data reads the KPI views (the
+/// same views QuickSight reads in Redshift); the rejects and the timings are the demo's own run.
 pub fn build(warehouse: &Path) -> Result<Dashboard> {
     let wh = Warehouse::open_read_only(warehouse)?;
+    let venta = lit("venta")?;
     let charts = vec![
     pivot_chart(
-        &q(&wh, "SELECT tipo_energia, tipo_transaccion, sum(cantidad_comprada) FROM transacciones GROUP BY ALL ORDER BY 1, 2")?,
+        &q(&wh, "SELECT tipo_energia, tipo_transaccion, kwh FROM kpi_energy_by_type ORDER BY tipo_energia, tipo_transaccion")?,
         "energy_by_type",
         "Energy bought vs sold by type",
         "kWh per tipo_energia, compra vs venta",
@@ -318,7 +260,7 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         "kWh",
     ),
     pivot_chart(
-        &q(&wh, "SELECT strftime(fecha_transaccion, '%Y-%m') AS month, tipo_transaccion, sum(cantidad_comprada) FROM transacciones WHERE fecha_transaccion IS NOT NULL GROUP BY ALL ORDER BY 1, 2")?,
+        &q(&wh, "SELECT substr(CAST(month AS VARCHAR), 1, 7) AS month, tipo_transaccion, kwh FROM kpi_energy_by_month ORDER BY 1, 2")?,
         "energy_by_month",
         "Energy bought vs sold by month",
         "kWh per month of fecha_transaccion",
@@ -326,7 +268,7 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         "kWh",
     ),
     columns_chart(
-        &q(&wh, "SELECT nombre_cliente_proveedor, sum(total) AS value FROM transacciones WHERE tipo_transaccion = 'venta' GROUP BY 1 ORDER BY 2 DESC LIMIT 10")?,
+        &q(&wh, "SELECT client, total_cop AS value FROM kpi_top_clients WHERE value_rank <= 10 ORDER BY value_rank")?,
         "top_clients",
         "Top clients by value",
         "COP of sales (venta), top 10 counterparties",
@@ -334,7 +276,7 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         "COP",
     ),
     columns_chart(
-        &q(&wh, "SELECT tipo_energia, count(*) AS suppliers FROM proveedores GROUP BY 1 ORDER BY 2 DESC")?,
+        &q(&wh, "SELECT tipo_energia, suppliers FROM kpi_supplier_mix ORDER BY suppliers DESC, tipo_energia")?,
         "supplier_mix",
         "Supplier mix",
         "suppliers per energy type",
@@ -342,10 +284,7 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         "suppliers",
     ),
     columns_chart(
-        &q(
-            &wh,
-            "SELECT segmento, count(*) AS clients FROM clientes GROUP BY 1 ORDER BY 2 DESC",
-        )?,
+        &q(&wh, "SELECT segmento, clients FROM kpi_client_segments ORDER BY clients DESC, segmento")?,
         "client_segments",
         "Client segments",
         "clients per segmento",
@@ -356,49 +295,49 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         &q(&wh, "SELECT dataset || ' · ' || reason AS reason, rows FROM pipeline_rejects ORDER BY rows DESC, 1 LIMIT 14")?,
         "rejects",
         "Rejected rows by reason and dataset",
-        "rows kept in rejected/ with their reason",
+        "rows kept in rejected/ with their reason (this run)",
         ChartKind::HBars,
         "rows",
     ),
     columns_chart(
-        &q(&wh, "SELECT CAST(vigenciadesde AS VARCHAR) AS day, valor FROM trm ORDER BY vigenciadesde")?,
+        &q(&wh, "SELECT CAST(vigenciadesde AS VARCHAR) AS day, trm FROM kpi_trm_series ORDER BY vigenciadesde")?,
         "trm",
         "TRM: the official dollar rate",
         "COP per USD, by the first day each rate is in force",
         ChartKind::Lines,
         "COP",
     ),
-    pivot_chart(
-        &q(&wh, "SELECT strftime(hour, '%m-%d %Hh') AS hour, side, usd FROM trade_hourly_volume ORDER BY 1, side")?,
-        "trade_volume",
-        "Trade volume by side over time",
-        "USD per hour (UTC), BUY vs SELL",
+    columns_chart(
+        &q(&wh, &format!("SELECT {LOCAL_HOUR_LABEL} AS hour, avg_rate AS \"average rate\", trm AS \"TRM\" FROM kpi_hourly_spread WHERE trades_with_trm > 0 ORDER BY local_date, local_hour"))?,
+        "spread_vs_trm",
+        "Dollar rate vs TRM",
+        "COP per USD: applied trades' average rate and the official rate, per Bogotá hour",
         ChartKind::Lines,
-        "USD",
+        "COP",
     ),
-    columns_chart(
-        &q(&wh, "SELECT bucket, count(*) AS portfolios FROM (SELECT CASE WHEN usd_balance = 0 THEN '0' WHEN usd_balance < 500 THEN '< 500' WHEN usd_balance < 2000 THEN '500–2k' WHEN usd_balance < 10000 THEN '2k–10k' WHEN usd_balance < 50000 THEN '10k–50k' ELSE '≥ 50k' END AS bucket, CASE WHEN usd_balance = 0 THEN 0 WHEN usd_balance < 500 THEN 1 WHEN usd_balance < 2000 THEN 2 WHEN usd_balance < 10000 THEN 3 WHEN usd_balance < 50000 THEN 4 ELSE 5 END AS o FROM trade_portfolios) GROUP BY bucket, o ORDER BY o")?,
-        "portfolio_sizes",
-        "Distribution of portfolio sizes",
-        "portfolios by USD balance",
+    pivot_chart(
+        &q(&wh, "SELECT CAST(local_date AS VARCHAR) AS day, side, cop_notional FROM kpi_daily_cop_volume ORDER BY local_date, side")?,
+        "daily_cop_volume",
+        "Daily COP volume by side",
+        "COP notional of applied trades per Bogotá day, BUY vs SELL",
         ChartKind::Bars,
-        "portfolios",
+        "COP",
     ),
-    columns_chart(
-        &q(&wh, "SELECT user_id, realized_pnl_cop FROM trade_portfolios ORDER BY realized_pnl_cop DESC LIMIT 10")?,
-        "realized_pnl",
-        "Realized P&L",
-        "COP realized by the top 10 users (average-cost method)",
-        ChartKind::HBars,
+    pivot_chart(
+        &q(&wh, &format!("SELECT {LOCAL_HOUR_LABEL} AS hour, side, cop_notional FROM kpi_hourly_cop_volume ORDER BY local_date, local_hour, side"))?,
+        "hourly_cop_volume",
+        "COP volume by hour",
+        "COP notional of applied trades per Bogotá hour, BUY vs SELL",
+        ChartKind::Lines,
         "COP",
     ),
     columns_chart(
-        &q(&wh, "SELECT coalesce(recommendation, 'none') AS action, count(*) AS users FROM trade_portfolios GROUP BY 1 ORDER BY 2 DESC")?,
-        "recommendations",
-        "Recommendation mix",
-        "latest recommendation per user",
-        ChartKind::Donut,
-        "users",
+        &q(&wh, "SELECT user_id, cop_notional FROM kpi_top_users WHERE notional_rank <= 10 ORDER BY notional_rank")?,
+        "top_users",
+        "Top users by COP notional",
+        "applied trades, top 10 users",
+        ChartKind::HBars,
+        "COP",
     ),
     columns_chart(
         &q(&wh, "SELECT stage, seconds FROM pipeline_timings")?,
@@ -416,11 +355,16 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         "dashboard charts {ids:?} differ from {CHART_IDS:?}"
     );
 
-    let rows = |d: &str| scalar(&wh, &format!("SELECT count(*) FROM {d}"));
+    let number = |sql: &str| -> Result<f64> { Ok(scalar(&wh, sql)?.parse().unwrap_or(0.0)) };
     let kpis = vec![
         Kpi {
             label: "clientes · proveedores · transacciones".into(),
-            value: format!("{} · {} · {}", rows("clientes")?, rows("proveedores")?, rows("transacciones")?),
+            value: format!(
+                "{} · {} · {}",
+                scalar(&wh, "SELECT coalesce(sum(clients), 0) FROM kpi_client_segments")?,
+                scalar(&wh, "SELECT coalesce(sum(suppliers), 0) FROM kpi_supplier_mix")?,
+                scalar(&wh, "SELECT coalesce(sum(transactions), 0) FROM kpi_energy_by_type")?
+            ),
             note: "rows in the warehouse".into(),
         },
         Kpi {
@@ -430,25 +374,24 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         },
         Kpi {
             label: "energy traded".into(),
-            value: format!("{} kWh", dashboard::compact(scalar(&wh, "SELECT coalesce(sum(cantidad_comprada), 0) FROM transacciones")?.parse().unwrap_or(0.0))),
-            note: "compra + venta".into(),
-        },
-        Kpi {
-            label: "sales value".into(),
-            value: format!("{} COP", dashboard::compact(scalar(&wh, "SELECT coalesce(sum(total), 0) FROM transacciones WHERE tipo_transaccion = 'venta'")?.parse().unwrap_or(0.0))),
-            note: "sum of total, exact DECIMAL(18,2)".into(),
+            value: format!("{} kWh", dashboard::compact(number("SELECT coalesce(sum(kwh), 0) FROM kpi_energy_by_type")?)),
+            note: format!(
+                "compra + venta; sales {} COP (exact DECIMAL sums)",
+                dashboard::compact(number(&format!("SELECT coalesce(sum(total_cop), 0) FROM kpi_energy_by_type WHERE tipo_transaccion = {venta}"))?)
+            ),
         },
         trm_kpi(&wh)?,
+        decided_kpi(&wh)?,
         Kpi {
-            label: "portfolios".into(),
-            value: scalar(&wh, "SELECT count(*) FROM trade_portfolios")?,
-            note: format!("{} trades applied", scalar(&wh, "SELECT coalesce(sum(trades_applied), 0) FROM trade_portfolios")?),
+            label: "COP volume".into(),
+            value: format!("{} COP", dashboard::compact(number("SELECT coalesce(sum(cop_notional), 0) FROM kpi_daily_cop_volume")?)),
+            note: format!(
+                "{} USD applied; up to {} active users a day",
+                dashboard::compact(number("SELECT coalesce(sum(usd), 0) FROM kpi_daily_cop_volume")?),
+                scalar(&wh, "SELECT coalesce(max(active_users), 0) FROM kpi_daily_active_users")?
+            ),
         },
-        Kpi {
-            label: "realized P&L".into(),
-            value: format!("{} COP", scalar(&wh, "SELECT coalesce(sum(realized_pnl_cop), 0) FROM trade_portfolios")?),
-            note: "all users, exact".into(),
-        },
+        spread_kpi(&wh)?,
     ];
     Ok(Dashboard {
         title: "lago — energy lake & dollar trades".into(),
@@ -458,11 +401,55 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
     })
 }
 
+/// Trades decided (applied or rejected) and the share rejected, from the overall row.
+fn decided_kpi(wh: &Warehouse) -> Result<Kpi> {
+    let r = q(
+        wh,
+        &format!(
+            "SELECT decided, rejected, rejected_share * 100 FROM kpi_rejection_rate WHERE reason = {}",
+            lit(lago::load::ALL_REASONS)?
+        ),
+    )?;
+    Ok(match r.rows.first().map(Vec::as_slice) {
+        Some([decided, rejected, pct, ..]) => Kpi {
+            label: "trades decided".into(),
+            value: text(decided),
+            note: format!("{} rejected ({:.2} %)", text(rejected), num(pct)),
+        },
+        _ => Kpi {
+            label: "trades decided".into(),
+            value: "0".into(),
+            note: "no trade history loaded".into(),
+        },
+    })
+}
+
+/// The average spread over every applied trade with a TRM (each day's average weighted by its
+/// trades), and the extremes.
+fn spread_kpi(wh: &Warehouse) -> Result<Kpi> {
+    let r = q(
+        wh,
+        "SELECT sum(avg_spread_cop * trades_with_trm) / sum(trades_with_trm), min(min_spread_cop), max(max_spread_cop), sum(trades_without_trm) FROM kpi_daily_spread WHERE trades_with_trm > 0",
+    )?;
+    Ok(match r.rows.first().map(Vec::as_slice) {
+        Some([avg, lo, hi, ..]) if !matches!(avg, Cell::Null) => Kpi {
+            label: "average spread".into(),
+            value: format!("{:.2} COP/USD", num(avg)),
+            note: format!("rate − TRM, from {:.2} to {:.2}", num(lo), num(hi)),
+        },
+        _ => Kpi {
+            label: "average spread".into(),
+            value: "n/a".into(),
+            note: "no applied trade with a TRM".into(),
+        },
+    })
+}
+
 /// The rate in force last, with its interval and how many rates the warehouse holds.
 fn trm_kpi(wh: &Warehouse) -> Result<Kpi> {
     let r = q(
         wh,
-        "SELECT valor, CAST(vigenciadesde AS VARCHAR), CAST(vigenciahasta AS VARCHAR), count(*) OVER () FROM trm ORDER BY vigenciadesde DESC LIMIT 1",
+        "SELECT trm, CAST(vigenciadesde AS VARCHAR), CAST(vigenciahasta AS VARCHAR), count(*) OVER () FROM kpi_trm_series ORDER BY vigenciadesde DESC LIMIT 1",
     )?;
     Ok(match r.rows.first().map(Vec::as_slice) {
         Some([valor, desde, hasta, n, ..]) => Kpi {

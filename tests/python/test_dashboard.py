@@ -17,6 +17,7 @@ import subprocess
 import zlib
 from pathlib import Path
 
+import duckdb
 import pytest
 
 CHART_IDS = [
@@ -27,10 +28,10 @@ CHART_IDS = [
     "client_segments",
     "rejects",
     "trm",
-    "trade_volume",
-    "portfolio_sizes",
-    "realized_pnl",
-    "recommendations",
+    "daily_cop_volume",
+    "hourly_cop_volume",
+    "spread_vs_trm",
+    "top_users",
     "pipeline_timings",
 ]
 
@@ -160,6 +161,34 @@ def test_catalog_lists_tables_columns_and_partitions(demo_runs):
     cols = {c["name"]: c for c in tables["clientes"]["columns"]}
     assert cols["email_masked"]["pii"] is True
     assert cols["fecha_registro"]["type"] == "date"
+
+
+def test_kpi_views_read_by_duckdb_agree_with_the_run(demo_runs):
+    """Another DuckDB (Python's) reads the views lago created and finds the run's figures."""
+    lake, first, _ = demo_runs
+    t = first["trades"]
+    con = duckdb.connect(str(lake / "warehouse.duckdb"), read_only=True)
+    try:
+        views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE schema_name = 'lago' AND view_name LIKE 'kpi_%'").fetchall()]
+        assert len(views) >= 13, views
+        for view in views:
+            (n,) = con.execute(f"SELECT count(*) FROM lago.{view}").fetchone()
+            assert n > 0, view
+        decided, rejected = con.execute(
+            "SELECT decided, rejected FROM lago.kpi_rejection_rate WHERE reason = '(all)'"
+        ).fetchone()
+        assert decided == t["history_rows"]
+        assert rejected == t["rejected"]["insufficient_balance"]
+        (applied,) = con.execute("SELECT sum(trades) FROM lago.kpi_daily_cop_volume").fetchone()
+        assert applied == t["applied"]
+        (by_user,) = con.execute("SELECT sum(trades) FROM lago.kpi_top_users").fetchone()
+        assert by_user == t["applied"]
+        (without_trm,) = con.execute("SELECT sum(trades_without_trm) FROM lago.kpi_daily_spread").fetchone()
+        assert without_trm == 0
+        (transactions,) = con.execute("SELECT sum(transactions) FROM lago.kpi_energy_by_type").fetchone()
+        assert transactions == first["datasets"]["transacciones"]["warehouse_rows"]
+    finally:
+        con.close()
 
 
 def test_dashboard_renders_in_chromium_with_every_chart_and_no_errors(demo_runs, tmp_path):

@@ -20,7 +20,7 @@ use serde::Serialize;
 use lago::contract::Dataset;
 use lago::lake::{LakeError, LocalLake};
 use lago::load::{
-    table_ddl, warehouse_ddl, Ident, LoadError, LoadPlan, LoadRequest, LoadStep, SqlDialect, Table,
+    warehouse_setup, Ident, LoadError, LoadPlan, LoadRequest, LoadStep, SqlDialect, Table,
 };
 use lago::transform::Manifest;
 
@@ -145,9 +145,10 @@ impl Warehouse {
         })
     }
 
-    /// Creates the schema and the tables of `datasets` if they are missing.
-    pub fn ensure_tables(&mut self, datasets: &[Dataset]) -> Result<(), WarehouseError> {
-        let ddl = warehouse_ddl(&SqlDialect::DuckDb, &self.schema, datasets)?;
+    /// Creates the schema and every table if they are missing (each dataset's and
+    /// `trades_history`), then (re)creates the KPI views over them: the same setup Redshift gets.
+    pub fn ensure_tables(&mut self) -> Result<(), WarehouseError> {
+        let ddl = warehouse_setup(&SqlDialect::DuckDb, &self.schema)?;
         self.run_statements("(ddl)", &ddl)?;
         Ok(())
     }
@@ -237,18 +238,15 @@ impl Warehouse {
     }
 
     /// Loads Parquet parts (keys of `lake`) of a table of the trade history (`trades_history`,
-    /// `user_features`), created if missing, with the table's load strategy.
+    /// `user_features`) with the table's load strategy; every table and view is created first
+    /// if missing.
     pub fn load_parts(
         &mut self,
         lake: &LocalLake,
         table: Table,
         parts: &[String],
     ) -> Result<FileLoad, WarehouseError> {
-        let ddl = vec![
-            format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema),
-            table_ddl(&SqlDialect::DuckDb, &self.schema, table)?,
-        ];
-        self.run_statements("(ddl)", &ddl)?;
+        self.ensure_tables()?;
         if parts.is_empty() {
             return Ok(FileLoad::default());
         }
@@ -310,7 +308,8 @@ impl Warehouse {
 }
 
 /// Loads every processed file of the lake at `lake_dir` (status ok, at least one row) of the
-/// given datasets into the DuckDB file `warehouse_file`, creating it and its tables as needed.
+/// given datasets into the DuckDB file `warehouse_file`, creating it, its tables and the KPI
+/// views as needed.
 ///
 /// Files load oldest load date first, one transaction each; when a source file was transformed
 /// more than once only its latest manifest is loaded. Running it again leaves every table as it
@@ -324,7 +323,7 @@ pub fn load_lake(
     let scan = scan_manifests(lake_dir, datasets)?;
     let lake = LocalLake::new(lake_dir);
     let mut wh = Warehouse::open(warehouse_file)?;
-    wh.ensure_tables(datasets)?;
+    wh.ensure_tables()?;
     let mut summary: Vec<DatasetLoad> = datasets
         .iter()
         .map(|d| DatasetLoad {

@@ -327,9 +327,14 @@ async fn setup_sends_the_ddl_to_a_provisioned_cluster_with_a_secret() -> anyhow:
     assert_eq!(out["statement_id"], STATEMENT_ID);
     let sqls = seen.lock().map(|s| s.clone()).unwrap_or_default();
     assert_eq!(sqls[0], "CREATE SCHEMA IF NOT EXISTS energy");
-    assert_eq!(sqls.len(), 1 + Dataset::ALL.len());
-    assert!(sqls[1..]
+    // The schema, each dataset's table, trades_history and user_features, then the KPI views.
+    let tables = Dataset::ALL.len() + 2;
+    assert_eq!(sqls.len(), 1 + tables + lago::load::KPI_VIEWS.len());
+    assert!(sqls[1..=tables]
         .iter()
         .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS energy.")));
+    assert!(sqls[1 + tables..]
+        .iter()
+        .all(|s| s.starts_with("CREATE OR REPLACE VIEW energy.kpi_")));
     Ok(())
 }

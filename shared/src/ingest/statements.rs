@@ -244,9 +244,10 @@ fn digest(parts: &[&str], hex_len: usize) -> String {
     d[..hex_len.min(d.len())].to_string()
 }
 
-/// `setup`: the DDL of every dataset, as one batch.
+/// `setup`: the schema, the table of every dataset and `trades_history`, then the KPI views
+/// over them, as one batch.
 pub async fn setup<D: DataApi>(api: &D, wh: &LoadTarget) -> Result<SubmitOutput, LoadTaskError> {
-    let sqls = load::warehouse_ddl(&wh.dialect, &wh.schema, &Dataset::ALL)?;
+    let sqls = load::warehouse_setup(&wh.dialect, &wh.schema)?;
     // The token changes with the DDL, so a changed contract is applied, a retry is not re-run.
     let refs: Vec<&str> = sqls.iter().map(String::as_str).collect();
     let token = digest(&refs, 64);
@@ -421,10 +422,22 @@ mod tests {
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0][0], "CREATE SCHEMA IF NOT EXISTS energy");
         assert_eq!(out.statements, batches[0].len());
-        assert!(batches[0]
+        // Every table (the datasets', then trades_history and user_features) before the views
+        // that read them.
+        let tables = Dataset::ALL.len() + 2;
+        assert_eq!(batches[0].len(), 1 + tables + load::KPI_VIEWS.len());
+        assert!(batches[0].len() <= load::MAX_BATCH_STATEMENTS);
+        assert!(batches[0][1..=tables]
             .iter()
-            .skip(1)
             .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS energy.")));
+        assert!(
+            batches[0][tables - 1].starts_with("CREATE TABLE IF NOT EXISTS energy.trades_history")
+        );
+        assert!(batches[0][tables].starts_with("CREATE TABLE IF NOT EXISTS energy.user_features"));
+        assert!(batches[0][1 + tables..]
+            .iter()
+            .all(|s| s.starts_with("CREATE OR REPLACE VIEW energy.kpi_")
+                && s.ends_with("\nWITH NO SCHEMA BINDING")));
         // A retried setup is the same statement (same idempotency token).
         let again = block_on(setup(&api, &warehouse()?))?;
         assert_eq!(again.statement_id, out.statement_id);

@@ -32,6 +32,17 @@ pub fn warehouse_ddl(
     Ok(out)
 }
 
+/// Everything the warehouse needs before loads and queries, in order: the schema, the table of
+/// every dataset, `trades_history`, `user_features`, then the KPI views over them (a view needs its tables
+/// first). Applying it again changes nothing.
+pub fn warehouse_setup(dialect: &SqlDialect, schema: &Ident) -> Result<Vec<String>, LoadError> {
+    let mut out = warehouse_ddl(dialect, schema, &Dataset::ALL)?;
+    out.push(table_ddl(dialect, schema, Table::TradesHistory)?);
+    out.push(table_ddl(dialect, schema, Table::UserFeatures)?);
+    out.extend(super::views::kpi_views(dialect, schema)?);
+    Ok(out)
+}
+
 /// A warehouse table lago loads: a dataset's, or the trade history's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -206,14 +217,8 @@ fn varchar_width(contract: &Contract, name: &str) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::sql::RedshiftCopy;
 
-    fn redshift() -> Result<SqlDialect, LoadError> {
-        Ok(SqlDialect::Redshift(RedshiftCopy::new(
-            "arn:aws:iam::123456789012:role/lago-copy",
-            None,
-        )?))
-    }
+    use crate::load::test_redshift as redshift;
 
     #[test]
     fn trades_history_is_distributed_by_user_and_sorted_by_day() -> Result<(), LoadError> {

@@ -14,16 +14,23 @@
 //!    reload replaces the file's facts instead of duplicating them;
 //! 4. drop the stage.
 //!
+//! The KPI views ([`kpi_views`]) are defined once over these tables and rendered for both
+//! dialects too; [`warehouse_setup`] is the schema, every table, then the views.
+//!
 //! Every identifier is a validated [`Ident`] and every literal goes through
 //! [`SqlDialect::literal`]; each statement is checked against [`MAX_STATEMENT_BYTES`].
 
 mod ddl;
 mod plan;
 pub mod sql;
+mod views;
 
-pub use ddl::{column_idents, sql_type, table_ddl, table_name, warehouse_ddl, Table};
+pub use ddl::{
+    column_idents, sql_type, table_ddl, table_name, warehouse_ddl, warehouse_setup, Table,
+};
 pub use plan::{s3_uri, LoadPlan, LoadRequest, LoadStep, LoadStrategy, RenderedStep};
 pub use sql::{Ident, RedshiftCopy, SqlDialect, TableName};
+pub use views::{kpi_views, ALL_REASONS, KPI_VIEWS};
 
 /// The Redshift Data API refuses a SQL statement longer than this; the plan keeps DuckDB's
 /// statements under it too, so what is tested locally is what Redshift would accept.
@@ -66,4 +73,13 @@ pub(crate) fn check_size(statement: &str) -> Result<(), LoadError> {
         });
     }
     Ok(())
+}
+
+/// The Redshift dialect the unit tests render with.
+#[cfg(test)]
+pub(crate) fn test_redshift() -> Result<SqlDialect, LoadError> {
+    Ok(SqlDialect::Redshift(RedshiftCopy::new(
+        "arn:aws:iam::123456789012:role/lago-copy",
+        None,
+    )?))
 }
