@@ -236,14 +236,10 @@ pub const CHART_IDS: [&str; 12] = [
     "trm",
     "spread_vs_trm",
     "daily_cop_volume",
-    "hourly_cop_volume",
+    "active_users",
     "top_users",
     "pipeline_timings",
 ];
-
-/// A day and hour of Bogotá as a chart label, `11-28 08h`.
-const LOCAL_HOUR_LABEL: &str =
-    "substr(CAST(local_date AS VARCHAR), 6, 5) || ' ' || lpad(CAST(local_hour AS VARCHAR), 2, '0') || 'h'";
 
 /// Runs the KPI queries: every chart and tile about warehouse data reads the KPI views (the
 /// same views QuickSight reads in Redshift); the rejects and the timings are the demo's own run.
@@ -308,10 +304,10 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         "COP",
     ),
     columns_chart(
-        &q(&wh, &format!("SELECT {LOCAL_HOUR_LABEL} AS hour, avg_rate AS \"average rate\", trm AS \"TRM\" FROM kpi_hourly_spread WHERE trades_with_trm > 0 ORDER BY local_date, local_hour"))?,
+        &q(&wh, "SELECT CAST(local_date AS VARCHAR) AS day, avg_rate AS \"average rate\", trm AS \"TRM\" FROM kpi_daily_spread WHERE trades_with_trm > 0 ORDER BY local_date")?,
         "spread_vs_trm",
         "Dollar rate vs TRM",
-        "COP per USD: applied trades' average rate and the official rate, per Bogotá hour",
+        "COP per USD: applied trades' average rate and the official rate, per Bogotá day",
         ChartKind::Lines,
         "COP",
     ),
@@ -323,13 +319,13 @@ pub fn build(warehouse: &Path) -> Result<Dashboard> {
         ChartKind::Bars,
         "COP",
     ),
-    pivot_chart(
-        &q(&wh, &format!("SELECT {LOCAL_HOUR_LABEL} AS hour, side, cop_notional FROM kpi_hourly_cop_volume ORDER BY local_date, local_hour, side"))?,
-        "hourly_cop_volume",
-        "COP volume by hour",
-        "COP notional of applied trades per Bogotá hour, BUY vs SELL",
+    columns_chart(
+        &q(&wh, "SELECT CAST(local_date AS VARCHAR) AS day, active_users AS \"active users\" FROM kpi_daily_active_users ORDER BY local_date")?,
+        "active_users",
+        "Active users per day",
+        "Users with an applied trade, per Bogotá day",
         ChartKind::Lines,
-        "COP",
+        "users",
     ),
     columns_chart(
         &q(&wh, "SELECT user_id, cop_notional FROM kpi_top_users WHERE notional_rank <= 10 ORDER BY notional_rank")?,

@@ -29,7 +29,7 @@ CHART_IDS = [
     "rejects",
     "trm",
     "daily_cop_volume",
-    "hourly_cop_volume",
+    "active_users",
     "spread_vs_trm",
     "top_users",
     "pipeline_timings",
