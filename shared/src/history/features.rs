@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 
 use arrow_array::builder::{Date32Builder, Decimal128Builder, Int64Builder, StringBuilder};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Date32Type, Decimal128Type, TimestampMicrosecondType};
+use arrow_array::types::{Date32Type, Decimal128Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use chrono::{DateTime, NaiveDate};
@@ -33,7 +33,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 
 use crate::contract::{OutColumn, OutType};
-use crate::lake::{LakeRead, LakeStore};
+use crate::lake::{LakeRead, LakeStore, ObjectSink};
 use crate::parse::{date_from_days, days_since_epoch};
 use crate::trades::{Portfolio, Side, Trade};
 use crate::transform::OutputObject;
@@ -131,86 +131,201 @@ pub struct FeaturesReport {
     pub duration_ms: u64,
 }
 
-/// The features of `trades` (applied trades, any order): rows sorted by user, then day.
-pub fn user_features(trades: &[FeatureTrade]) -> (Vec<FeatureRow>, u64) {
-    let Some(last_day) = trades.iter().map(|t| t.day).max() else {
-        return (Vec::new(), 0);
-    };
-    let last = days_since_epoch(last_day);
-    let mut by_user: BTreeMap<&str, Vec<&FeatureTrade>> = BTreeMap::new();
-    for t in trades {
-        by_user.entry(&*t.trade.user_id).or_default().push(t);
-    }
-    let mut rows = Vec::new();
-    let mut not_replayable = 0;
-    for (user, mut list) in by_user {
-        // Stream order: Kinesis sequence numbers are decimal strings (shorter = earlier).
-        list.sort_by(|a, b| {
-            (
-                a.sequence_number.len(),
-                &a.sequence_number,
-                a.trade.executed_at,
-            )
-                .cmp(&(
-                    b.sequence_number.len(),
-                    &b.sequence_number,
-                    b.trade.executed_at,
-                ))
-        });
-        // Per day: trades, buys, COP notional, and the portfolio after the day.
-        let mut portfolio = Portfolio::new(user);
-        let mut days: BTreeMap<i32, DayTotals> = BTreeMap::new();
-        for t in &list {
-            let d = days_since_epoch(t.day);
-            let totals = days.entry(d).or_default();
-            if portfolio.apply(&t.trade).is_err() {
-                not_replayable += 1;
-                continue;
+/// Applied trades in a compact form (users interned, 64 bytes a trade), in stream order: the
+/// order of the history's Parquet parts (sorted keys: day, shard, first sequence number) and of
+/// their rows, which is the archive's.
+#[derive(Debug, Default)]
+pub struct AppliedTrades {
+    users: Vec<Arc<str>>,
+    index: std::collections::HashMap<Arc<str>, u32>,
+    trades: Vec<Compact>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Compact {
+    user: u32,
+    day: i32,
+    side: Side,
+    usd: Decimal,
+    rate: Decimal,
+    cop: Decimal,
+}
+
+impl AppliedTrades {
+    /// Appends the next trade of the stream.
+    fn push(
+        &mut self,
+        user: &str,
+        day: NaiveDate,
+        side: Side,
+        usd: Decimal,
+        rate: Decimal,
+        cop: Decimal,
+    ) {
+        let user = match self.index.get(user) {
+            Some(i) => *i,
+            None => {
+                let next = self.users.len() as u32;
+                let id: Arc<str> = Arc::from(user);
+                self.users.push(Arc::clone(&id));
+                self.index.insert(id, next);
+                next
             }
-            totals.trades += 1;
-            totals.buys += u64::from(t.trade.side == Side::Buy);
-            totals.cop += t.cop_notional;
-            totals.usd = portfolio.usd_balance;
-            totals.realized = portfolio.realized_pnl_cop;
+        };
+        self.trades.push(Compact {
+            user,
+            day: days_since_epoch(day),
+            side,
+            usd,
+            rate,
+            cop,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.trades.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.trades.is_empty()
+    }
+
+    pub fn last_day(&self) -> Option<NaiveDate> {
+        self.trades
+            .iter()
+            .map(|t| t.day)
+            .max()
+            .and_then(date_from_days)
+    }
+
+    /// Calls `emit` with every feature row — users in id order, each from its first applied
+    /// trade's day to the last day of the history — and returns the trades the portfolio
+    /// replay refused.
+    pub fn for_each_row<E>(
+        &self,
+        mut emit: impl FnMut(FeatureRow) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let Some(last) = self.trades.iter().map(|t| t.day).max() else {
+            return Ok(0);
+        };
+        // Users in id order; each user's trades in stream order (a stable sort by rank).
+        let mut by_id: Vec<u32> = (0..self.users.len() as u32).collect();
+        by_id.sort_by(|a, b| self.users[*a as usize].cmp(&self.users[*b as usize]));
+        let mut rank = vec![0u32; self.users.len()];
+        for (r, u) in by_id.iter().enumerate() {
+            rank[*u as usize] = r as u32;
         }
-        days.retain(|_, t| t.trades > 0);
-        let Some((&first, _)) = days.iter().next() else {
+        let mut order: Vec<u32> = (0..self.trades.len() as u32).collect();
+        order.sort_by_key(|i| rank[self.trades[*i as usize].user as usize]);
+        let placeholder: Arc<str> = Arc::from("");
+        let mut not_replayable = 0;
+        for group in
+            order.chunk_by(|a, b| self.trades[*a as usize].user == self.trades[*b as usize].user)
+        {
+            let user = &self.users[self.trades[group[0] as usize].user as usize];
+            let mut portfolio = Portfolio::new(&**user);
+            let mut days: BTreeMap<i32, DayTotals> = BTreeMap::new();
+            for i in group {
+                let t = self.trades[*i as usize];
+                let trade = Trade {
+                    trade_id: Arc::clone(&placeholder),
+                    user_id: Arc::clone(user),
+                    side: t.side,
+                    usd_amount: t.usd,
+                    rate: t.rate,
+                    executed_at: DateTime::UNIX_EPOCH,
+                    channel: None,
+                };
+                if portfolio.apply(&trade).is_err() {
+                    not_replayable += 1;
+                    continue;
+                }
+                let totals = days.entry(t.day).or_default();
+                totals.trades += 1;
+                totals.buys += u64::from(t.side == Side::Buy);
+                totals.cop += t.cop;
+                totals.usd = portfolio.usd_balance;
+                totals.realized = portfolio.realized_pnl_cop;
+            }
+            user_rows(user, &days, last, &mut emit)?;
+        }
+        Ok(not_replayable)
+    }
+}
+
+/// One user's rows, from the first day with a trade to `last`.
+fn user_rows<E>(
+    user: &Arc<str>,
+    days: &BTreeMap<i32, DayTotals>,
+    last: i32,
+    emit: &mut impl FnMut(FeatureRow) -> Result<(), E>,
+) -> Result<(), E> {
+    let Some((&first, _)) = days.iter().next() else {
+        return Ok(());
+    };
+    let (mut usd, mut realized, mut last_trade) = (Decimal::ZERO, Decimal::ZERO, first);
+    for d in first..=last {
+        if let Some(t) = days.get(&d) {
+            usd = t.usd;
+            realized = t.realized;
+            last_trade = d;
+        }
+        let window = |n: i32| {
+            days.range(d - n + 1..=d)
+                .fold(DayTotals::default(), |acc, (_, t)| acc.plus(t))
+        };
+        let (w7, w30) = (window(7), window(30));
+        let label = (d + 7 <= last).then(|| days.range(d + 1..=d + 7).any(|(_, t)| t.buys > 0));
+        let Some(day) = date_from_days(d) else {
             continue;
         };
-        let user_id: Arc<str> = Arc::from(user);
-        let (mut usd, mut realized, mut last_trade) = (Decimal::ZERO, Decimal::ZERO, first);
-        for d in first..=last {
-            if let Some(t) = days.get(&d) {
-                usd = t.usd;
-                realized = t.realized;
-                last_trade = d;
-            }
-            let window = |n: i32| {
-                days.range(d - n + 1..=d)
-                    .fold(DayTotals::default(), |acc, (_, t)| acc.plus(t))
-            };
-            let (w7, w30) = (window(7), window(30));
-            let label = (d + 7 <= last).then(|| days.range(d + 1..=d + 7).any(|(_, t)| t.buys > 0));
-            let Some(day) = date_from_days(d) else {
-                continue;
-            };
-            rows.push(FeatureRow {
-                user_id: Arc::clone(&user_id),
-                day,
-                trades_7d: w7.trades,
-                trades_30d: w30.trades,
-                cop_notional_7d: w7.cop,
-                cop_notional_30d: w30.cop,
-                buy_ratio_30d: ratio(Decimal::from(w30.buys), w30.trades, RATIO.1),
-                avg_ticket_cop_30d: ratio(w30.cop, w30.trades, COP.1),
-                net_usd_position: usd,
-                realized_pnl_cop: realized,
-                days_since_last_trade: u64::try_from(d - last_trade).unwrap_or(0),
-                label_buy_next_7d: label,
-            });
-        }
+        emit(FeatureRow {
+            user_id: Arc::clone(user),
+            day,
+            trades_7d: w7.trades,
+            trades_30d: w30.trades,
+            cop_notional_7d: w7.cop,
+            cop_notional_30d: w30.cop,
+            buy_ratio_30d: ratio(Decimal::from(w30.buys), w30.trades, RATIO.1),
+            avg_ticket_cop_30d: ratio(w30.cop, w30.trades, COP.1),
+            net_usd_position: usd,
+            realized_pnl_cop: realized,
+            days_since_last_trade: u64::try_from(d - last_trade).unwrap_or(0),
+            label_buy_next_7d: label,
+        })?;
     }
-    (rows, not_replayable)
+    Ok(())
+}
+
+/// The features of `trades` (applied trades, in stream order by `sequence_number`): rows
+/// sorted by user, then day, and the trades the replay refused.
+pub fn user_features(trades: &[FeatureTrade]) -> (Vec<FeatureRow>, u64) {
+    let mut sorted: Vec<&FeatureTrade> = trades.iter().collect();
+    // Kinesis sequence numbers are decimal strings: shorter is earlier.
+    sorted.sort_by(|a, b| {
+        (a.sequence_number.len(), &a.sequence_number)
+            .cmp(&(b.sequence_number.len(), &b.sequence_number))
+    });
+    let mut applied = AppliedTrades::default();
+    for t in sorted {
+        let tr = &t.trade;
+        applied.push(
+            &tr.user_id,
+            t.day,
+            tr.side,
+            tr.usd_amount,
+            tr.rate,
+            t.cop_notional,
+        );
+    }
+    let mut rows = Vec::new();
+    let refused = applied
+        .for_each_row(|r| {
+            rows.push(r);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|never| match never {});
+    (rows, refused)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -245,21 +360,19 @@ fn ratio(num: Decimal, den: u64, scale: u8) -> Decimal {
 /// The applied trades of the lake's `processed/trades/`, each trade id once.
 pub fn read_applied<L: LakeStore + LakeRead + ?Sized>(
     lake: &L,
-) -> Result<Vec<FeatureTrade>, HistoryError> {
+) -> Result<AppliedTrades, HistoryError> {
     let mut keys = lake.list("processed/trades/")?;
     keys.retain(|k| k.ends_with(".parquet"));
     keys.sort();
     let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    const WANTED: [&str; 10] = [
+    let mut out = AppliedTrades::default();
+    const WANTED: [&str; 8] = [
         "trade_id",
         "user_id",
         "side",
         "usd_amount",
         "rate",
-        "executed_at",
         "status",
-        "sequence_number",
         "cop_notional",
         "local_date",
     ];
@@ -277,7 +390,7 @@ pub fn read_applied<L: LakeStore + LakeRead + ?Sized>(
 fn read_batch(
     batch: &RecordBatch,
     seen: &mut std::collections::HashSet<u128>,
-    out: &mut Vec<FeatureTrade>,
+    out: &mut AppliedTrades,
 ) -> Result<(), String> {
     let col = |n: &str| {
         batch
@@ -297,18 +410,13 @@ fn read_batch(
             .ok_or(format!("{n} is not a decimal"))?
             .clone())
     };
-    let (ids, users, sides, statuses, seqs) = (
+    let (ids, users, sides, statuses) = (
         text("trade_id")?,
         text("user_id")?,
         text("side")?,
         text("status")?,
-        text("sequence_number")?,
     );
     let (usd, rate, cop) = (dec("usd_amount")?, dec("rate")?, dec("cop_notional")?);
-    let executed = col("executed_at")?;
-    let executed = executed
-        .as_primitive_opt::<TimestampMicrosecondType>()
-        .ok_or("executed_at is not a timestamp")?;
     let days = col("local_date")?;
     let days = days
         .as_primitive_opt::<Date32Type>()
@@ -329,47 +437,48 @@ fn read_batch(
             "SELL" => Side::Sell,
             other => return Err(format!("unknown side {other:?}")),
         };
-        let executed_at =
-            DateTime::from_timestamp_micros(executed.value(i)).ok_or("executed_at out of range")?;
         let day = date_from_days(days.value(i)).ok_or("local_date out of range")?;
-        out.push(FeatureTrade {
-            trade: Trade {
-                trade_id: Arc::from(ids.value(i)),
-                user_id: Arc::from(users.value(i)),
-                side,
-                usd_amount: decimal(&usd, i)?,
-                rate: decimal(&rate, i)?,
-                executed_at,
-                channel: None,
-            },
-            sequence_number: seqs.value(i).to_string(),
+        out.push(
+            users.value(i),
             day,
-            cop_notional: decimal(&cop, i)?,
-        });
+            side,
+            decimal(&usd, i)?,
+            decimal(&rate, i)?,
+            decimal(&cop, i)?,
+        );
     }
     Ok(())
 }
 
-/// Rebuilds the features and the training set from the lake's trade history.
+/// Rebuilds the features and the training set from the lake's trade history, streaming the
+/// rows to both outputs (memory holds the applied trades, 64 bytes each, not the rows).
 pub fn run<L: LakeStore + LakeRead + ?Sized>(lake: &L) -> Result<FeaturesReport, HistoryError> {
     let started = std::time::Instant::now();
-    let trades = read_applied(lake)?;
-    let (rows, not_replayable) = user_features(&trades);
+    let applied = read_applied(lake)?;
+    let mut out = FeatureWriter::create(lake)?;
+    let mut users = 0u64;
+    let mut previous: Option<Arc<str>> = None;
+    let not_replayable = applied.for_each_row(|row| {
+        if previous
+            .as_ref()
+            .is_none_or(|p| !Arc::ptr_eq(p, &row.user_id))
+        {
+            users += 1;
+            previous = Some(Arc::clone(&row.user_id));
+        }
+        out.push(row)
+    })?;
     let mut report = FeaturesReport {
-        trades: trades.len() as u64,
-        users: rows
-            .iter()
-            .map(|r| &r.user_id)
-            .collect::<std::collections::HashSet<_>>()
-            .len() as u64,
-        rows: rows.len() as u64,
+        trades: applied.len() as u64,
+        users,
         not_replayable,
-        last_day: trades.iter().map(|t| t.day).max(),
+        last_day: applied.last_day(),
         ..FeaturesReport::default()
     };
-    report.outputs.push(write_parquet(lake, &rows)?);
-    let (training, training_rows) = write_training_set(lake, &rows)?;
-    report.training_rows = training_rows;
+    let (parquet, training) = out.finish()?;
+    report.rows = parquet.rows;
+    report.training_rows = training.rows;
+    report.outputs.push(parquet);
     report.outputs.push(training);
     let names: Vec<&str> = std::iter::once("label_buy_next_7d")
         .chain(TRAINING_FEATURES.iter().copied())
@@ -382,6 +491,83 @@ pub fn run<L: LakeStore + LakeRead + ?Sized>(lake: &L) -> Result<FeaturesReport,
     });
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
+}
+
+/// The feature table's Parquet and the training set, written as rows come.
+struct FeatureWriter {
+    parquet: ArrowWriter<Box<dyn ObjectSink>>,
+    training: Box<dyn ObjectSink>,
+    batch: Vec<FeatureRow>,
+    rows: u64,
+    training_rows: u64,
+}
+
+impl FeatureWriter {
+    fn create<L: LakeStore + ?Sized>(lake: &L) -> Result<FeatureWriter, HistoryError> {
+        let sink = lake.create(USER_FEATURES_KEY)?;
+        let parquet = ArrowWriter::try_new(sink, schema(), Some(super::writer_properties()))
+            .map_err(parquet_error)?;
+        Ok(FeatureWriter {
+            parquet,
+            training: lake.create(TRAINING_SET_KEY)?,
+            batch: Vec::with_capacity(super::BATCH_ROWS),
+            rows: 0,
+            training_rows: 0,
+        })
+    }
+
+    fn push(&mut self, row: FeatureRow) -> Result<(), HistoryError> {
+        let labelled =
+            write_training_line(&mut self.training, &row).map_err(|source| HistoryError::Read {
+                key: TRAINING_SET_KEY.into(),
+                source,
+            })?;
+        self.training_rows += u64::from(labelled);
+        self.batch.push(row);
+        self.rows += 1;
+        if self.batch.len() >= super::BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), HistoryError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = feature_batch(&self.batch).map_err(|source| HistoryError::Arrow {
+            key: USER_FEATURES_KEY.into(),
+            source,
+        })?;
+        self.parquet.write(&batch).map_err(parquet_error)?;
+        self.batch.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(OutputObject, OutputObject), HistoryError> {
+        self.flush()?;
+        let bytes = self.parquet.into_inner().map_err(parquet_error)?.finish()?;
+        let training_bytes = self.training.finish()?;
+        Ok((
+            OutputObject {
+                key: USER_FEATURES_KEY.into(),
+                rows: self.rows,
+                bytes,
+            },
+            OutputObject {
+                key: TRAINING_SET_KEY.into(),
+                rows: self.training_rows,
+                bytes: training_bytes,
+            },
+        ))
+    }
+}
+
+fn parquet_error(source: parquet::errors::ParquetError) -> HistoryError {
+    HistoryError::Parquet {
+        key: USER_FEATURES_KEY.into(),
+        source,
+    }
 }
 
 /// The training set's feature columns, after the label.
@@ -399,14 +585,26 @@ pub const TRAINING_FEATURES: [&str; 9] = [
 
 /// One training line: label, then [`TRAINING_FEATURES`]; `None` for a row without a label.
 pub fn training_line(r: &FeatureRow) -> Option<String> {
-    let label = r.label_buy_next_7d?;
+    let mut out = Vec::new();
+    match write_training_line(&mut out, r) {
+        Ok(true) => Some(String::from_utf8_lossy(&out).trim_end().to_string()),
+        _ => None,
+    }
+}
+
+/// Writes `r`'s training line (and its newline) when it has a label; whether it did.
+fn write_training_line(out: &mut impl Write, r: &FeatureRow) -> std::io::Result<bool> {
+    let Some(label) = r.label_buy_next_7d else {
+        return Ok(false);
+    };
     // Every value at its column's scale, so a line reads the same whatever the arithmetic left.
     let fixed = |v: Decimal, scale: u8| {
         let mut v = v;
         v.rescale(u32::from(scale));
         v
     };
-    Some(format!(
+    writeln!(
+        out,
         "{},{},{},{},{},{},{},{},{},{}",
         u8::from(label),
         r.trades_7d,
@@ -418,59 +616,8 @@ pub fn training_line(r: &FeatureRow) -> Option<String> {
         fixed(r.net_usd_position, USD.1),
         fixed(r.realized_pnl_cop, COP.1),
         r.days_since_last_trade,
-    ))
-}
-
-fn write_training_set<L: LakeStore + ?Sized>(
-    lake: &L,
-    rows: &[FeatureRow],
-) -> Result<(OutputObject, u64), HistoryError> {
-    let mut sink = lake.create(TRAINING_SET_KEY)?;
-    let mut n = 0u64;
-    let io = |source| HistoryError::Read {
-        key: TRAINING_SET_KEY.into(),
-        source,
-    };
-    for line in rows.iter().filter_map(training_line) {
-        sink.write_all(line.as_bytes()).map_err(io)?;
-        sink.write_all(b"\n").map_err(io)?;
-        n += 1;
-    }
-    let bytes = sink.finish()?;
-    Ok((
-        OutputObject {
-            key: TRAINING_SET_KEY.into(),
-            rows: n,
-            bytes,
-        },
-        n,
-    ))
-}
-
-fn write_parquet<L: LakeStore + ?Sized>(
-    lake: &L,
-    rows: &[FeatureRow],
-) -> Result<OutputObject, HistoryError> {
-    let parquet_err = |source| HistoryError::Parquet {
-        key: USER_FEATURES_KEY.into(),
-        source,
-    };
-    let sink = lake.create(USER_FEATURES_KEY)?;
-    let mut writer = ArrowWriter::try_new(sink, schema(), Some(super::writer_properties()))
-        .map_err(parquet_err)?;
-    for chunk in rows.chunks(super::BATCH_ROWS) {
-        let batch = feature_batch(chunk).map_err(|source| HistoryError::Arrow {
-            key: USER_FEATURES_KEY.into(),
-            source,
-        })?;
-        writer.write(&batch).map_err(parquet_err)?;
-    }
-    let bytes = writer.into_inner().map_err(parquet_err)?.finish()?;
-    Ok(OutputObject {
-        key: USER_FEATURES_KEY.into(),
-        rows: rows.len() as u64,
-        bytes,
-    })
+    )?;
+    Ok(true)
 }
 
 fn feature_batch(rows: &[FeatureRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
