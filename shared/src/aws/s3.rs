@@ -103,6 +103,22 @@ impl S3Error {
             .and_then(|e| e.downcast_ref::<S3Error>())
             .map(|e| e.kind)
     }
+
+    /// The kind of the first S3 error in a chain of sources (directly, or inside an I/O
+    /// error), if there is one: what a port error wrapping it is.
+    pub fn kind_in_chain(err: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            if let Some(s3) = e.downcast_ref::<S3Error>() {
+                return Some(s3.kind);
+            }
+            if let Some(k) = e.downcast_ref::<io::Error>().and_then(S3Error::kind_of_io) {
+                return Some(k);
+            }
+            cur = e.source();
+        }
+        None
+    }
 }
 
 fn lake_err(e: S3Error) -> LakeError {
