@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lago::aws::s3::{S3Error, S3Lake, S3Source};
 use lago::ingest::task::{
@@ -202,23 +202,6 @@ fn io_kind(e: &std::io::Error) -> ErrorKind {
     })
 }
 
-/// The first S3 error in a chain of sources, if any, decides the kind.
-fn s3_kind_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(s3) = err.downcast_ref::<S3Error>() {
-            return Some(s3.kind);
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(k) = S3Error::kind_of_io(io) {
-                return Some(k);
-            }
-        }
-        cur = err.source();
-    }
-    None
-}
-
 impl Classified for TransformTaskError {
     fn kind(&self) -> ErrorKind {
         use TransformTaskError as E;
@@ -236,22 +219,10 @@ impl Classified for TransformTaskError {
                 TransformError::Lake(LakeError::Io { source, .. }) => io_kind(source),
                 TransformError::Manifest(_) | TransformError::Invariant(_) => ErrorKind::Internal,
                 // Parquet and the key set fail on I/O (an S3 part upload, the spill file).
-                other => s3_kind_in_chain(other).unwrap_or(ErrorKind::Retryable),
+                other => S3Error::kind_in_chain(other).unwrap_or(ErrorKind::Retryable),
             },
         }
     }
-}
-
-/// Time left before the invocation's deadline (`None` when the context has none, as in tests
-/// that build a default context).
-fn remaining(deadline_ms: u64) -> Option<Duration> {
-    if deadline_ms == 0 {
-        return None;
-    }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Some(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
 }
 
 /// One task: transform one raw object.
@@ -272,7 +243,7 @@ pub async fn handle<St: Storage, Sec: SecretSource>(
     let margin = deps.config.deadline_margin;
     // The engine stops at `deadline`; the task gives up at `hard` even if a call hangs, leaving
     // half the margin to abort uploads and report.
-    let (deadline, hard) = match remaining(event.context.deadline) {
+    let (deadline, hard) = match lago::runtime::time_left(event.context.deadline) {
         None => (None, None),
         Some(left) if left <= margin => {
             return Err(TransformTaskError::NoTime {
@@ -367,6 +338,7 @@ fn fail(input: &ExecutionInput, e: TransformTaskError) -> TransformTaskError {
 mod tests {
     use super::*;
     use lago::ingest::memory::{MemoryLake, MemorySecrets};
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     const TASK: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -1,7 +1,8 @@
 //! The lake on S3: [`S3Lake`] implements the transform's synchronous [`LakeStore`] (objects
-//! written through multipart upload once they outgrow one part), [`S3Source`] its
-//! [`RawSource`] (GetObject streamed chunk by chunk, resumed with a range request if the
-//! connection drops), and [`S3Manifests`] reads manifests for the load.
+//! written through multipart upload once they outgrow one part) and the trade history's
+//! [`LakeRead`], [`S3Source`] the transform's [`RawSource`] (GetObject streamed chunk by chunk,
+//! resumed with a range request if the connection drops; [`LakeRead`] reads through it too),
+//! and [`S3Manifests`] reads manifests for the load.
 //!
 //! The transform engine is synchronous and runs on a blocking thread (`spawn_blocking`); these
 //! adapters bridge to the async SDK with a tokio [`Handle`]. They must never be called from an
@@ -23,7 +24,7 @@ use tracing::{debug, instrument, warn};
 use super::{http_status, is_transient};
 use crate::ingest::statements::{ManifestError, ManifestReader};
 use crate::ingest::task::S3Uri;
-use crate::lake::{LakeError, LakeStore, ObjectSink};
+use crate::lake::{LakeError, LakeRead, LakeStore, ObjectSink};
 use crate::runtime::{BoxError, ErrorKind};
 use crate::transform::{Manifest, RawSource};
 
@@ -102,6 +103,22 @@ impl S3Error {
         err.get_ref()
             .and_then(|e| e.downcast_ref::<S3Error>())
             .map(|e| e.kind)
+    }
+
+    /// The kind of the first S3 error in a chain of sources (directly, or inside an I/O
+    /// error), if there is one: what a port error wrapping it is.
+    pub fn kind_in_chain(err: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            if let Some(s3) = e.downcast_ref::<S3Error>() {
+                return Some(s3.kind);
+            }
+            if let Some(k) = e.downcast_ref::<io::Error>().and_then(S3Error::kind_of_io) {
+                return Some(k);
+            }
+            cur = e.source();
+        }
+        None
     }
 }
 
@@ -213,6 +230,32 @@ impl LakeStore for S3Lake {
             )
             .map(|_| ())
             .map_err(|e| lake_err(S3Error::new("DeleteObject", &self.bucket, key, e)))
+    }
+}
+
+impl LakeRead for S3Lake {
+    /// Streams the object's current version, as [`S3Source`] streams a raw object (one network
+    /// chunk in memory at a time, resumed if the connection drops). A missing object is
+    /// [`LakeError::Io`] with [`io::ErrorKind::NotFound`] (the [`S3Error`] inside); any other
+    /// failure is [`LakeError::Store`], classified.
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, LakeError> {
+        let source = S3Source::new(
+            self.client.clone(),
+            self.handle.clone(),
+            &self.bucket,
+            key,
+            None,
+            None,
+        );
+        match source.reader() {
+            Ok(reader) => Ok(Box::new(reader)),
+            Err(e) if e.kind == ErrorKind::NotFound => Err(LakeError::Io {
+                key: key.to_string(),
+                source: e.into_io(),
+            }),
+            Err(e) => Err(lake_err(e)),
+        }
     }
 }
 
@@ -515,18 +558,22 @@ impl S3Source {
         )?;
         Ok(out.body)
     }
+
+    /// The object from its first byte, as a blocking reader.
+    fn reader(&self) -> Result<S3Reader, S3Error> {
+        Ok(S3Reader {
+            source: self.clone(),
+            body: self.get(0)?,
+            chunk: Bytes::new(),
+            read: 0,
+            resumes: 0,
+        })
+    }
 }
 
 impl RawSource for S3Source {
     fn open(&self) -> io::Result<Box<dyn Read + Send>> {
-        let body = self.get(0).map_err(S3Error::into_io)?;
-        Ok(Box::new(S3Reader {
-            source: self.clone(),
-            body,
-            chunk: Bytes::new(),
-            read: 0,
-            resumes: 0,
-        }))
+        Ok(Box::new(self.reader().map_err(S3Error::into_io)?))
     }
 }
 

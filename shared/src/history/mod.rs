@@ -161,6 +161,8 @@ pub struct HistoryReport {
     pub invalid: u64,
     pub rows_by_status: BTreeMap<String, u64>,
     pub rows_without_trm: u64,
+    /// Archive objects not started because the run's deadline came: left for the next run.
+    pub pending: u64,
     /// Official rates known to the run.
     pub rates: u64,
     /// The Parquet objects written by this run, in key order: what the warehouse loads.
@@ -245,6 +247,17 @@ pub fn run<L: LakeStore + LakeRead + ?Sized>(
     lake: &L,
     opts: &HistoryOptions,
 ) -> Result<HistoryReport, HistoryError> {
+    run_until(lake, opts, None)
+}
+
+/// [`run`], starting no object once `deadline` has passed. Every object processed is whole
+/// (its manifest written last), so stopping between objects loses nothing: the report names
+/// the parts written, and the objects not started (`pending`) are the next run's.
+pub fn run_until<L: LakeStore + LakeRead + ?Sized>(
+    lake: &L,
+    opts: &HistoryOptions,
+    deadline: Option<Instant>,
+) -> Result<HistoryReport, HistoryError> {
     let started = Instant::now();
     let (objects, already) = pending_objects(lake, &opts.days)?;
     let rates = RateTable::from_lake(lake)?;
@@ -255,7 +268,11 @@ pub fn run<L: LakeStore + LakeRead + ?Sized>(
         rates: rates.len() as u64,
         ..HistoryReport::default()
     };
-    for key in &objects {
+    for (i, key) in objects.iter().enumerate() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            report.pending = (objects.len() - i) as u64;
+            break;
+        }
         let manifest = process_object(lake, key, &rates, &mut seen, opts.load_date)?;
         report.lines += manifest.lines;
         report.rows += manifest.rows;
@@ -275,6 +292,7 @@ pub fn run<L: LakeStore + LakeRead + ?Sized>(
     info!(
         objects = report.objects,
         already_processed = report.already_processed,
+        pending = report.pending,
         rows = report.rows,
         repeats = report.repeats,
         invalid = report.invalid,

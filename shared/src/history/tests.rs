@@ -361,6 +361,26 @@ fn a_second_run_finds_nothing_to_do_and_a_dated_run_only_its_day() -> TestResult
 }
 
 #[test]
+fn a_run_past_its_deadline_starts_nothing_and_leaves_the_objects_pending() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let lake = LocalLake::new(dir.path());
+    put_archive(&lake, K1, &[simple("a", ArchiveStatus::Applied)])?;
+    put_archive(&lake, K3, &[simple("b", ArchiveStatus::Applied)])?;
+
+    // WHEN a run starts with its deadline already passed
+    let late = run_until(&lake, &opts(Days::All), Some(Instant::now()))?;
+
+    // THEN no object is started, both are pending, and nothing is in the lake
+    assert_eq!((late.objects, late.pending, late.rows), (2, 2, 0));
+    assert!(late.parts.is_empty() && late.manifests.is_empty());
+    assert!(lake.list("manifests/")?.is_empty());
+    // AND the next run does them
+    let next = run(&lake, &opts(Days::All))?;
+    assert_eq!((next.already_processed, next.pending, next.rows), (0, 0, 2));
+    Ok(())
+}
+
+#[test]
 fn bad_lines_are_rejected_with_reasons_and_a_corrupt_object_whole() -> TestResult {
     let dir = tempfile::tempdir()?;
     let lake = LocalLake::new(dir.path());

@@ -81,6 +81,21 @@ pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
     out
 }
 
+/// Time left before an invocation's deadline (`lambda_runtime::Context::deadline`,
+/// milliseconds since the epoch); `None` when the context has none (0, as in tests that build
+/// a default context).
+pub fn time_left(deadline_ms: u64) -> Option<std::time::Duration> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Some(std::time::Duration::from_millis(
+        deadline_ms.saturating_sub(now_ms),
+    ))
+}
+
 /// `(error_type, error_message)` of a classified error, ready for a `Diagnostic`.
 pub fn diagnostic_parts<E: Classified + 'static>(err: &E) -> (&'static str, String) {
     (err.kind().error_type(), error_chain(err))
