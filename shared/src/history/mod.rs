@@ -125,6 +125,35 @@ pub struct HistoryManifest {
     pub duration_ms: u64,
 }
 
+impl HistoryManifest {
+    /// The manifest of an object about to be read: nothing counted yet.
+    fn empty(key: &str, names: &Names, load_date: NaiveDate, started_at: String) -> Self {
+        HistoryManifest {
+            schema_version: HISTORY_SCHEMA_VERSION,
+            source: HistorySource {
+                key: key.to_string(),
+                bytes: 0,
+            },
+            load_date,
+            status: ObjectStatus::Ok,
+            detail: None,
+            lines: 0,
+            rows: 0,
+            repeats: 0,
+            invalid: 0,
+            invalid_by_reason: BTreeMap::new(),
+            rows_by_status: BTreeMap::new(),
+            rows_without_trm: 0,
+            outputs: HistoryOutputs {
+                manifest: names.manifest.clone(),
+                ..HistoryOutputs::default()
+            },
+            started_at,
+            duration_ms: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistorySource {
     pub key: String,
@@ -403,29 +432,7 @@ fn process_object<L: LakeStore + LakeRead + ?Sized>(
     let Some(names) = names(key) else {
         return Err(HistoryError::Lake(LakeError::InvalidKey(key.to_string())));
     };
-    let mut m = HistoryManifest {
-        schema_version: HISTORY_SCHEMA_VERSION,
-        source: HistorySource {
-            key: key.to_string(),
-            bytes: 0,
-        },
-        load_date,
-        status: ObjectStatus::Ok,
-        detail: None,
-        lines: 0,
-        rows: 0,
-        repeats: 0,
-        invalid: 0,
-        invalid_by_reason: BTreeMap::new(),
-        rows_by_status: BTreeMap::new(),
-        rows_without_trm: 0,
-        outputs: HistoryOutputs {
-            manifest: names.manifest.clone(),
-            ..HistoryOutputs::default()
-        },
-        started_at: started_at.to_rfc3339(),
-        duration_ms: 0,
-    };
+    let mut m = HistoryManifest::empty(key, &names, load_date, started_at.to_rfc3339());
     let mut counted = CountingRead {
         inner: lake.open(key)?,
         bytes: 0,
@@ -450,18 +457,9 @@ fn process_object<L: LakeStore + LakeRead + ?Sized>(
             m = HistoryManifest {
                 status: ObjectStatus::Unreadable,
                 detail: Some(format!("the object is not a readable gzip stream: {e}")),
-                lines: 0,
-                rows: 0,
-                repeats: 0,
-                invalid: 0,
-                invalid_by_reason: BTreeMap::new(),
-                rows_by_status: BTreeMap::new(),
-                rows_without_trm: 0,
-                outputs: HistoryOutputs {
-                    manifest: names.manifest.clone(),
-                    ..HistoryOutputs::default()
-                },
-                ..m
+                source: m.source,
+                started_at: m.started_at,
+                ..HistoryManifest::empty(key, &names, load_date, String::new())
             };
         }
         Err(ObjectFailure::Failed(e)) => {
