@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::contract::{Dataset, OutType};
+use crate::contract::Dataset;
 use crate::lake::{partition_prefix, Zone};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,16 +44,6 @@ pub struct CatalogTable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Catalog {
     pub tables: Vec<CatalogTable>,
-}
-
-fn hive_type(t: OutType) -> String {
-    match t {
-        OutType::Text => "string".into(),
-        OutType::Decimal(p, s) => format!("decimal({p},{s})"),
-        OutType::Date => "date".into(),
-        OutType::TimestampUtc => "timestamp".into(),
-        OutType::Int64 => "bigint".into(),
-    }
 }
 
 /// Catalogs `processed/` of the lake folder at `root` (missing datasets have no partitions).
@@ -105,7 +95,7 @@ pub fn scan(root: &Path) -> io::Result<Catalog> {
                 .output_columns()
                 .into_iter()
                 .map(|c| CatalogColumn {
-                    r#type: hive_type(c.ty),
+                    r#type: c.ty.hive(),
                     name: c.name,
                     nullable: c.nullable,
                     pii: c.pii,

@@ -351,6 +351,17 @@ pub enum OutType {
 }
 
 impl OutType {
+    /// The Glue / Hive type name.
+    pub fn hive(&self) -> String {
+        match self {
+            OutType::Text => "string".into(),
+            OutType::Decimal(p, s) => format!("decimal({p},{s})"),
+            OutType::Date => "date".into(),
+            OutType::TimestampUtc => "timestamp".into(),
+            OutType::Int64 => "bigint".into(),
+        }
+    }
+
     pub fn arrow(&self) -> DataType {
         match self {
             OutType::Text => DataType::Utf8,

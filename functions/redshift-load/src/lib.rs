@@ -1,5 +1,6 @@
 //! The `redshift-load` function's handler: parses the task input and runs
-//! [`lago::ingest::statements`]' `setup`, `submit` or `status` on the Data API port.
+//! [`lago::ingest::statements`]' `setup`, `submit`, `submit_tables` or `status` on the Data API
+//! port.
 
 use lago::aws::redshift::{ClusterAuth, WarehouseTarget};
 use lago::ingest::statements::{
@@ -85,7 +86,7 @@ pub struct Deps<D, M> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedshiftLoadError {
-    #[error("invalid task input (expected {{action: setup}}, {{action: submit, dataset, manifest}} or {{action: status, statement_id}})")]
+    #[error("invalid task input (expected {{action: setup}}, {{action: submit, dataset, manifest}}, {{action: submit_tables, run, tables}} or {{action: status, statement_id}})")]
     Input(#[source] serde_json::Error),
     #[error(transparent)]
     Load(#[from] LoadTaskError),
@@ -131,6 +132,15 @@ pub async fn handle<D: DataApi, M: ManifestReader>(
                 .metric("LoadsSubmitted", Unit::Count, u64::from(!out.skipped))
                 .metric("LoadsSkipped", Unit::Count, u64::from(out.skipped))
                 .property("manifest", manifest);
+            (serde_json::to_value(&out), emf)
+        }
+        LoadTask::SubmitTables { run, tables } => {
+            let out = statements::submit_tables(&deps.api, &deps.warehouse, &run, &tables).await?;
+            let emf = emf
+                .dimension("Dataset", "trades")
+                .metric("LoadsSubmitted", Unit::Count, u64::from(!out.skipped))
+                .metric("LoadsSkipped", Unit::Count, u64::from(out.skipped))
+                .property("run", run);
             (serde_json::to_value(&out), emf)
         }
         LoadTask::Status { statement_id } => {
@@ -299,7 +309,7 @@ mod tests {
             }
             n += 1;
         }
-        assert!(n >= 3);
+        assert!(n >= 4);
         Ok(())
     }
 
@@ -318,6 +328,11 @@ mod tests {
                 "InvalidInput",
             ),
             (STATUS.to_string(), "NotFound"),
+            (
+                r#"{"action":"submit_tables","run":"r","tables":[{"table":"trades_history","parts":["s3://lago-lake-dev/raw/trades/"]}]}"#
+                    .to_string(),
+                "InvalidInput",
+            ),
         ];
         for (body, ty) in cases {
             let Err(e) = handle(&deps, event(&body)?).await else {

@@ -1,7 +1,8 @@
-//! `redshift-load` — the load branch's task. Invoked by the ingest state machine (and once by
-//! the deployment for `setup`) with `{action: "setup" | "submit" | "status", …}`: `setup` applies
+//! `redshift-load` — the warehouse task of the state machines (and of the deployment, once, for
+//! `setup`), with `{action: "setup" | "submit" | "submit_tables" | "status", …}`: `setup` applies
 //! the warehouse DDL, `submit` runs the load plan of one transformed file as one Data API batch
-//! (a single transaction), `status` reports the batch's state for the state machine's poll.
+//! (a single transaction), `submit_tables` loads the trade history's day folders and the features
+//! the same way, `status` reports a batch's state for the state machine's poll.
 //! See `docs/functions.md`.
 
 use lago::aws::redshift::RedshiftDataApi;

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 
 use super::task::{S3Uri, TaskInputError};
 use crate::contract::Dataset;
-use crate::load::{self, Ident, LoadError, LoadPlan, RedshiftCopy, SqlDialect};
+use crate::load::{
+    self, Ident, LoadError, LoadPlan, LoadRequest, RedshiftCopy, SqlDialect, Table, TableLoad,
+};
 use crate::runtime::{BoxError, Classified, ErrorKind};
 use crate::transform::Manifest;
 
@@ -24,6 +26,10 @@ pub enum LoadTask {
     /// Load the processed parts of one source file, named by its manifest (the transform's
     /// output carries both fields, so the state machine passes it as is).
     Submit { dataset: Dataset, manifest: String },
+    /// Load derived tables (the trade history's day folders, the features) as one batch. `run`
+    /// names the request (e.g. the execution and its round): a retried task with the same `run`
+    /// is the same statement, another run loads again.
+    SubmitTables { run: String, tables: Vec<TableLoad> },
     /// The state of a submitted batch.
     Status { statement_id: String },
 }
@@ -220,6 +226,9 @@ pub struct SubmitOutput {
     pub dataset: Option<Dataset>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_key: Option<String>,
+    /// The tables a `submit_tables` loads.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub tables: Vec<Table>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub skipped: bool,
 }
@@ -244,6 +253,50 @@ fn digest(parts: &[&str], hex_len: usize) -> String {
     d[..hex_len.min(d.len())].to_string()
 }
 
+impl SubmitOutput {
+    /// A submitted batch.
+    fn submitted(id: String, statement_name: String, statements: usize) -> SubmitOutput {
+        SubmitOutput {
+            statement_id: Some(id),
+            statement_name,
+            state: StatementState::Submitted,
+            statements,
+            dataset: None,
+            source_key: None,
+            tables: Vec::new(),
+            skipped: false,
+        }
+    }
+
+    /// Nothing to load: finished without a statement.
+    fn skipped(statement_name: String) -> SubmitOutput {
+        SubmitOutput {
+            statement_id: None,
+            state: StatementState::Finished,
+            statements: 0,
+            skipped: true,
+            ..SubmitOutput::submitted(String::new(), statement_name, 0)
+        }
+    }
+}
+
+/// Submits `sqls` as one batch (one transaction); `token` makes a retry the same statement.
+async fn submit_batch<D: DataApi>(
+    api: &D,
+    sqls: &[String],
+    statement_name: String,
+    token: &str,
+) -> Result<SubmitOutput, LoadTaskError> {
+    let id = api
+        .batch_execute(Batch {
+            sqls,
+            statement_name: &statement_name,
+            client_token: token,
+        })
+        .await?;
+    Ok(SubmitOutput::submitted(id, statement_name, sqls.len()))
+}
+
 /// `setup`: the schema, the table of every dataset and `trades_history`, then the KPI views
 /// over them, as one batch.
 pub async fn setup<D: DataApi>(api: &D, wh: &LoadTarget) -> Result<SubmitOutput, LoadTaskError> {
@@ -251,24 +304,9 @@ pub async fn setup<D: DataApi>(api: &D, wh: &LoadTarget) -> Result<SubmitOutput,
     // The token changes with the DDL, so a changed contract is applied, a retry is not re-run.
     let refs: Vec<&str> = sqls.iter().map(String::as_str).collect();
     let token = digest(&refs, 64);
-    let statement_name = format!("lago-setup-{}", &token[..12]);
-    let id = api
-        .batch_execute(Batch {
-            sqls: &sqls,
-            statement_name: &statement_name,
-            client_token: &token,
-        })
-        .await?;
-    tracing::info!(statement_id = %id, statements = sqls.len(), schema = %wh.schema, "warehouse DDL submitted");
-    Ok(SubmitOutput {
-        statement_id: Some(id),
-        statement_name,
-        state: StatementState::Submitted,
-        statements: sqls.len(),
-        dataset: None,
-        source_key: None,
-        skipped: false,
-    })
+    let out = submit_batch(api, &sqls, format!("lago-setup-{}", &token[..12]), &token).await?;
+    tracing::info!(statement_id = ?out.statement_id, statements = sqls.len(), schema = %wh.schema, "warehouse DDL submitted");
+    Ok(out)
 }
 
 /// The Redshift statements that load one manifest's parts (exposed for tests and the docs).
@@ -307,13 +345,9 @@ pub async fn submit<D: DataApi, M: ManifestReader>(
         Err(LoadError::NothingToLoad { source_key, reason }) => {
             tracing::info!(%dataset, key = %source_key, %reason, "nothing to load");
             return Ok(SubmitOutput {
-                statement_id: None,
-                statement_name,
-                state: StatementState::Finished,
-                statements: 0,
                 dataset: Some(dataset),
                 source_key: Some(source_key),
-                skipped: true,
+                ..SubmitOutput::skipped(statement_name)
             });
         }
         Err(e) => return Err(e.into()),
@@ -322,30 +356,91 @@ pub async fn submit<D: DataApi, M: ManifestReader>(
     let mut token_parts: Vec<&str> = vec![manifest_uri, &manifest.source.checksum];
     token_parts.extend(sqls.iter().map(String::as_str));
     let token = digest(&token_parts, 64);
-    let id = api
-        .batch_execute(Batch {
-            sqls: &sqls,
-            statement_name: &statement_name,
-            client_token: &token,
-        })
-        .await?;
+    let out = submit_batch(api, &sqls, statement_name, &token).await?;
     tracing::info!(
         %dataset,
         key = %manifest.source.key,
         rows = manifest.rows_ok,
         parts = manifest.outputs.processed.len(),
-        statement_id = %id,
+        statement_id = ?out.statement_id,
         statements = sqls.len(),
         "load submitted"
     );
     Ok(SubmitOutput {
-        statement_id: Some(id),
-        statement_name,
-        state: StatementState::Submitted,
-        statements: sqls.len(),
         dataset: Some(dataset),
         source_key: Some(manifest.source.key),
-        skipped: false,
+        ..out
+    })
+}
+
+/// The Redshift statements that load derived tables, in order: each table's plan over its S3
+/// parts or folders, which must lie under the table's `processed/` prefix.
+pub fn table_statements(
+    wh: &LoadTarget,
+    tables: &[TableLoad],
+) -> Result<Vec<String>, LoadTaskError> {
+    let mut sqls = Vec::new();
+    for load in tables {
+        if matches!(load.table, Table::Dataset(_)) {
+            // A dataset's rows are replaced or upserted per source file: through its manifest.
+            return Err(LoadError::UnknownTable(load.table.to_string()).into());
+        }
+        let prefix = load.table.processed_prefix();
+        for part in &load.parts {
+            let uri: S3Uri = part.parse()?;
+            if !uri.key.starts_with(&prefix) || uri.key.split('/').any(|s| s == "..") {
+                return Err(LoadError::NotTheTablesLocation(part.clone(), load.table).into());
+            }
+        }
+        let plan = LoadPlan::new(LoadRequest {
+            table: load.table,
+            schema: wh.schema.clone(),
+            source_key: load.table.name().into(),
+            parts: load.parts.clone(),
+        })?;
+        sqls.extend(plan.render(&wh.dialect)?);
+    }
+    if sqls.len() > load::MAX_BATCH_STATEMENTS {
+        return Err(LoadError::TooManyStatements {
+            statements: sqls.len(),
+            limit: load::MAX_BATCH_STATEMENTS,
+        }
+        .into());
+    }
+    Ok(sqls)
+}
+
+/// `submit_tables`: the plans of the derived tables as one batch, so readers see the history and
+/// the features of one run together. Nothing to load is `skipped`.
+pub async fn submit_tables<D: DataApi>(
+    api: &D,
+    wh: &LoadTarget,
+    run: &str,
+    tables: &[TableLoad],
+) -> Result<SubmitOutput, LoadTaskError> {
+    let tables: Vec<TableLoad> = tables
+        .iter()
+        .filter(|t| !t.parts.is_empty())
+        .cloned()
+        .collect();
+    let names: Vec<Table> = tables.iter().map(|t| t.table).collect();
+    let sqls = table_statements(wh, &tables)?;
+    let mut token_parts: Vec<&str> = vec![run];
+    token_parts.extend(sqls.iter().map(String::as_str));
+    let token = digest(&token_parts, 64);
+    let statement_name = format!("lago-load-tables-{}", &token[..16]);
+    if sqls.is_empty() {
+        tracing::info!(%run, "no table to load");
+        return Ok(SubmitOutput {
+            tables: names,
+            ..SubmitOutput::skipped(statement_name)
+        });
+    }
+    let out = submit_batch(api, &sqls, statement_name, &token).await?;
+    tracing::info!(%run, tables = ?names, statement_id = ?out.statement_id, statements = sqls.len(), "table load submitted");
+    Ok(SubmitOutput {
+        tables: names,
+        ..out
     })
 }
 
@@ -470,6 +565,128 @@ mod tests {
         );
         assert_eq!(out.state, StatementState::Submitted);
         assert_eq!(out.statements, expected.len());
+        Ok(())
+    }
+
+    fn history_loads(days: &[&str]) -> Vec<TableLoad> {
+        vec![
+            TableLoad {
+                table: Table::TradesHistory,
+                parts: days
+                    .iter()
+                    .map(|d| format!("s3://lake/processed/trades/{d}/"))
+                    .collect(),
+            },
+            TableLoad {
+                table: Table::UserFeatures,
+                parts: vec![format!(
+                    "s3://lake/{}",
+                    crate::history::features::USER_FEATURES_KEY
+                )],
+            },
+        ]
+    }
+
+    #[test]
+    fn submit_tables_loads_the_history_then_the_features_in_one_batch() -> anyhow::Result<()> {
+        // GIVEN two days of the history and the rebuilt features
+        let api = MemoryDataApi::default();
+        let tables = history_loads(&["year=2026/month=12/day=06", "year=2026/month=12/day=07"]);
+        let json: LoadTask = serde_json::from_value(serde_json::json!({
+            "action": "submit_tables", "run": "exec-1/1", "tables": tables,
+        }))?;
+        assert_eq!(
+            json,
+            LoadTask::SubmitTables {
+                run: "exec-1/1".into(),
+                tables: tables.clone()
+            }
+        );
+        // WHEN they are submitted
+        let out = block_on(submit_tables(&api, &warehouse()?, "exec-1/1", &tables))?;
+        // THEN one batch holds a COPY per day folder into the history's stage, then the features'
+        let batches = api.batches();
+        assert_eq!(batches.len(), 1);
+        let copies: Vec<&String> = batches[0]
+            .iter()
+            .filter(|s| s.starts_with("COPY "))
+            .collect();
+        assert_eq!(copies.len(), 3);
+        assert!(copies[0].starts_with(
+            "COPY lago_stage_trades_history FROM 's3://lake/processed/trades/year=2026/month=12/day=06/'"
+        ));
+        assert!(copies[2].starts_with("COPY lago_stage_user_features FROM "));
+        assert_eq!(out.tables, vec![Table::TradesHistory, Table::UserFeatures]);
+        assert_eq!(out.statements, batches[0].len());
+        // A retry of the same run is the same statement; another run submits again.
+        let again = block_on(submit_tables(&api, &warehouse()?, "exec-1/1", &tables))?;
+        assert_eq!(again.statement_id, out.statement_id);
+        let next = block_on(submit_tables(&api, &warehouse()?, "exec-2/1", &tables))?;
+        assert_ne!(next.statement_id, out.statement_id);
+        // Nothing to load is skipped without a batch.
+        let empty = vec![TableLoad {
+            table: Table::TradesHistory,
+            parts: vec![],
+        }];
+        let skipped = block_on(submit_tables(&api, &warehouse()?, "exec-3/1", &empty))?;
+        assert!(skipped.skipped && skipped.statement_id.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn submit_tables_loads_only_derived_tables_from_their_own_prefix() -> anyhow::Result<()> {
+        let wh = warehouse()?;
+        let load = |table: Table, part: &str| {
+            table_statements(
+                &wh,
+                &[TableLoad {
+                    table,
+                    parts: vec![part.into()],
+                }],
+            )
+        };
+        for (table, part) in [
+            (
+                Table::TradesHistory,
+                "s3://lake/processed/clientes/year=2026/",
+            ),
+            (Table::TradesHistory, "s3://lake/raw/trades/year=2026/"),
+            (
+                Table::TradesHistory,
+                "s3://lake/processed/trades/../../raw/",
+            ),
+            (Table::UserFeatures, "s3://lake/processed/trades/year=2026/"),
+        ] {
+            let e = load(table, part);
+            assert!(
+                matches!(
+                    e,
+                    Err(LoadTaskError::Plan(LoadError::NotTheTablesLocation(..)))
+                ),
+                "{part}: {e:?}"
+            );
+            assert_eq!(e.err().map(|e| e.kind()), Some(ErrorKind::InvalidInput));
+        }
+        let e = load(Table::TradesHistory, "/lake/processed/trades/");
+        assert!(matches!(e, Err(ref e) if e.kind() == ErrorKind::InvalidInput));
+        let e = load(
+            Table::Dataset(Dataset::Clientes),
+            "s3://lake/processed/clientes/",
+        );
+        assert!(matches!(
+            e,
+            Err(LoadTaskError::Plan(LoadError::UnknownTable(_)))
+        ));
+        // More day folders than one batch holds is refused, not cut.
+        let days: Vec<String> = (1..=40)
+            .map(|d| format!("year=2026/month=01/day={d:02}"))
+            .collect();
+        let days: Vec<&str> = days.iter().map(String::as_str).collect();
+        let e = table_statements(&wh, &history_loads(&days));
+        assert!(matches!(
+            e,
+            Err(LoadTaskError::Plan(LoadError::TooManyStatements { .. }))
+        ));
         Ok(())
     }
 

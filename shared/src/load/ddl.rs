@@ -87,6 +87,15 @@ impl Table {
         }
     }
 
+    /// The lake prefix holding the table's Parquet (`processed/…/`).
+    pub fn processed_prefix(&self) -> String {
+        match self {
+            Table::Dataset(d) => format!("processed/{}/", d.name()),
+            Table::TradesHistory => "processed/trades/".into(),
+            Table::UserFeatures => "processed/features/user_features/".into(),
+        }
+    }
+
     /// Redshift width of a text column, from what the table says the column holds.
     fn varchar_width(&self, name: &str) -> u16 {
         match self {
@@ -103,6 +112,42 @@ impl Table {
 impl From<Dataset> for Table {
     fn from(d: Dataset) -> Table {
         Table::Dataset(d)
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Table {
+    type Err = LoadError;
+
+    /// A table by its warehouse name (a dataset's name is its table's).
+    fn from_str(s: &str) -> Result<Table, LoadError> {
+        match s {
+            "trades_history" => Ok(Table::TradesHistory),
+            "user_features" => Ok(Table::UserFeatures),
+            _ => s
+                .parse::<Dataset>()
+                .map(Table::Dataset)
+                .map_err(|_| LoadError::UnknownTable(s.to_string())),
+        }
+    }
+}
+
+/// A table is written and read as its name, as the task inputs name it.
+impl serde::Serialize for Table {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Table {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Table, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 

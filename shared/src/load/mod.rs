@@ -28,7 +28,7 @@ mod views;
 pub use ddl::{
     column_idents, sql_type, table_ddl, table_name, warehouse_ddl, warehouse_setup, Table,
 };
-pub use plan::{s3_uri, LoadPlan, LoadRequest, LoadStep, LoadStrategy, RenderedStep};
+pub use plan::{s3_uri, LoadPlan, LoadRequest, LoadStep, LoadStrategy, RenderedStep, TableLoad};
 pub use sql::{Ident, RedshiftCopy, SqlDialect, TableName};
 pub use views::{kpi_views, ALL_REASONS, KPI_VIEWS};
 
@@ -57,6 +57,10 @@ pub enum LoadError {
     NotAnS3Uri(String),
     #[error("{0:?} contains a glob character (* ? [) that DuckDB's read_parquet would expand")]
     GlobInPath(String),
+    #[error("{0:?} is not a warehouse table lago loads")]
+    UnknownTable(String),
+    #[error("{0:?} is not where the {1} table's Parquet is")]
+    NotTheTablesLocation(String, ddl::Table),
     #[error("nothing to load for {source_key:?}: {reason}")]
     NothingToLoad { source_key: String, reason: String },
     #[error("a generated statement is {bytes} bytes, over the {limit}-byte limit")]

@@ -56,7 +56,8 @@ pub enum LoadStep {
         stage: Ident,
         target: TableName,
     },
-    /// Read the Parquet parts (S3 URIs for Redshift, file paths for DuckDB) into the stage.
+    /// Read the Parquet parts (S3 URIs for Redshift, file paths for DuckDB) into the stage. A
+    /// part ending in `/` is a folder: every Parquet object in it (a day of the trade history).
     LoadParts {
         stage: Ident,
         columns: Vec<Ident>,
@@ -120,6 +121,14 @@ pub struct LoadRequest {
     /// The raw object's key, as in the rows' `_source_key`.
     pub source_key: String,
     /// Where each Parquet part is, as the warehouse reads it (`s3://…` or a local path).
+    pub parts: Vec<String>,
+}
+
+/// One derived table to load from Parquet parts or folders (`…/`): what the trade history's
+/// task hands the warehouse load.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableLoad {
+    pub table: Table,
     pub parts: Vec<String>,
 }
 
@@ -358,7 +367,11 @@ fn render_step(step: &LoadStep, d: &SqlDialect, out: &mut Vec<String>) -> Result
                     if part.contains(['*', '?', '[']) {
                         return Err(LoadError::GlobInPath(part.clone()));
                     }
-                    let lit = d.literal(part)?;
+                    let lit = if part.ends_with('/') {
+                        d.literal(&format!("{part}*.parquet"))?
+                    } else {
+                        d.literal(part)?
+                    };
                     let extra = lit.len() + if current.is_empty() { 0 } else { 2 };
                     if !current.is_empty() && len + extra > MAX_STATEMENT_BYTES {
                         out.push(format!("{head}{}{tail}", current.join(", ")));
@@ -855,6 +868,50 @@ mod tests {
             let r = LoadPlan::for_manifest(&m, &Ident::new("lago")?, |k| Ok(k.to_string()));
             assert!(matches!(r, Err(LoadError::NothingToLoad { .. })));
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_folder_part_reads_every_parquet_object_in_it() -> Result<(), LoadError> {
+        let day = "processed/trades/year=2026/month=12/day=07/";
+        let plan = |part: String| {
+            LoadPlan::new(LoadRequest {
+                table: Table::TradesHistory,
+                schema: Ident::new("lago")?,
+                source_key: "trades_history".into(),
+                parts: vec![part],
+            })
+        };
+        let duck = plan(format!("/lake/{day}"))?.render(&SqlDialect::DuckDb)?;
+        assert!(
+            duck[1].ends_with(&format!("FROM read_parquet(['/lake/{day}*.parquet'])")),
+            "{}",
+            duck[1]
+        );
+        let redshift =
+            plan(format!("s3://lago-lake/{day}"))?.render(&crate::load::test_redshift()?)?;
+        assert!(redshift[1].starts_with(&format!(
+            "COPY lago_stage_trades_history FROM 's3://lago-lake/{day}' IAM_ROLE"
+        )));
+        Ok(())
+    }
+
+    #[test]
+    fn tables_are_named_as_the_warehouse_names_them() -> Result<(), serde_json::Error> {
+        let load: TableLoad = serde_json::from_str(
+            r#"{"table":"user_features","parts":["s3://l/processed/features/user_features/u.parquet"]}"#,
+        )?;
+        assert_eq!(load.table, Table::UserFeatures);
+        for t in [
+            Table::TradesHistory,
+            Table::UserFeatures,
+            Table::Dataset(Dataset::Trm),
+        ] {
+            let json = serde_json::to_value(t)?;
+            assert_eq!(json, serde_json::json!(t.name()));
+            assert_eq!(serde_json::from_value::<Table>(json)?, t);
+        }
+        assert!(serde_json::from_str::<Table>(r#""trades""#).is_err());
         Ok(())
     }
 
