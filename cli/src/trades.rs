@@ -2,6 +2,7 @@
 //! through the same processor the `trades-stream` Lambda runs, measure it, and build the
 //! enriched trade history in the warehouse from the archive.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,8 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use lago::history::features::{FeaturesReport, USER_FEATURES_KEY};
 use lago::history::{Days, HistoryOptions, HistoryReport};
-use lago::lake::LocalLake;
+use lago::lake::{LakeStore, LocalLake};
+use lago::load::TableLoad;
 
 use lago::trades::{
     generate_trades, replay_with, run_bench_with, BenchOptions, ReplayOptions,
@@ -182,8 +184,23 @@ pub fn history(
     } else {
         None
     };
+    // What the state machine loads: whole day folders (a day asked for by date, whenever it has
+    // parts), then the features when rebuilt (or, for a date, whenever they exist).
+    let mut days: BTreeSet<NaiveDate> = report
+        .parts
+        .iter()
+        .filter_map(|k| lago::lake::date_from_key(k))
+        .collect();
+    if let Some(d) = date {
+        if !lake.list(&lago::history::processed_day(d))?.is_empty() {
+            days.insert(d);
+        }
+    }
+    let with_features =
+        features.is_some() || (date.is_some() && lake.path(USER_FEATURES_KEY)?.exists());
+    let loads = lago::history::warehouse_loads(&days, with_features, str::to_string);
     let warehouse = match warehouse_file {
-        Some(file) => Some(load_history(&lake, file, &report, features.is_some())?),
+        Some(file) => Some(load_history(&lake, file, &loads)?),
         None => None,
     };
     Ok(HistorySummary {
@@ -194,36 +211,30 @@ pub fn history(
 }
 
 #[cfg(feature = "warehouse")]
-fn load_history(
-    lake: &LocalLake,
-    file: &Path,
-    report: &HistoryReport,
-    features_rebuilt: bool,
-) -> Result<HistoryLoad> {
+fn load_history(lake: &LocalLake, file: &Path, loads: &[TableLoad]) -> Result<HistoryLoad> {
     use lago::load::Table;
     let mut wh = lago_warehouse::Warehouse::open(file)
         .with_context(|| format!("opening {}", file.display()))?;
-    let load = wh
-        .load_parts(lake, Table::TradesHistory, &report.parts)
-        .context("loading trades_history")?;
-    let features = if features_rebuilt {
-        vec![USER_FEATURES_KEY.to_string()]
-    } else {
-        Vec::new()
-    };
-    wh.load_parts(lake, Table::UserFeatures, &features)
-        .context("loading user_features")?;
-    Ok(HistoryLoad {
-        rows_staged: load.rows_staged,
-        rows_replaced: load.rows_replaced,
-        rows_inserted: load.rows_inserted,
-        table_rows: wh.table_rows(Table::TradesHistory)?,
-        feature_rows: wh.table_rows(Table::UserFeatures)?,
-    })
+    wh.ensure_tables()
+        .context("creating the warehouse tables")?;
+    let mut out = HistoryLoad::default();
+    for load in loads {
+        let done = wh
+            .load_parts(lake, load.table, &load.parts)
+            .with_context(|| format!("loading {}", load.table))?;
+        if load.table == Table::TradesHistory {
+            out.rows_staged = done.rows_staged;
+            out.rows_replaced = done.rows_replaced;
+            out.rows_inserted = done.rows_inserted;
+        }
+    }
+    out.table_rows = wh.table_rows(Table::TradesHistory)?;
+    out.feature_rows = wh.table_rows(Table::UserFeatures)?;
+    Ok(out)
 }
 
 #[cfg(not(feature = "warehouse"))]
-fn load_history(_: &LocalLake, _: &Path, _: &HistoryReport, _: bool) -> Result<HistoryLoad> {
+fn load_history(_: &LocalLake, _: &Path, _: &[TableLoad]) -> Result<HistoryLoad> {
     Err(crate::usage(
         "this lago is built without the warehouse: drop --warehouse, or build with the default features",
     ))

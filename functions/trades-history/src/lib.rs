@@ -2,8 +2,10 @@
 //! input, runs the trade history ([`lago::history::run_until`]) and, when it wrote rows (or the
 //! features were never built), the user features and training set ([`lago::history::features`])
 //! on a blocking thread against the lake (S3, or a local folder in tests) within the
-//! invocation's deadline, and returns the counts and the Parquet parts the load will COPY.
+//! invocation's deadline, and returns the counts, what the warehouse loads (whole day folders,
+//! the features) and the Glue partitions of those days.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,8 +13,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDate, Utc};
 use lago::aws::s3::{S3Error, S3Lake};
 use lago::history::features::{self, FeaturesReport, TRAINING_SET_KEY, USER_FEATURES_KEY};
-use lago::history::{Days, HistoryError, HistoryOptions, HistoryReport};
-use lago::lake::{LakeError, LakeRead, LakeStore, LocalLake};
+use lago::history::{
+    partition_input, processed_day, warehouse_loads, Days, HistoryError, HistoryOptions,
+    HistoryReport, PartitionInput,
+};
+use lago::lake::{date_from_key, LakeError, LakeRead, LakeStore, LocalLake};
+use lago::load::TableLoad;
 use lago::runtime::env::{ConfigError, Env};
 use lago::runtime::metrics::{Emf, Unit};
 use lago::runtime::{Classified, ErrorKind};
@@ -160,9 +166,16 @@ pub struct HistoryOutput {
     pub repeats: u64,
     pub invalid: u64,
     pub rows_without_trm: u64,
-    /// `s3://` URIs of the Parquet parts written by this run, in key order: what the
-    /// warehouse load COPYs.
-    pub parts: Vec<String>,
+    /// Parquet parts written by this run.
+    pub parts: u64,
+    /// What the warehouse loads (`redshift-load`'s `submit_tables`): the day folders of
+    /// `processed/trades/` this run wrote to (a dated request: its day, whenever it has parts),
+    /// then the features when they were rebuilt (a dated request: whenever they exist). Empty
+    /// when there is nothing new.
+    pub load: Vec<TableLoad>,
+    /// The `trades_history` Glue partitions of the loaded days, as `BatchCreatePartition` takes
+    /// them.
+    pub partitions: Vec<PartitionInput>,
     /// The features run, when the history changed (or had never been featurised).
     pub features: Option<FeaturesReport>,
     /// The training set's `s3://` URI, when the features were rebuilt.
@@ -171,14 +184,14 @@ pub struct HistoryOutput {
 }
 
 impl HistoryOutput {
-    fn new(
-        bucket: &str,
-        days: Vec<NaiveDate>,
-        report: HistoryReport,
-        features: Option<FeaturesReport>,
-        duration_ms: u64,
-    ) -> HistoryOutput {
+    fn new(bucket: &str, days: Vec<NaiveDate>, ran: Ran, duration_ms: u64) -> HistoryOutput {
         let uri = |key: &str| format!("s3://{bucket}/{key}");
+        let Ran {
+            report,
+            features,
+            load_days,
+            load_features,
+        } = ran;
         HistoryOutput {
             days,
             objects: report.objects,
@@ -189,7 +202,12 @@ impl HistoryOutput {
             repeats: report.repeats,
             invalid: report.invalid,
             rows_without_trm: report.rows_without_trm,
-            parts: report.parts.iter().map(|k| uri(k)).collect(),
+            parts: report.parts.len() as u64,
+            load: warehouse_loads(&load_days, load_features, uri),
+            partitions: load_days
+                .iter()
+                .map(|d| partition_input(*d, uri(&processed_day(*d))))
+                .collect(),
             training_set: features.as_ref().map(|_| uri(TRAINING_SET_KEY)),
             features,
             duration_ms,
@@ -252,20 +270,30 @@ fn history_kind(e: &HistoryError) -> ErrorKind {
     }
 }
 
-/// The history, then the features when the history changed: on the blocking thread.
+/// What a run did and what it hands the warehouse.
+struct Ran {
+    report: HistoryReport,
+    features: Option<FeaturesReport>,
+    load_days: BTreeSet<NaiveDate>,
+    load_features: bool,
+}
+
+/// The history, then the features when the history changed: on the blocking thread. `reload`
+/// (a dated request) loads that day and the features again even with nothing new.
 fn run<L: LakeStore + LakeRead + ?Sized>(
     lake: &L,
     opts: &HistoryOptions,
     deadline: Option<Instant>,
-) -> Result<(HistoryReport, Option<FeaturesReport>), HistoryError> {
+    reload: Option<NaiveDate>,
+) -> Result<Ran, HistoryError> {
     let report = lago::history::run_until(lake, opts, deadline)?;
     // The features are rebuilt from the whole history, so only when it changed (or they were
     // never built): a run with nothing new leaves them as they are.
-    let stale = report.rows > 0
-        || !lake
-            .list(USER_FEATURES_KEY)?
-            .iter()
-            .any(|k| k == USER_FEATURES_KEY);
+    let built = lake
+        .list(USER_FEATURES_KEY)?
+        .iter()
+        .any(|k| k == USER_FEATURES_KEY);
+    let stale = report.rows > 0 || !built;
     let in_time = deadline.is_none_or(|d| Instant::now() < d);
     if stale && !in_time {
         tracing::warn!(
@@ -278,7 +306,23 @@ fn run<L: LakeStore + LakeRead + ?Sized>(
     } else {
         None
     };
-    Ok((report, features))
+    let mut load_days: BTreeSet<NaiveDate> = report
+        .parts
+        .iter()
+        .filter_map(|k| date_from_key(k))
+        .collect();
+    if let Some(day) = reload {
+        if !lake.list(&processed_day(day))?.is_empty() {
+            load_days.insert(day);
+        }
+    }
+    let load_features = features.is_some() || (reload.is_some() && built);
+    Ok(Ran {
+        report,
+        features,
+        load_days,
+        load_features,
+    })
 }
 
 /// One task at the time of the invocation.
@@ -321,7 +365,11 @@ pub async fn handle_at<L: Lake>(
     let lake = Arc::new(deps.lake.clone());
     let job = {
         let lake = Arc::clone(&lake);
-        tokio::task::spawn_blocking(move || run(lake.as_ref(), &opts, deadline))
+        let reload = match request {
+            Request::Day(d) => Some(d),
+            Request::Scheduled => None,
+        };
+        tokio::task::spawn_blocking(move || run(lake.as_ref(), &opts, deadline, reload))
     };
     let joined = match hard {
         Some(h) => tokio::time::timeout(h, job)
@@ -331,19 +379,13 @@ pub async fn handle_at<L: Lake>(
     };
     lake.settle().await;
     let result = joined.and_then(|j| j.map_err(HistoryTaskError::Panicked));
-    let (report, features) = match result {
+    let ran = match result {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return Err(fail(&event.payload, e.into())),
         Err(e) => return Err(fail(&event.payload, e)),
     };
     let duration_ms = started.elapsed().as_millis() as u64;
-    let out = HistoryOutput::new(
-        &deps.config.lake_bucket,
-        days,
-        report,
-        features,
-        duration_ms,
-    );
+    let out = HistoryOutput::new(&deps.config.lake_bucket, days, ran, duration_ms);
     let processed = out
         .objects
         .saturating_sub(out.already_processed + out.pending);
@@ -373,7 +415,8 @@ pub async fn handle_at<L: Lake>(
         repeats = out.repeats,
         invalid = out.invalid,
         rows_without_trm = out.rows_without_trm,
-        parts = out.parts.len(),
+        parts = out.parts,
+        loads = out.load.len(),
         feature_rows,
         training_rows,
         duration_ms,
@@ -520,13 +563,28 @@ mod tests {
             (2, 0, 0, 3)
         );
         let part = |raw: &str| {
-            format!(
-                "s3://lago-lake-dev/{}",
-                raw.replace("raw/", "processed/")
-                    .replace(".ndjson.gz", ".parquet")
-            )
+            raw.replace("raw/", "processed/")
+                .replace(".ndjson.gz", ".parquet")
         };
-        assert_eq!(out.parts, [part(&yesterday), part(&today)]);
+        assert_eq!(out.parts, 2);
+        assert!(deps.lake.path(&part(&yesterday))?.exists());
+        assert!(deps.lake.path(&part(&today))?.exists());
+        // AND the load names both day folders, then the rebuilt features, with their partitions
+        let day =
+            |d: &str| format!("s3://lago-lake-dev/processed/trades/year=2026/month=11/day={d}/");
+        assert_eq!(
+            serde_json::to_value(&out.load)?,
+            serde_json::json!([
+                {"table": "trades_history", "parts": [day("28"), day("29")]},
+                {"table": "user_features", "parts": [format!("s3://lago-lake-dev/{USER_FEATURES_KEY}")]},
+            ])
+        );
+        let partitions = serde_json::to_value(&out.partitions)?;
+        assert_eq!(
+            partitions[0]["Values"],
+            serde_json::json!(["2026", "11", "28"])
+        );
+        assert_eq!(partitions[1]["StorageDescriptor"]["Location"], day("29"));
         let old_manifest = old
             .replace("raw/", "manifests/")
             .replace(".ndjson.gz", ".json");
@@ -550,8 +608,33 @@ mod tests {
             (again.objects, again.already_processed, again.rows),
             (2, 2, 0)
         );
-        assert!(again.parts.is_empty());
+        assert_eq!(again.parts, 0);
         assert_eq!((again.features, again.training_set), (None, None));
+        // AND there is nothing to load or catalog
+        assert!(again.load.is_empty() && again.partitions.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_dated_run_loads_its_day_again_with_nothing_new() -> anyhow::Result<()> {
+        // GIVEN a day already processed (e.g. by a run whose load failed afterwards)
+        let dir = tempfile::tempdir()?;
+        let deps = deps(dir.path());
+        archive(&deps.lake, &[buy("1", "ana", "2026-11-28T15:00:00Z")?])?;
+        let first = handle(&deps, event(DATED, 60)?).await?;
+        assert_eq!((first.rows, first.load.len()), (1, 2));
+        // WHEN the same day is asked for again
+        let again = handle(&deps, event(DATED, 60)?).await?;
+        // THEN nothing is processed, yet the day's folder and the features are loaded again
+        assert_eq!((again.rows, again.parts), (0, 0));
+        assert!(again.features.is_none());
+        assert_eq!(again.load, first.load);
+        assert_eq!(again.partitions.len(), 1);
+        // AND a day without any part has nothing to load
+        let empty = handle(&deps, event(r#"{"date": "2026-11-27"}"#, 60)?).await?;
+        assert_eq!(empty.load.len(), 1);
+        assert_eq!(empty.load[0].table, lago::load::Table::UserFeatures);
+        assert!(empty.partitions.is_empty());
         Ok(())
     }
 
@@ -567,7 +650,8 @@ mod tests {
             [NaiveDate::from_ymd_opt(2026, 11, 28).unwrap_or_default()]
         );
         assert_eq!((out.objects, out.rows), (1, 1));
-        assert!(out.parts[0].contains("/year=2026/month=11/day=28/"));
+        assert_eq!(out.parts, 1);
+        assert!(out.load[0].parts[0].ends_with("/year=2026/month=11/day=28/"));
         Ok(())
     }
 

@@ -19,6 +19,7 @@
 //! Across runs the warehouse keeps one row per `trade_id` (see [`crate::load`]).
 
 pub mod features;
+pub mod publish;
 pub mod rates;
 pub mod row;
 
@@ -41,6 +42,7 @@ use crate::trades::trade::Interner;
 use crate::trades::{ArchiveStatus, ArchivedTrade};
 use crate::transform::OutputObject;
 
+pub use publish::{partition_input, processed_day, warehouse_loads, PartitionInput};
 pub use rates::{Rate, RateTable};
 pub use row::{enrich, Enriched, RowBuilder};
 
