@@ -32,7 +32,8 @@ import pytest
 from conftest import ACCOUNT, MotoStack
 from router import RuntimeApi, ServiceError
 from support import EVENTS
-from test_state_machine import FN, Deployed
+from executions import Deployed
+from test_state_machine import FN, deployed
 
 FUNCTIONS = ("s3-landing", "transform", "start-crawler", "redshift-load")
 KEY = "raw/transacciones/year=2026/month=11/day=28/ventas energía.csv"
@@ -130,7 +131,7 @@ class Lake:
 def functions(stack: MotoStack, functions_dir: Path) -> Iterator[dict[str, Any]]:
     """Everything one run needs; the function processes are stopped afterwards."""
     lake = Lake(stack)
-    machine = Deployed(stack)
+    machine = deployed(stack)
     env = {
         # Every AWS call goes to the router: it answers the stubbed operations, moto the rest.
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{stack.router.port}",

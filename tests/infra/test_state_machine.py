@@ -9,15 +9,14 @@ the execution history — per branch, in order — plus what the Lambdas were se
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import Any
 
 import pytest
 
-from conftest import ACCOUNT, REGION, MotoStack
+from conftest import MotoStack
+from executions import Deployed, lambda_arn
 from router import FunctionError, by_action, scripted
-from support import EVENTS, STATEMACHINES, load_asl
+from support import EVENTS, STATEMACHINES
 
 ASL = STATEMACHINES / "ingest.asl.json"
 FN = {
@@ -105,95 +104,22 @@ LOAD_STATES = {
 # --- harness ---------------------------------------------------------------------------------
 
 
-class Deployed:
-    """One state machine in moto, its notification topic and a queue subscribed to it."""
-
-    def __init__(self, stack: MotoStack, *, warehouse: bool = True):
-        self.stack = stack
-        self.sfn = stack.client("stepfunctions")
-        sns, sqs = stack.client("sns"), stack.client("sqs")
-        suffix = uuid.uuid4().hex[:8]
-        self.topic_arn = sns.create_topic(Name=f"lago-test-notifications-{suffix}")["TopicArn"]
-        self.queue_url = sqs.create_queue(QueueName=f"lago-test-notified-{suffix}")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
-        self.sqs = sqs
-        definition = load_asl(
-            ASL,
-            {
-                "TransformFunctionArn": lambda_arn(FN["transform"]),
-                "StartCrawlerFunctionArn": lambda_arn(FN["start-crawler"]),
-                "RedshiftLoadFunctionArn": lambda_arn(FN["redshift-load"]),
-                "NotificationTopicArn": self.topic_arn,
-                "WarehouseEnabled": "true" if warehouse else "false",
-                "CrawlerPollSeconds": "0",
-                "CrawlerMaxPolls": str(MAX_POLLS),
-                "LoadPollSeconds": "0",
-                "LoadMaxPolls": str(MAX_POLLS),
-            },
-        )
-        self.arn = self.sfn.create_state_machine(
-            name=f"lago-test-ingest-{suffix}",
-            definition=json.dumps(definition),
-            roleArn=f"arn:aws:iam::{ACCOUNT}:role/lago-test-ingest",
-            type="STANDARD",
-        )["stateMachineArn"]
-
-    def run(self, execution_input: dict[str, Any] = EXECUTION_INPUT, timeout: float = 60.0) -> "Run":
-        arn = self.sfn.start_execution(stateMachineArn=self.arn, input=json.dumps(execution_input))["executionArn"]
-        deadline = time.monotonic() + timeout
-        while True:
-            desc = self.sfn.describe_execution(executionArn=arn)
-            if desc["status"] != "RUNNING":
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"execution still RUNNING after {timeout}s")
-            time.sleep(0.05)
-        events, token = [], None
-        while True:
-            kw = {"executionArn": arn, "maxResults": 1000}
-            if token:
-                kw["nextToken"] = token
-            page = self.sfn.get_execution_history(**kw)
-            events += page["events"]
-            token = page.get("nextToken")
-            if not token:
-                break
-        return Run(desc, events, self.notifications())
-
-    def notifications(self) -> list[dict[str, Any]]:
-        got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-        return [json.loads(m["Body"]) for m in got.get("Messages", [])]
-
-
-class Run:
-    def __init__(self, desc: dict[str, Any], events: list[dict[str, Any]], notifications: list[dict[str, Any]]):
-        self.status = desc["status"]
-        self.desc = desc
-        self.events = events
-        self.notifications = notifications
-        # Every state entered, in the order of the history.
-        self.path = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
-
-    def branch(self, states: set[str]) -> list[str]:
-        return [s for s in self.path if s in states]
-
-    def main_path(self) -> list[str]:
-        return [s for s in self.path if s not in CATALOG_STATES | LOAD_STATES]
-
-    def failure(self) -> tuple[str | None, str | None]:
-        for e in self.events:
-            if e["type"] == "ExecutionFailed":
-                d = e.get("executionFailedEventDetails", {})
-                return d.get("error"), d.get("cause")
-        return None, None
-
-    def task_failures(self) -> list[str]:
-        return [e["taskFailedEventDetails"]["error"] for e in self.events if e["type"] == "TaskFailed"]
-
-
-def lambda_arn(name: str) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+def deployed(stack: MotoStack, *, warehouse: bool = True) -> Deployed:
+    return Deployed(
+        stack,
+        ASL,
+        {
+            "TransformFunctionArn": lambda_arn(FN["transform"]),
+            "StartCrawlerFunctionArn": lambda_arn(FN["start-crawler"]),
+            "RedshiftLoadFunctionArn": lambda_arn(FN["redshift-load"]),
+            "WarehouseEnabled": "true" if warehouse else "false",
+            "CrawlerPollSeconds": "0",
+            "CrawlerMaxPolls": str(MAX_POLLS),
+            "LoadPollSeconds": "0",
+            "LoadMaxPolls": str(MAX_POLLS),
+        },
+        branch_states=CATALOG_STATES | LOAD_STATES,
+    )
 
 
 def script(
@@ -227,11 +153,11 @@ def payloads(stack: MotoStack, fn: str, action: str | None = None) -> list[Any]:
 def test_happy_path_transforms_catalogs_loads_and_notifies(stack: MotoStack) -> None:
     # GIVEN a file that transforms with rows ok, a crawl that succeeds on the second poll and a
     # COPY that finishes on the second poll
-    sm = Deployed(stack)
+    sm = deployed(stack)
     script(stack)
 
     # WHEN the execution runs
-    run = sm.run()
+    run = sm.run(EXECUTION_INPUT)
 
     # THEN it succeeds through both branches and notifies once with the counts
     assert run.status == "SUCCEEDED", run.failure()
@@ -268,10 +194,10 @@ def test_happy_path_transforms_catalogs_loads_and_notifies(stack: MotoStack) -> 
 
 def test_crawler_already_running_is_waited_for_then_started_again(stack: MotoStack) -> None:
     # GIVEN a crawler busy with an earlier crawl (which may not include this partition)
-    sm = Deployed(stack)
+    sm = deployed(stack)
     script(stack, start=[ALREADY_RUNNING, STARTED], crawler_status=[READY_OK])
 
-    run = sm.run()
+    run = sm.run(EXECUTION_INPUT)
 
     # THEN the branch waits, starts the crawler again, and then polls it to READY
     assert run.status == "SUCCEEDED", run.failure()
@@ -286,10 +212,10 @@ def test_crawler_already_running_is_waited_for_then_started_again(stack: MotoSta
 
 def test_crawler_never_ready_fails_after_the_poll_limit(stack: MotoStack) -> None:
     # GIVEN a crawl that stays RUNNING forever
-    sm = Deployed(stack)
+    sm = deployed(stack)
     script(stack, crawler_status=[RUNNING])
 
-    run = sm.run()
+    run = sm.run(EXECUTION_INPUT)
 
     # THEN the branch gives up after exactly MAX_POLLS status calls and the execution fails, notified
     assert run.status == "FAILED"
@@ -304,11 +230,11 @@ def test_crawler_never_ready_fails_after_the_poll_limit(stack: MotoStack) -> Non
 
 
 def test_crawl_that_ends_failed_fails_the_branch_with_its_message(stack: MotoStack) -> None:
-    sm = Deployed(stack)
+    sm = deployed(stack)
     failed = {**READY_OK, "last_crawl": {"status": "FAILED", "error_message": "Internal Service Exception", "started_at": STARTED_AT}}
     script(stack, crawler_status=[failed])
 
-    run = sm.run()
+    run = sm.run(EXECUTION_INPUT)
 
     assert run.status == "FAILED"
     assert run.branch(CATALOG_STATES)[-2:] == ["LastCrawlOutcome", "CrawlFailed"]
@@ -320,11 +246,11 @@ def test_crawl_that_ends_failed_fails_the_branch_with_its_message(stack: MotoSta
 
 def test_copy_failed_notifies_failure_and_fails_with_the_statement_error(stack: MotoStack) -> None:
     # GIVEN a COPY that Redshift reports FAILED
-    sm = Deployed(stack)
+    sm = deployed(stack)
     copy_error = "ERROR: Spectrum Scan Error: column precio has type DECIMAL(18,4) in Parquet"
     script(stack, crawler_status=[READY_OK], load_status=[{**FINISHED, "state": "FAILED", "error": copy_error}])
 
-    run = sm.run()
+    run = sm.run(EXECUTION_INPUT)
 
     # THEN the load branch fails with the statement's error → NotifyFailure → Fail
     assert run.status == "FAILED"
@@ -343,11 +269,11 @@ def test_copy_failed_notifies_failure_and_fails_with_the_statement_error(stack: 
 
 def test_rejected_file_notifies_failure_without_catalog_or_load(stack: MotoStack) -> None:
     # GIVEN a file rejected whole (e.g. missing required columns)
-    sm = Deployed(stack)
+    sm = deployed(stack)
     rejected = {**TRANSFORM_OK, "status": "rejected", "rows_in": 0, "rows_ok": 0, "rows_rejected": 0, "outputs": []}
     script(stack, transform=[rejected])
 
-    run = sm.run()
+    run = sm.run(EXECUTION_INPUT)
 
     assert run.status == "FAILED"
     assert run.path == ["Transform", "TransformOutcome", "FileRejected", "NotifyFailure", "IngestFailed"]
@@ -360,10 +286,10 @@ def test_rejected_file_notifies_failure_without_catalog_or_load(stack: MotoStack
 
 
 def test_zero_rows_ok_notifies_success_without_catalog_or_load(stack: MotoStack) -> None:
-    sm = Deployed(stack)
+    sm = deployed(stack)
     script(stack, transform=[{**TRANSFORM_OK, "rows_ok": 0, "rows_rejected": 100, "outputs": []}])
 
-    run = sm.run()
+    run = sm.run(EXECUTION_INPUT)
 
     assert run.status == "SUCCEEDED", run.failure()
     assert run.path == ["Transform", "TransformOutcome", "NotifySuccess", "Ingested"]
@@ -374,10 +300,10 @@ def test_zero_rows_ok_notifies_success_without_catalog_or_load(stack: MotoStack)
 
 def test_retryable_error_is_retried_then_succeeds(stack: MotoStack) -> None:
     # GIVEN a transform whose first attempt fails with a transient, Retryable error
-    sm = Deployed(stack)
+    sm = deployed(stack)
     script(stack, transform=[FunctionError("Retryable", "S3 GetObject: SlowDown"), TRANSFORM_OK])
 
-    run = sm.run()
+    run = sm.run(EXECUTION_INPUT)
 
     # THEN the Task is retried (not caught) and the execution goes on to succeed
     assert run.status == "SUCCEEDED", run.failure()
@@ -389,10 +315,10 @@ def test_retryable_error_is_retried_then_succeeds(stack: MotoStack) -> None:
 
 
 def test_non_retryable_error_is_caught_at_once(stack: MotoStack) -> None:
-    sm = Deployed(stack)
+    sm = deployed(stack)
     script(stack, transform=[FunctionError("InvalidInput", "key is not under raw/<dataset>/")])
 
-    run = sm.run()
+    run = sm.run(EXECUTION_INPUT)
 
     assert run.status == "FAILED"
     assert len(payloads(stack, "transform")) == 1
@@ -401,10 +327,10 @@ def test_non_retryable_error_is_caught_at_once(stack: MotoStack) -> None:
 
 
 def test_a_manifest_with_nothing_to_load_finishes_the_load_without_polling(stack: MotoStack) -> None:
-    sm = Deployed(stack)
+    sm = deployed(stack)
     script(stack, crawler_status=[READY_OK], submit=[NOTHING_TO_LOAD])
 
-    run = sm.run()
+    run = sm.run(EXECUTION_INPUT)
 
     assert run.status == "SUCCEEDED", run.failure()
     assert run.branch(LOAD_STATES) == ["WarehouseConfigured", "RedshiftLoad", "LoadSubmitted", "LoadFinished"]
@@ -412,10 +338,10 @@ def test_a_manifest_with_nothing_to_load_finishes_the_load_without_polling(stack
 
 
 def test_without_a_warehouse_the_load_branch_is_skipped(stack: MotoStack) -> None:
-    sm = Deployed(stack, warehouse=False)
+    sm = deployed(stack, warehouse=False)
     script(stack, crawler_status=[READY_OK])
 
-    run = sm.run()
+    run = sm.run(EXECUTION_INPUT)
 
     assert run.status == "SUCCEEDED", run.failure()
     assert run.branch(LOAD_STATES) == ["WarehouseConfigured", "LoadSkipped"]
@@ -429,6 +355,8 @@ SENT = {
     ("start-crawler", "status"): {"action", "dataset", "zone", "since"},
     ("redshift-load", "submit"): {"action", "dataset", "manifest"},
     ("redshift-load", "status"): {"action", "statement_id"},
+    # the trades-history state machine's load
+    ("redshift-load", "submit_tables"): {"action", "run", "tables"},
 }
 
 

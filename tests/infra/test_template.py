@@ -229,6 +229,8 @@ UNSCOPABLE = {
     "logs:DescribeLogGroups",
     "glue:GetSecurityConfiguration",
     "redshift-data:DescribeStatement",  # with a statement-owner condition (checked below)
+    "ecr:GetAuthorizationToken",  # the registry token SageMaker pulls the XGBoost image with
+    "cloudwatch:PutMetricData",  # training metrics, with a namespace condition
 }
 
 
@@ -383,14 +385,47 @@ def test_processed_tables_match_what_the_transform_writes(dataset: str, tmp_path
     subprocess.run([lago, "generate", "--dataset", dataset, "--rows", "20", "--out", str(raw)], check=True, capture_output=True, env=env)
     subprocess.run([lago, "transform", "--input", str(raw), "--lake", str(tmp_path)], check=True, capture_output=True, env=env)
     [part] = sorted(tmp_path.glob(f"processed/{dataset}/**/*.parquet"))
-    written = []
-    for field in pq.read_schema(part):
-        t = str(field.type)
-        m = re.fullmatch(r"decimal128\((\d+), (\d+)\)", t)
-        written.append((field.name, f"decimal({m[1]},{m[2]})" if m else GLUE_TYPES[t]))
+    written = _glue_columns(pq.read_schema(part))
     table = next(r for r in resources("AWS::Glue::Table").values() if r["Properties"]["TableInput"]["Name"] == dataset)
     declared = [(c["Name"], c["Type"]) for c in table["Properties"]["TableInput"]["StorageDescriptor"]["Columns"]]
     assert declared == written
+
+
+def _glue_columns(schema) -> list[tuple[str, str]]:
+    out = []
+    for field in schema:
+        t = str(field.type)
+        m = re.fullmatch(r"decimal128\((\d+), (\d+)\)", t)
+        out.append((field.name, f"decimal({m[1]},{m[2]})" if m else GLUE_TYPES[t]))
+    return out
+
+
+def test_trade_history_tables_match_what_the_history_writes(tmp_path: Path) -> None:
+    """trades_history and user_features in the catalog are the columns `lago trades history` (the
+    trades-history function's code) writes, and the partitions it hands the state machine carry the
+    same columns."""
+    lago = _lago_bin()
+    if lago is None:
+        pytest.skip("set LAGO_BIN (or build the lago CLI) to compare with real Parquet")
+    import pyarrow.parquet as pq
+
+    stream = tmp_path / "trades.ndjson"
+    lake = tmp_path / "lake"
+    for argv in (
+        ["trades", "generate", "--trades", "300", "--users", "20", "--days", "3", "--out", str(stream)],
+        ["trades", "replay", "--input", str(stream), "--lake", str(lake)],
+        ["trades", "history", "--lake", str(lake)],
+    ):
+        subprocess.run([lago, *argv], check=True, capture_output=True, timeout=120)
+    tables = {r["Properties"]["TableInput"]["Name"]: r["Properties"]["TableInput"] for r in resources("AWS::Glue::Table").values()}
+    parts = sorted(lake.glob("processed/trades/year=*/month=*/day=*/*.parquet"))
+    features = lake / "processed/features/user_features/user_features.parquet"
+    assert parts and features.exists()
+    for table, written in (("trades_history", parts[0]), ("user_features", features)):
+        declared = [(c["Name"], c["Type"]) for c in tables[table]["StorageDescriptor"]["Columns"]]
+        assert declared == _glue_columns(pq.read_schema(written)), table
+    assert [k["Name"] for k in tables["trades_history"]["PartitionKeys"]] == ["year", "month", "day"]
+    assert "PartitionKeys" not in tables["user_features"]
 
 
 def test_the_analyst_grant_excludes_exactly_the_pii_derived_columns() -> None:
@@ -406,6 +441,8 @@ def test_the_analyst_grant_excludes_exactly_the_pii_derived_columns() -> None:
         "proveedores": set(),
         "transacciones": set(),
         "trm": set(),
+        "trades_history": set(),
+        "user_features": set(),
     }
 
 
