@@ -157,6 +157,8 @@ pub struct HistoryLoad {
     /// `duplicate` rows replaced by their trade's decision.
     pub rows_replaced: u64,
     pub rows_inserted: u64,
+    /// Rows loaded earlier that got an official rate published since.
+    pub rows_rated: u64,
     /// Rows in `trades_history` after the load.
     pub table_rows: u64,
     /// Rows in `user_features` after the load.
@@ -226,6 +228,7 @@ fn load_history(lake: &LocalLake, file: &Path, loads: &[TableLoad]) -> Result<Hi
             out.rows_staged = done.rows_staged;
             out.rows_replaced = done.rows_replaced;
             out.rows_inserted = done.rows_inserted;
+            out.rows_rated = done.rows_rated;
         }
     }
     out.table_rows = wh.table_rows(Table::TradesHistory)?;
@@ -259,8 +262,8 @@ fn print_history(summary: &HistorySummary) {
     }
     if let Some(w) = &summary.warehouse {
         eprintln!(
-            "trades_history: {} rows staged, {} duplicates replaced by their decision, {} inserted, {} rows in all; user_features: {} rows",
-            w.rows_staged, w.rows_replaced, w.rows_inserted, w.table_rows, w.feature_rows
+            "trades_history: {} rows staged, {} duplicates replaced by their decision, {} inserted, {} given a rate published since, {} rows in all; user_features: {} rows",
+            w.rows_staged, w.rows_replaced, w.rows_inserted, w.rows_rated, w.table_rows, w.feature_rows
         );
     }
 }

@@ -107,6 +107,8 @@ pub struct FileLoad {
     pub rows_staged: u64,
     pub rows_replaced: u64,
     pub rows_inserted: u64,
+    /// Rows already in the table that got the official rate published since they were loaded.
+    pub rows_rated: u64,
 }
 
 /// A DuckDB warehouse file, attached to an in-memory session.
@@ -231,6 +233,7 @@ impl Warehouse {
                 LoadStep::InsertNewKeys { .. }
                 | LoadStep::InsertAll { .. }
                 | LoadStep::InsertFirstDecisions { .. } => load.rows_inserted += n,
+                LoadStep::FillMissingRates { .. } => load.rows_rated += n,
                 LoadStep::CreateStage { .. } | LoadStep::DropStage { .. } => {}
             }
         }

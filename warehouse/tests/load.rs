@@ -493,3 +493,73 @@ fn a_missing_lake_or_warehouse_is_a_clear_error() -> Result<()> {
     assert!(!Path::new(&lake.warehouse).exists());
     Ok(())
 }
+
+/// An applied BUY archived by the stream, executed at `executed_at` (UTC) at 4,300 COP/USD.
+fn archive_buy(lake: &LocalLake, id: &str, executed_at: &str) -> Result<()> {
+    use lago::trades::{archive_key, encode_ndjson_gz, ArchiveStatus, ArchivedTrade, Trade};
+    let json = format!(
+        r#"{{"trade_id":"{id}","user_id":"ana","side":"BUY","usd_amount":"100.00","rate":"4300.0000","executed_at":"{executed_at}"}}"#
+    );
+    let lines = [ArchivedTrade {
+        trade: Trade::parse(json.as_bytes())?,
+        status: ArchiveStatus::Applied,
+        reason: "".into(),
+        sequence_number: format!("4959{}", id.len()),
+        arrived_at: None,
+    }];
+    let key = archive_key("shardId-000000000000", &lines[0].sequence_number, &lines)
+        .ok_or_else(|| anyhow::anyhow!("no archive key"))?;
+    lago::lake::LakeStore::put(lake, &key, &encode_ndjson_gz(&lines)?)?;
+    Ok(())
+}
+
+/// The archive into the history, then its parts into `trades_history`.
+fn load_history(lake: &Lake) -> Result<lago_warehouse::FileLoad> {
+    use lago::history::{Days, HistoryOptions};
+    let local = LocalLake::new(&lake.lake);
+    let opts = HistoryOptions {
+        days: Days::All,
+        load_date: day(12),
+    };
+    let report = lago::history::run(&local, &opts)?;
+    let mut wh = Warehouse::open(&lake.warehouse)?;
+    Ok(wh.load_parts(&local, lago::load::Table::TradesHistory, &report.parts)?)
+}
+
+#[test]
+fn a_rate_published_after_the_trades_reaches_them_with_the_next_load() -> Result<()> {
+    // GIVEN a trade of Saturday 3 May archived and loaded before any rate was published
+    let lake = Lake::new()?;
+    let local = LocalLake::new(&lake.lake);
+    archive_buy(&local, "t-1", "2025-05-03T15:00:00Z")?;
+    let first = load_history(&lake)?;
+    assert_eq!((first.rows_inserted, first.rows_rated), (1, 0));
+    assert_eq!(
+        lake.count("SELECT count(*) FROM trades_history WHERE trm IS NULL")?,
+        1
+    );
+
+    // WHEN Friday's rate (in force 2 to 5 May) is published and loaded, then the next trades load
+    lake.ingest(
+        Dataset::Trm,
+        "raw/trm/year=2025/month=05/day=11/trm.csv",
+        format!("{TRM_HEADER}4210.55,COP,2025-05-02,2025-05-05\n").as_bytes(),
+    )?;
+    lake.load()?;
+    archive_buy(&local, "t-22", "2025-05-04T15:00:00Z")?;
+    let second = load_history(&lake)?;
+
+    // THEN the earlier trade has the rate and its spread; the new one had it from the lake
+    assert_eq!((second.rows_inserted, second.rows_rated), (1, 1));
+    assert_eq!(
+        lake.text("SELECT trade_id, trm, spread_cop FROM trades_history ORDER BY 1")?,
+        vec![
+            vec!["t-1", "4210.55", "89.4500"],
+            vec!["t-22", "4210.55", "89.4500"],
+        ]
+    );
+    // AND a load with every rate known rates nothing
+    archive_buy(&local, "t-333", "2025-05-05T15:00:00Z")?;
+    assert_eq!(load_history(&lake)?.rows_rated, 0);
+    Ok(())
+}

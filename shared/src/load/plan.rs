@@ -100,6 +100,13 @@ pub enum LoadStep {
         columns: Vec<Ident>,
         key: Ident,
     },
+    /// Give the target's rows without an official rate (`trm` null: none was published when they
+    /// were written) the rate in force on their `local_date`, and their `spread_cop`: among
+    /// overlapping intervals the one that starts last, then the latest loaded.
+    FillMissingRates {
+        target: TableName,
+        rates: TableName,
+    },
     /// Insert every stage row.
     InsertAll {
         target: TableName,
@@ -185,10 +192,15 @@ impl LoadPlan {
                     key: key.clone(),
                 });
                 steps.push(LoadStep::InsertFirstDecisions {
-                    target,
+                    target: target.clone(),
                     stage: stage.clone(),
                     columns,
                     key,
+                });
+                // A rate published after the trades were archived reaches them with the next load.
+                steps.push(LoadStep::FillMissingRates {
+                    target,
+                    rates: table_name(&req.schema, Dataset::Trm)?,
                 });
             }
             LoadStrategy::ReplaceTable => {
@@ -424,6 +436,12 @@ fn render_step(step: &LoadStep, d: &SqlDialect, out: &mut Vec<String>) -> Result
             list(columns, None),
             dup = d.literal("duplicate")?
         )),
+        LoadStep::FillMissingRates { target, rates } => {
+            let t = &target.table;
+            out.push(format!(
+                "UPDATE {target} SET trm = f.valor, spread_cop = {t}.rate - f.valor FROM (SELECT h.trade_id, r.valor, ROW_NUMBER() OVER (PARTITION BY h.trade_id ORDER BY r.vigenciadesde DESC, r._load_date DESC) AS n FROM {target} AS h JOIN {rates} AS r ON h.local_date BETWEEN r.vigenciadesde AND r.vigenciahasta WHERE h.trm IS NULL) AS f WHERE {t}.trade_id = f.trade_id AND f.n = 1"
+            ));
+        }
         LoadStep::InsertAll {
             target,
             stage,
@@ -490,19 +508,21 @@ mod tests {
                 .join(", "),
         );
         let redshift = plan.render(&redshift()?)?;
-        assert_eq!(redshift.len(), 5);
+        assert_eq!(redshift.len(), 6);
         assert_eq!(
             redshift[1],
             format!("COPY lago_stage_trades_history FROM 's3://lake/processed/trades/year=2026/month=11/day=28/b.parquet' IAM_ROLE '{ROLE}' FORMAT AS PARQUET")
         );
         let delete = "DELETE FROM lago.trades_history USING lago_stage_trades_history WHERE trades_history.trade_id = lago_stage_trades_history.trade_id AND trades_history.status = 'duplicate' AND lago_stage_trades_history.status <> 'duplicate'";
         let insert = format!("INSERT INTO lago.trades_history ({plain}) SELECT {prefixed} FROM (SELECT {plain}, ROW_NUMBER() OVER (PARTITION BY trade_id ORDER BY CASE WHEN status = 'duplicate' THEN 1 ELSE 0 END, _source_key, _source_line) AS lago_rank FROM lago_stage_trades_history) AS s LEFT JOIN lago.trades_history AS t ON t.trade_id = s.trade_id WHERE t.trade_id IS NULL AND s.lago_rank = 1");
+        let rates = "UPDATE lago.trades_history SET trm = f.valor, spread_cop = trades_history.rate - f.valor FROM (SELECT h.trade_id, r.valor, ROW_NUMBER() OVER (PARTITION BY h.trade_id ORDER BY r.vigenciadesde DESC, r._load_date DESC) AS n FROM lago.trades_history AS h JOIN lago.trm AS r ON h.local_date BETWEEN r.vigenciadesde AND r.vigenciahasta WHERE h.trm IS NULL) AS f WHERE trades_history.trade_id = f.trade_id AND f.n = 1";
         assert_eq!(redshift[2], delete);
         assert_eq!(redshift[3], insert);
+        assert_eq!(redshift[4], rates);
         let duck = plan.render(&SqlDialect::DuckDb)?;
         assert_eq!(
-            (duck[2].as_str(), duck[3].as_str()),
-            (delete, insert.as_str())
+            (duck[2].as_str(), duck[3].as_str(), duck[4].as_str()),
+            (delete, insert.as_str(), rates)
         );
         Ok(())
     }
