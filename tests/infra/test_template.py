@@ -476,5 +476,40 @@ def test_the_trades_event_source_is_tuned_as_the_latency_budget_says() -> None:
     doc = (ROOT / "docs" / "trades.md").read_text(encoding="utf-8")
     assert f"`TradesParallelizationFactor` (default {factor['Default']})" in doc
     assert f"`TradesStoreConcurrency` (default {concurrency['Default']})" in doc
-    # Room for every shard's batches at the default factor: reserved ≥ factor × 10 shards.
-    assert fn["ReservedConcurrentExecutions"] >= factor["Default"] * 10
+    # Room for every shard's batches at the default factor, when reserved: ≥ factor × 10 shards.
+    condition, reserved, otherwise = fn["ReservedConcurrentExecutions"]["Fn::If"]
+    assert (condition, otherwise) == ("ReservesConcurrency", {"Ref": "AWS::NoValue"})
+    assert reserved >= factor["Default"] * 10
+
+
+# --- a first deploy that succeeds ------------------------------------------------------------
+
+
+def test_reserved_concurrency_is_opt_in_so_a_new_account_quota_suffices() -> None:
+    """New accounts often have a concurrency quota of 10 or 50 and Lambda keeps 100 unreserved:
+    no function reserves any unless ReserveConcurrency=true."""
+    assert template()["Parameters"]["ReserveConcurrency"]["Default"] == "false"
+    assert template()["Conditions"]["ReservesConcurrency"] == {"Fn::Equals": [{"Ref": "ReserveConcurrency"}, "true"]}
+    reserved = {name: fn["Properties"].get("ReservedConcurrentExecutions") for name, fn in functions().items()}
+    for name, value in reserved.items():
+        assert value is not None and value["Fn::If"][0] == "ReservesConcurrency", name
+        assert value["Fn::If"][2] == {"Ref": "AWS::NoValue"}, name
+    assert sum(v["Fn::If"][1] for v in reserved.values()) == 61
+
+
+def test_retained_resources_are_deleted_when_the_first_create_fails() -> None:
+    """A failed first create rolls back completely (RetainExceptOnCreate), so the retry does not
+    meet retained, fixed-name resources; after a successful create they are kept."""
+    for name, res in resources().items():
+        assert res.get("DeletionPolicy") != "Retain", f"{name}: Retain blocks a retried first create"
+    kept = {name for name, res in resources().items() if res.get("DeletionPolicy") == "RetainExceptOnCreate"}
+    assert {"LakeKey", "LakeBucket", "AccessLogsBucket", "PiiSaltSecret", "PortfoliosTable", "TradeDecisionsTable", "RedshiftNamespace"} <= kept
+
+
+def test_glue_databases_are_per_environment_and_grant_nothing_to_iam_by_default() -> None:
+    dbs = {r["Properties"]["DatabaseInput"]["Name"]["Fn::Sub"]: r["Properties"]["DatabaseInput"] for r in resources("AWS::Glue::Database").values()}
+    assert set(dbs) == {"energy_raw_db_${EnvironmentName}", "energy_processed_db_${EnvironmentName}"}
+    for name, db in dbs.items():
+        assert db["CreateTableDefaultPermissions"] == [], name
+    # The environment name is a valid part of an SQL identifier.
+    assert template()["Parameters"]["EnvironmentName"]["AllowedPattern"] == "^[a-z][a-z0-9]{1,11}$"
