@@ -513,3 +513,78 @@ def test_glue_databases_are_per_environment_and_grant_nothing_to_iam_by_default(
         assert db["CreateTableDefaultPermissions"] == [], name
     # The environment name is a valid part of an SQL identifier.
     assert template()["Parameters"]["EnvironmentName"]["AllowedPattern"] == "^[a-z][a-z0-9]{1,11}$"
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+def test_the_trail_records_the_lake_and_the_functions_validated_encrypted_and_to_cloudwatch() -> None:
+    [(name, trail)] = resources("AWS::CloudTrail::Trail").items()
+    props = trail["Properties"]
+    assert trail["Condition"] == "CreatesTrail"
+    assert template()["Conditions"]["CreatesTrail"] == {"Fn::Equals": [{"Ref": "ExistingTrailName"}, ""]}
+    assert props["EnableLogFileValidation"] is True and props["IsLogging"] is True
+    assert props["IsMultiRegionTrail"] is True and props["IncludeGlobalServiceEvents"] is True
+    assert props["KMSKeyId"] == {"Fn::GetAtt": ["LakeKey", "Arn"]}
+    assert props["CloudWatchLogsLogGroupArn"] == {"Fn::GetAtt": ["TrailLogGroup", "Arn"]}
+    selectors = {s["Name"]: {f["Field"]: f for f in s["FieldSelectors"]} for s in props["AdvancedEventSelectors"]}
+    assert any(s["eventCategory"]["Equals"] == ["Management"] for s in selectors.values())
+    s3 = next(s for s in selectors.values() if s.get("resources.type", {}).get("Equals") == ["AWS::S3::Object"])
+    assert s3["eventCategory"]["Equals"] == ["Data"]
+    assert s3["resources.ARN"]["StartsWith"] == [{"Fn::Sub": "${LakeBucket.Arn}/"}]
+    fns = next(s for s in selectors.values() if s.get("resources.type", {}).get("Equals") == ["AWS::Lambda::Function"])
+    recorded = {r["Fn::GetAtt"][0] for r in fns["resources.ARN"]["Equals"]}
+    assert recorded == set(functions()), f"{name} does not record every function's invocations"
+
+
+def test_the_trail_bucket_locks_versions_and_refuses_plain_http() -> None:
+    bucket = resources()["TrailBucket"]["Properties"]
+    assert bucket["ObjectLockEnabled"] is True
+    lock = bucket["ObjectLockConfiguration"]
+    assert lock["ObjectLockEnabled"] == "Enabled"
+    assert lock["Rule"]["DefaultRetention"] == {"Mode": "GOVERNANCE", "Days": {"Ref": "AuditRetentionDays"}}
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    policy = resources()["TrailBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    deny = [s for s in policy if s["Effect"] == "Deny"]
+    assert [s["Condition"] for s in deny] == [{"Bool": {"aws:SecureTransport": "false"}}]
+    # CloudTrail writes only for this trail (confused-deputy condition).
+    for s in policy:
+        if s["Effect"] == "Allow":
+            assert s["Principal"] == {"Service": "cloudtrail.amazonaws.com"}
+            assert "aws:SourceArn" in s["Condition"]["StringEquals"]
+
+
+AUDIT_ALARMS = {
+    # metric → what its filter must name
+    "LakeAccessDenied": ["AccessDenied", "${LakeBucket}", "${LakeKey.Arn}"],
+    "LakeBucketPolicyChanged": ["PutBucketPolicy", "DeleteBucketPolicy", "${LakeBucket}"],
+    "LakeKeyDisabledOrScheduledForDeletion": ["DisableKey", "ScheduleKeyDeletion", "${LakeKey.Arn}"],
+    "LakeFormationPermissionsChanged": ["lakeformation.amazonaws.com", "GrantPermissions", "RevokePermissions", "PutDataLakeSettings"],
+    "RootAccountUsed": ['$.userIdentity.type = "Root"', "invokedBy NOT EXISTS"],
+}
+
+
+@pytest.mark.parametrize("metric", sorted(AUDIT_ALARMS))
+def test_each_audit_finding_has_a_metric_filter_and_an_alarm_to_the_topic(metric: str) -> None:
+    filters = [r["Properties"] for r in resources("AWS::Logs::MetricFilter").values() if r["Properties"]["MetricTransformations"][0]["MetricName"] == metric]
+    assert len(filters) == 1, metric
+    pattern = filters[0]["FilterPattern"]["Fn::Sub"]
+    for needle in AUDIT_ALARMS[metric]:
+        assert needle in pattern, f"{metric}: {needle} not in {pattern}"
+    assert pattern.count("(") == pattern.count(")") and pattern.startswith("{") and pattern.endswith("}")
+    assert filters[0]["LogGroupName"] == {"Fn::If": ["CreatesTrail", {"Ref": "TrailLogGroup"}, {"Ref": "ExistingTrailLogGroupName"}]}
+    alarms = [r for r in resources("AWS::CloudWatch::Alarm").values() if r["Properties"].get("MetricName") == metric]
+    assert len(alarms) == 1 and alarms[0]["Condition"] == "WatchesAudit"
+    assert alarms[0]["Properties"]["AlarmActions"] == [{"Ref": "NotificationTopic"}]
+    assert alarms[0]["Properties"]["Threshold"] == 1
+
+
+def test_the_key_lets_only_this_trail_encrypt_log_files() -> None:
+    key = resources()["LakeKey"]["Properties"]["KeyPolicy"]["Statement"]
+    trail = [s for s in key if s.get("Principal") == {"Service": "cloudtrail.amazonaws.com"}]
+    assert {s["Sid"] for s in trail} == {"CloudTrailEncryptsLogFiles", "CloudTrailDescribesKey"}
+    for s in trail:
+        assert s["Condition"]["StringEquals"]["aws:SourceArn"] == {
+            "Fn::Sub": "arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/lago-${EnvironmentName}"
+        }
