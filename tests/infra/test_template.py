@@ -588,3 +588,57 @@ def test_the_key_lets_only_this_trail_encrypt_log_files() -> None:
         assert s["Condition"]["StringEquals"]["aws:SourceArn"] == {
             "Fn::Sub": "arn:${AWS::Partition}:cloudtrail:${AWS::Region}:${AWS::AccountId}:trail/lago-${EnvironmentName}"
         }
+
+
+# --- network restriction ---------------------------------------------------------------------
+
+NO_VALUE = {"Ref": "AWS::NoValue"}
+NETWORK_CONDITION = {
+    "NotIpAddress": {"Fn::If": ["HasSourceCidrs", {"aws:SourceIp": {"Ref": "AllowedSourceCidrs"}}, NO_VALUE]},
+    "StringNotEqualsIfExists": {"Fn::If": ["HasVpcEndpoints", {"aws:SourceVpce": {"Ref": "AllowedVpcEndpointIds"}}, NO_VALUE]},
+}
+
+
+def _conditional_statement(statements: list[Any], sid: str) -> dict[str, Any]:
+    [found] = [s["Fn::If"] for s in statements if isinstance(s, dict) and "Fn::If" in s and s["Fn::If"][1].get("Sid") == sid]
+    condition, statement, otherwise = found
+    # Only with a network parameter: with none set the stack deploys and works as before.
+    assert (condition, otherwise) == ("RestrictsNetwork", NO_VALUE)
+    return statement
+
+
+def _roles_named(values: list[Any]) -> set[str]:
+    names = set()
+    for v in values:
+        if "Fn::If" in v:
+            v = v["Fn::If"][1]
+        names.add(v["Fn::GetAtt"][0])
+    return names
+
+
+def test_the_lake_denies_data_access_from_other_networks_except_the_stacks_roles_and_aws_services() -> None:
+    params = template()["Parameters"]
+    assert params["AllowedSourceCidrs"]["Default"] == "" and params["AllowedVpcEndpointIds"]["Default"] == ""
+    statements = resources()["LakeBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    deny = _conditional_statement(statements, "DenyDataAccessFromOtherNetworks")
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"} <= set(deny["Action"])
+    condition = deny["Condition"]
+    assert {k: condition[k] for k in NETWORK_CONDITION} == NETWORK_CONDITION
+    assert condition["BoolIfExists"] == {"aws:ViaAWSService": "false", "aws:PrincipalIsAWSService": "false"}
+    # Exactly the roles whose policies reach the lake bucket are exempt: none more.
+    exempt = _roles_named(condition["ArnNotLike"]["aws:PrincipalArn"])
+    touching = {
+        name
+        for name, res in resources("AWS::IAM::Role").items()
+        if "LakeBucket" in json.dumps(res["Properties"].get("Policies", []))
+    }
+    assert exempt == touching
+
+
+def test_the_producer_policy_denies_puts_from_other_networks() -> None:
+    statements = resources()["TradesProducerPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    deny = _conditional_statement(statements, "DenyPutsFromOtherNetworks")
+    assert deny["Effect"] == "Deny"
+    assert set(deny["Action"]) == {"kinesis:PutRecord", "kinesis:PutRecords"}
+    assert {k: deny["Condition"][k] for k in NETWORK_CONDITION} == NETWORK_CONDITION
