@@ -680,3 +680,31 @@ def test_raw_pii_can_be_expired_by_parameter(parameter: str, condition: str, pre
     [rule] = [r["Fn::If"] for r in rules if "Fn::If" in r and r["Fn::If"][0] == condition]
     assert rule[1]["Prefix"] == prefix and rule[1]["ExpirationInDays"] == {"Ref": parameter}
     assert rule[2] == NO_VALUE
+
+
+# --- the warehouse: only the stack's own workgroup, and the route COPY needs -----------------
+
+
+def test_the_loader_may_use_only_its_own_workgroup() -> None:
+    role = resources()["RedshiftLoadRole"]["Properties"]["Policies"]
+    assert "workgroup/*" not in json.dumps(role)
+    existing = {"Fn::Sub": "arn:${AWS::Partition}:redshift-serverless:${AWS::Region}:${AWS::AccountId}:workgroup/${RedshiftWorkgroupId}"}
+    serverless = [s["Fn::If"][1] for s in role[0]["PolicyDocument"]["Statement"] if "Fn::If" in s and s["Fn::If"][0] == "UsesServerless"]
+    assert {s["Sid"] for s in serverless} == {"RunStatementsOnTheWorkgroup", "WorkgroupCredentials"}
+    for s in serverless:
+        assert s["Resource"] == {"Fn::If": ["CreatesServerless", {"Fn::GetAtt": ["RedshiftWorkgroup", "Workgroup.WorkgroupArn"]}, existing]}
+    env = resources()["RedshiftLoadFunction"]["Properties"]["Environment"]["Variables"]["REDSHIFT_WORKGROUP"]
+    assert existing in env["Fn::If"][2]["Fn::If"]
+
+
+def test_enhanced_vpc_routing_gets_its_s3_gateway_endpoint() -> None:
+    workgroup = resources()["RedshiftWorkgroup"]["Properties"]
+    assert workgroup["EnhancedVpcRouting"] is True and workgroup["PubliclyAccessible"] is False
+    endpoint = resources()["S3GatewayEndpoint"]
+    assert endpoint["Condition"] == "CreatesS3GatewayEndpoint"
+    props = endpoint["Properties"]
+    assert props["VpcEndpointType"] == "Gateway"
+    assert props["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.s3"}
+    assert (props["VpcId"], props["RouteTableIds"]) == ({"Ref": "RedshiftVpcId"}, {"Ref": "RedshiftRouteTableIds"})
+    rule = template()["Rules"]["S3GatewayEndpointNeedsTheVpc"]
+    assert rule["Assertions"][0]["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "RedshiftVpcId"}, ""]}]}
