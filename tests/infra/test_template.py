@@ -87,18 +87,50 @@ def test_statelint_accepts_the_asl_as_written_and_substituted(path: Path, tmp_pa
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_checkov_reports_no_failed_checks() -> None:
+# Checks of our own (YAML, tests/infra/checkov/) for what checkov's catalogue does not cover.
+CUSTOM_CHECKS = Path(__file__).parent / "checkov"
+CUSTOM = {"CKV2_LAGO_1": "TrailBucket", "CKV2_LAGO_2": "Database", "CKV2_LAGO_3": "Trail"}
+
+
+def checkov(template_file: Path, *extra: str) -> dict[str, Any]:
     # --skip-download: no guideline look-ups (the run is offline and deterministic).
     done = run(
-        [tool("checkov"), "--file", str(TEMPLATE), "--framework", "cloudformation", "--skip-download", "--output", "json"],
+        [tool("checkov"), "--file", str(template_file), "--framework", "cloudformation", "--skip-download",
+         "--external-checks-dir", str(CUSTOM_CHECKS), "--output", "json", *extra],
         env={"BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"},
-    )
-    report = json.loads(done.stdout)
+    )  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def test_checkov_reports_no_failed_checks() -> None:
+    report = checkov(TEMPLATE)
     results = report["results"]
+    passed = {(c["check_id"], c["resource"].split(".")[-1]) for c in results["passed_checks"]}
+    for check, resource in CUSTOM.items():
+        assert any(c == check and r.endswith(resource) for c, r in passed), f"{check} did not pass on {resource}"
     failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in results["failed_checks"]]
     assert failed == [], "\n".join(failed)
     assert results["parsing_errors"] == []
     assert report["summary"]["passed"] > 100
+
+
+def test_the_custom_checks_fail_on_a_template_without_what_they_check(tmp_path: Path) -> None:
+    """Object Lock off on the trail bucket, the IAM_ALLOWED_PRINCIPALS default granted, S3 data
+    events dropped from the trail: each custom check fails on exactly that resource."""
+    text = TEMPLATE.read_text(encoding="utf-8")
+    for old, new in (
+        ("      ObjectLockEnabled: true\n", "      ObjectLockEnabled: false\n"),
+        ("        CreateTableDefaultPermissions: []\n",
+         "        CreateTableDefaultPermissions: [{ Principal: { DataLakePrincipalIdentifier: IAM_ALLOWED_PRINCIPALS }, Permissions: [ALL] }]\n"),
+        ('["AWS::S3::Object"]', '["AWS::DynamoDB::Table"]'),
+    ):  # fmt: skip
+        assert old in text, old
+        text = text.replace(old, new)
+    broken = tmp_path / "template.yaml"
+    broken.write_text(text, encoding="utf-8")
+    results = checkov(broken, "--check", ",".join(CUSTOM))["results"]
+    failed = sorted((c["check_id"], c["resource"].split(".")[-1]) for c in results["failed_checks"])
+    assert failed == [("CKV2_LAGO_1", "TrailBucket"), ("CKV2_LAGO_2", "ProcessedDatabase"), ("CKV2_LAGO_2", "RawDatabase"), ("CKV2_LAGO_3", "Trail")]
 
 
 def test_every_checkov_skip_carries_its_reason() -> None:
