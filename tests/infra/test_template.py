@@ -740,3 +740,16 @@ def test_enhanced_vpc_routing_gets_its_s3_gateway_endpoint() -> None:
     assert (props["VpcId"], props["RouteTableIds"]) == ({"Ref": "RedshiftVpcId"}, {"Ref": "RedshiftRouteTableIds"})
     rule = template()["Rules"]["S3GatewayEndpointNeedsTheVpc"]
     assert rule["Assertions"][0]["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "RedshiftVpcId"}, ""]}]}
+
+
+def test_lake_formation_governs_and_serves_only_the_processed_zone() -> None:
+    processed = {"Fn::Sub": "${LakeBucket.Arn}/processed"}
+    assert resources()["LakeLocation"]["Properties"]["ResourceArn"] == processed
+    location = resources()["CrawlerLocationPermission"]["Properties"]["Resource"]["DataLocation"]
+    assert location["ResourceArn"] == processed
+    statements = resources()["LakeFormationDataAccessRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    reads = [s for s in statements if s["Action"] == "s3:GetObject"]
+    assert [s["Resource"] for s in reads] == [{"Fn::Sub": "${LakeBucket.Arn}/processed/*"}]
+    [listing] = [s for s in statements if s["Action"] == "s3:ListBucket"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["processed/*"]}}
+    assert not any(s["Effect"] == "Allow" and "s3:PutObject" in json.dumps(s["Action"]) for s in statements)
