@@ -753,3 +753,13 @@ def test_lake_formation_governs_and_serves_only_the_processed_zone() -> None:
     [listing] = [s for s in statements if s["Action"] == "s3:ListBucket"]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["processed/*"]}}
     assert not any(s["Effect"] == "Allow" and "s3:PutObject" in json.dumps(s["Action"]) for s in statements)
+
+
+def test_the_pipeline_is_granted_the_processed_tables_one_by_one() -> None:
+    """No TableWildcard on the processed database: the crawlers get the four declared tables, the
+    trades-history state machine its one table."""
+    grants = [r["Properties"] for r in resources("AWS::LakeFormation::PrincipalPermissions").values()]
+    on_processed = [g for g in grants if g["Resource"].get("Table", {}).get("DatabaseName") == {"Ref": "ProcessedDatabase"}]
+    assert on_processed and all("TableWildcard" not in g["Resource"]["Table"] for g in on_processed)
+    crawler = {g["Resource"]["Table"]["Name"]["Ref"] for g in on_processed if g["Principal"]["DataLakePrincipalIdentifier"] == {"Fn::GetAtt": ["CrawlerRole", "Arn"]}}
+    assert crawler == {"ClientesTable", "ProveedoresTable", "TransaccionesTable", "TrmTable"}
