@@ -3,6 +3,7 @@
 //! client starts executions, and moto's record of them is checked.
 
 use aws_sdk_sfn::Client;
+use lago::aws::moto::unique_name;
 use lago::aws::sfn::SfnStarter;
 use lambda_runtime::{Context, LambdaEvent};
 use s3_landing::{handle, Config, Deps};
@@ -12,13 +13,6 @@ const EVENT: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../events/s3-landing/s3-notification.json"
 ));
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 #[tokio::test]
 async fn a_duplicated_event_starts_one_execution_in_moto() -> anyhow::Result<()> {
@@ -30,7 +24,7 @@ async fn a_duplicated_event_starts_one_execution_in_moto() -> anyhow::Result<()>
     // GIVEN the ingest state machine
     let arn = sfn
         .create_state_machine()
-        .name(unique("ingest"))
+        .name(unique_name("ingest"))
         .definition(r#"{"StartAt":"Transform","States":{"Transform":{"Type":"Pass","End":true}}}"#)
         .role_arn("arn:aws:iam::123456789012:role/lago-ingest")
         .send()

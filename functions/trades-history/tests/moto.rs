@@ -9,6 +9,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Decimal128Type;
 use arrow_array::{Array, RecordBatch};
 use chrono::{DateTime, NaiveDate, Utc};
+use lago::aws::moto::{object_bytes, object_keys, unique_name};
 use lago::aws::s3::S3Lake;
 use lago::contract::Dataset;
 use lago::trades::{archive_key, encode_ndjson_gz, ArchiveStatus, ArchivedTrade, Trade};
@@ -18,27 +19,6 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{json, Value};
 use std::time::Duration;
 use trades_history::{handle_at, Config, Deps};
-
-fn unique(prefix: &str) -> anyhow::Result<String> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .subsec_nanos();
-    Ok(format!("{prefix}-{}-{nanos}", std::process::id()))
-}
-
-async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<Vec<u8>> {
-    let out = s3.get_object().bucket(bucket).key(key).send().await?;
-    Ok(out.body.collect().await?.into_bytes().to_vec())
-}
-
-async fn keys(s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<BTreeSet<String>> {
-    let out = s3.list_objects_v2().bucket(bucket).send().await?;
-    Ok(out
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect())
-}
 
 /// Each object's ETag, to see which ones a run rewrote.
 async fn etags(s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -138,7 +118,7 @@ async fn the_handler_builds_the_history_and_features_in_moto() -> anyhow::Result
     let sdk = lago::aws::sdk_config_for(Some(&endpoint)).await;
     let s3 = lago::aws::s3::client(&sdk);
     // GIVEN a lake bucket with the official rate of 28–30 Nov 2026 in processed/trm/
-    let bucket = unique("lago-moto-history")?;
+    let bucket = unique_name("lago-moto-history");
     s3.create_bucket().bucket(&bucket).send().await?;
     let lake = S3Lake::new(s3.clone(), &bucket, tokio::runtime::Handle::current());
     put_rates(
@@ -199,13 +179,13 @@ async fn the_handler_builds_the_history_and_features_in_moto() -> anyhow::Result
         (3, 0, 4, 1)
     );
     assert_eq!((out.invalid, out.rows_without_trm), (0, 0));
-    let written = keys(&s3, &bucket).await?;
+    let written = object_keys(&s3, &bucket).await?;
     for raw in day28.iter().chain([&day29]) {
         let manifest = raw
             .replace("raw/", "manifests/")
             .replace(".ndjson.gz", ".json");
         assert!(written.contains(&manifest), "{manifest} not in {written:?}");
-        let m: Value = serde_json::from_slice(&get(&s3, &bucket, &manifest).await?)?;
+        let m: Value = serde_json::from_slice(&object_bytes(&s3, &bucket, &manifest).await?)?;
         assert_eq!(m["source"]["key"], raw.as_str());
     }
     assert!(!written
@@ -235,7 +215,7 @@ async fn the_handler_builds_the_history_and_features_in_moto() -> anyhow::Result
     let mut ids = BTreeSet::new();
     let mut trm = Vec::new();
     for key in parts {
-        for b in batches(get(&s3, &bucket, key).await?)? {
+        for b in batches(object_bytes(&s3, &bucket, key).await?)? {
             let id = b
                 .column_by_name("trade_id")
                 .ok_or_else(|| anyhow::anyhow!("no trade_id"))?
@@ -264,7 +244,7 @@ async fn the_handler_builds_the_history_and_features_in_moto() -> anyhow::Result
         assert!(written.contains(key), "{key} not in {written:?}");
     }
     let rows: usize = batches(
-        get(
+        object_bytes(
             &s3,
             &bucket,
             "processed/features/user_features/user_features.parquet",
@@ -299,7 +279,7 @@ async fn the_handler_builds_the_history_and_features_in_moto() -> anyhow::Result
     let dated = handle_at(&deps, event(json!({"date": "2026-11-30"}))?, now).await?;
     // THEN only that day's object is processed, and only its outputs (and the features) are new
     assert_eq!((dated.objects, dated.rows), (1, 1));
-    let after = keys(&s3, &bucket).await?;
+    let after = object_keys(&s3, &bucket).await?;
     let new: Vec<&String> = after.difference(&written).collect();
     assert_eq!(new.len(), 2, "{new:?}");
     assert!(
@@ -319,6 +299,6 @@ async fn the_handler_builds_the_history_and_features_in_moto() -> anyhow::Result
     };
     // THEN it is refused as InvalidInput and nothing is touched
     assert_eq!(lago::runtime::diagnostic(e).error_type, "InvalidInput");
-    assert_eq!(keys(&s3, &bucket).await?, after);
+    assert_eq!(object_keys(&s3, &bucket).await?, after);
     Ok(())
 }

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use lago::aws::moto::{object_bytes, object_keys, unique_name};
 use lago::aws::s3::S3Lake;
 use lago::aws::secrets::SecretsManager;
 use lago::lake::LakeStore;
@@ -14,29 +15,6 @@ use serde_json::{json, Value};
 use transform::{handle, Config, Deps, S3Storage};
 
 const MIB: usize = 1 << 20;
-
-fn unique(prefix: &str) -> anyhow::Result<String> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .subsec_nanos();
-    Ok(format!("{prefix}-{}-{nanos}", std::process::id()))
-}
-
-async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<Vec<u8>> {
-    let out = s3.get_object().bucket(bucket).key(key).send().await?;
-    Ok(out.body.collect().await?.into_bytes().to_vec())
-}
-
-async fn keys(s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<Vec<String>> {
-    let out = s3.list_objects_v2().bucket(bucket).send().await?;
-    let mut k: Vec<String> = out
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect();
-    k.sort();
-    Ok(k)
-}
 
 const CLIENTES: &str = "id_cliente;nombre;segmento;numero_identificacion;email;ciudad\n\
     C-001;José Pérez;Residencial;1020304050;jose.perez@example.com;Bogotá\n\
@@ -53,7 +31,7 @@ async fn the_handler_reads_s3_and_writes_the_lake_in_moto() -> anyhow::Result<()
     let s3 = lago::aws::s3::client(&sdk);
     let sm = aws_sdk_secretsmanager::Client::new(&sdk);
     // GIVEN a lake bucket with a raw file under an accented key, and the salt secret
-    let bucket = unique("lago-moto-lake")?;
+    let bucket = unique_name("lago-moto-lake");
     s3.create_bucket().bucket(&bucket).send().await?;
     let key = "raw/clientes/year=2025/month=05/day=10/clientes bogotá.csv";
     let put = s3
@@ -70,7 +48,7 @@ async fn the_handler_reads_s3_and_writes_the_lake_in_moto() -> anyhow::Result<()
         .to_string();
     let secret = sm
         .create_secret()
-        .name(unique("lago-pii-salt")?)
+        .name(unique_name("lago-pii-salt"))
         .secret_string(r#"{"salt":"moto-pepper"}"#)
         .send()
         .await?;
@@ -98,7 +76,7 @@ async fn the_handler_reads_s3_and_writes_the_lake_in_moto() -> anyhow::Result<()
     let out = handle(&deps, LambdaEvent::new(task.clone(), ctx.clone())).await?;
     // THEN the counts add up and every output is in moto
     assert_eq!((out.rows_in, out.rows_ok, out.rows_rejected), (4, 2, 2));
-    let written = keys(&s3, &bucket).await?;
+    let written = object_keys(&s3, &bucket).await?;
     let part = out.outputs[0]
         .trim_start_matches(&format!("s3://{bucket}/"))
         .to_string();
@@ -129,13 +107,14 @@ async fn the_handler_reads_s3_and_writes_the_lake_in_moto() -> anyhow::Result<()
     let reader = SerializedFileReader::new(bytes)?;
     assert_eq!(reader.metadata().file_metadata().num_rows(), 2);
     // AND the manifest accounts for every row
-    let manifest: Value = serde_json::from_slice(&get(&s3, &bucket, &manifest_key).await?)?;
+    let manifest: Value =
+        serde_json::from_slice(&object_bytes(&s3, &bucket, &manifest_key).await?)?;
     assert_eq!(manifest["rows_in"], 4);
     assert_eq!(manifest["rejects_by_reason"]["duplicate_key"], 1);
     assert_eq!(manifest["source"]["key"], key);
     // AND a replay overwrites its outputs: the same objects, no new ones
     handle(&deps, LambdaEvent::new(task, ctx)).await?;
-    assert_eq!(keys(&s3, &bucket).await?, written);
+    assert_eq!(object_keys(&s3, &bucket).await?, written);
     Ok(())
 }
 
@@ -146,7 +125,7 @@ async fn multipart_uploads_complete_and_abort_in_moto() -> anyhow::Result<()> {
     };
     let sdk = lago::aws::sdk_config_for(Some(&endpoint)).await;
     let s3 = lago::aws::s3::client(&sdk);
-    let bucket = unique("lago-moto-mpu")?;
+    let bucket = unique_name("lago-moto-mpu");
     s3.create_bucket().bucket(&bucket).send().await?;
     let lake =
         S3Lake::new(s3.clone(), &bucket, tokio::runtime::Handle::current()).with_part_size(5 * MIB);
@@ -164,7 +143,7 @@ async fn multipart_uploads_complete_and_abort_in_moto() -> anyhow::Result<()> {
     .await??;
     assert_eq!(n, 11 * MIB as u64);
     assert_eq!(
-        get(&s3, &bucket, "processed/clientes/big.parquet").await?,
+        object_bytes(&s3, &bucket, "processed/clientes/big.parquet").await?,
         expected
     );
     // An object dropped half-written: its upload is aborted and it never appears.
@@ -180,7 +159,7 @@ async fn multipart_uploads_complete_and_abort_in_moto() -> anyhow::Result<()> {
     let uploads = s3.list_multipart_uploads().bucket(&bucket).send().await?;
     assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
     assert_eq!(
-        keys(&s3, &bucket).await?,
+        Vec::from_iter(object_keys(&s3, &bucket).await?),
         vec!["processed/clientes/big.parquet".to_string()]
     );
     // The lake lists and deletes as the transform needs.

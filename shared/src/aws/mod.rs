@@ -127,3 +127,55 @@ pub fn moto_endpoint(test: &str) -> Option<String> {
         }
     }
 }
+
+/// What the moto tests of the function crates share: a name no other run uses, an object's
+/// bytes, a bucket's keys.
+#[cfg(feature = "local")]
+pub mod moto {
+    use std::collections::BTreeSet;
+
+    use std::io;
+
+    /// `<prefix>-<process id>-<nanoseconds>`: unique across tests and runs sharing one server.
+    pub fn unique_name(prefix: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        format!("{prefix}-{}-{nanos}", std::process::id())
+    }
+
+    /// The whole body of `bucket/key`.
+    pub async fn object_bytes(
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        key: &str,
+    ) -> io::Result<Vec<u8>> {
+        let out = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(io::Error::other)?;
+        let body = out.body.collect().await.map_err(io::Error::other)?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    /// Every key of `bucket` (up to one listing page, what a test bucket holds).
+    pub async fn object_keys(
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+    ) -> io::Result<BTreeSet<String>> {
+        let out = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(io::Error::other)?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect())
+    }
+}
