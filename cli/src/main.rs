@@ -35,6 +35,8 @@ use lago::transform::{
 const EXIT_FILE_REJECTED: u8 = 3;
 /// Exit status of usage errors (as clap uses for its own).
 const EXIT_USAGE: u8 = 2;
+/// Exit status when an object does not match its manifest (changed, missing, unreadable).
+const EXIT_INTEGRITY: u8 = 4;
 
 /// An error in how the command was called, rather than in what it did.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,21 @@ enum Command {
     Sql(warehouse::SqlArgs),
     /// Dollar trades locally: generate a stream, replay it through the processor, benchmark it.
     Trades(trades::TradesArgs),
+    /// Recompute the checksum of every output the lake's manifests list; exits 4 on any mismatch.
+    Verify(VerifyArgs),
+}
+
+#[derive(Parser)]
+struct VerifyArgs {
+    /// The lake folder (laid out like the bucket).
+    #[arg(long)]
+    lake: PathBuf,
+    /// Only the manifests under this prefix (e.g. `manifests/clientes/`).
+    #[arg(long, default_value = "manifests/")]
+    prefix: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Parser)]
@@ -149,6 +166,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "warehouse")]
         Command::Sql(args) => warehouse::run_sql(args).map(|_| ExitCode::SUCCESS),
         Command::Trades(args) => trades::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Verify(args) => run_verify(args),
     };
     match result {
         Ok(code) => code,
@@ -449,6 +467,54 @@ pub(crate) fn generate_to(opts: &GenerateOptions, out: &Path) -> Result<Generate
         r
     };
     Ok(report)
+}
+
+fn run_verify(args: VerifyArgs) -> Result<ExitCode> {
+    if !args.lake.is_dir() {
+        return Err(usage(format!(
+            "--lake {} is not a folder",
+            args.lake.display()
+        )));
+    }
+    if !args.prefix.starts_with("manifests/") {
+        return Err(usage("--prefix must start with manifests/"));
+    }
+    let lake = LocalLake::new(&args.lake);
+    let report = lago::integrity::verify(&lake, &args.prefix)
+        .with_context(|| format!("reading the lake at {}", args.lake.display()))?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{} manifests, {} objects: {} verified ({} bytes read), {} without a checksum, {} problems",
+            report.manifests,
+            report.objects,
+            report.verified,
+            report.bytes,
+            report.without_checksum.len(),
+            report.problems.len()
+        )?;
+        for p in &report.problems {
+            writeln!(
+                out,
+                "{}\t{}\t(manifest {})\texpected {}\tfound {}",
+                p.finding.code(),
+                p.key,
+                p.manifest,
+                p.expected.as_deref().unwrap_or("-"),
+                p.found.as_deref().unwrap_or("-")
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INTEGRITY)
+    })
 }
 
 #[cfg(test)]

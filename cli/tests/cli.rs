@@ -14,35 +14,38 @@ fn lago(args: &[&str], cwd: &Path) -> Result<Output> {
         .context("running lago")
 }
 
-#[test]
-fn transform_infers_dataset_and_date_from_the_path_and_prints_the_manifest() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let raw = "lake/raw/clientes/year=2025/month=04/day=30/clientes.csv";
+/// Generates `rows` records of `dataset` (`dirty` of them bad) at `raw` in `dir`, transforms
+/// them into `dir/lake`, and returns the generation report and the manifest.
+fn generate_and_transform(
+    dir: &Path,
+    dataset: &str,
+    raw: &str,
+    rows: &str,
+    dirty: &str,
+) -> Result<(serde_json::Value, serde_json::Value)> {
     let gen = lago(
         &[
             "generate",
             "--dataset",
-            "clientes",
+            dataset,
             "--rows",
-            "500",
+            rows,
             "--dirty",
-            "10",
+            dirty,
             "--out",
             raw,
             "--json",
         ],
-        dir.path(),
+        dir,
     )?;
     assert!(
         gen.status.success(),
         "{}",
         String::from_utf8_lossy(&gen.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&gen.stdout)?;
-
     let out = lago(
         &["transform", "--input", raw, "--lake", "lake", "--json"],
-        dir.path(),
+        dir,
     )?;
     assert_eq!(
         out.status.code(),
@@ -50,7 +53,17 @@ fn transform_infers_dataset_and_date_from_the_path_and_prints_the_manifest() -> 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let m: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok((
+        serde_json::from_slice(&gen.stdout)?,
+        serde_json::from_slice(&out.stdout)?,
+    ))
+}
+
+#[test]
+fn transform_infers_dataset_and_date_from_the_path_and_prints_the_manifest() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let raw = "lake/raw/clientes/year=2025/month=04/day=30/clientes.csv";
+    let (report, m) = generate_and_transform(dir.path(), "clientes", raw, "500", "10")?;
     assert_eq!(m["dataset"], "clientes");
     assert_eq!(m["load_date"], "2025-04-30");
     assert_eq!(
@@ -62,6 +75,57 @@ fn transform_infers_dataset_and_date_from_the_path_and_prints_the_manifest() -> 
     let manifest = m["outputs"]["manifest"].as_str().unwrap_or_default();
     assert!(manifest.starts_with("manifests/clientes/year=2025/month=04/day=30/clientes-"));
     assert!(dir.path().join("lake").join(manifest).exists());
+    Ok(())
+}
+
+#[test]
+fn verify_passes_on_what_transform_wrote_and_exits_4_on_a_changed_or_missing_output() -> Result<()>
+{
+    // GIVEN a lake with one transformed file (processed parts and rejected rows)
+    let dir = tempfile::tempdir()?;
+    let raw = "lake/raw/transacciones/year=2025/month=04/day=30/t.csv";
+    let (_, m) = generate_and_transform(dir.path(), "transacciones", raw, "300", "5")?;
+    let part = m["outputs"]["processed"][0]["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let rejected = m["outputs"]["rejected"]["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        m["outputs"]["processed"][0]["checksum"]["value"].is_string(),
+        "{m}"
+    );
+
+    // WHEN the untouched lake is verified THEN every output matches
+    let ok = lago(&["verify", "--lake", "lake", "--json"], dir.path())?;
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout)?;
+    assert_eq!(report["manifests"], 1);
+    assert_eq!(report["objects"], 2);
+    assert_eq!(report["verified"], 2);
+
+    // WHEN one byte of the Parquet part changes and the rejected rows are gone
+    let path = dir.path().join("lake").join(&part);
+    let mut bytes = std::fs::read(&path)?;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, bytes)?;
+    std::fs::remove_file(dir.path().join("lake").join(&rejected))?;
+    let bad = lago(&["verify", "--lake", "lake"], dir.path())?;
+
+    // THEN verify exits 4 and names both
+    assert_eq!(bad.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(text.contains(&format!("mismatch\t{part}")), "{text}");
+    assert!(text.contains(&format!("missing\t{rejected}")), "{text}");
+    assert!(text.contains("0 verified"), "{text}");
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use chrono::{Datelike, NaiveDate};
 
 use crate::contract::Dataset;
+use crate::integrity::{Hasher, Written};
 
 /// Zones of the lake (top-level prefixes of the bucket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,8 +152,9 @@ pub enum LakeError {
 
 /// An object being written. Nothing is visible under its key until `finish` succeeds.
 pub trait ObjectSink: Write + Send {
-    /// Completes the object and returns its size in bytes.
-    fn finish(self: Box<Self>) -> Result<u64, LakeError>;
+    /// Completes the object and returns its size and its checksum (the full-object CRC64NVME of
+    /// the bytes written, which a store that keeps checksums has checked and stored with it).
+    fn finish(self: Box<Self>) -> Result<Written, LakeError>;
 }
 
 /// Write access to the lake: what the transform needs and nothing more.
@@ -170,7 +172,7 @@ pub trait LakeStore: Send + Sync {
         Err(LakeError::Unsupported("rename objects"))
     }
 
-    fn put(&self, key: &str, bytes: &[u8]) -> Result<u64, LakeError> {
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<Written, LakeError> {
         let mut sink = self.create(key)?;
         sink.write_all(bytes).map_err(|source| LakeError::Io {
             key: key.to_string(),
@@ -235,6 +237,7 @@ struct LocalSink {
     /// `None` once finished.
     out: Option<BufWriter<File>>,
     bytes: u64,
+    crc: Hasher,
 }
 
 impl Write for LocalSink {
@@ -245,6 +248,7 @@ impl Write for LocalSink {
             .ok_or_else(|| io::Error::other("object already finished"))?;
         let n = out.write(buf)?;
         self.bytes += n as u64;
+        self.crc.update(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -256,21 +260,25 @@ impl Write for LocalSink {
 }
 
 impl ObjectSink for LocalSink {
-    fn finish(mut self: Box<Self>) -> Result<u64, LakeError> {
+    fn finish(mut self: Box<Self>) -> Result<Written, LakeError> {
         let key = self.key.clone();
         let io = |source| LakeError::Io {
             key: key.clone(),
             source,
         };
+        let written = Written {
+            bytes: self.bytes,
+            checksum: self.crc.checksum(),
+        };
         let Some(out) = self.out.take() else {
-            return Ok(self.bytes);
+            return Ok(written);
         };
         let file = out.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_data().map_err(io)?;
         drop(file);
         // Rename makes the object appear whole, like an S3 PUT.
         fs::rename(&self.tmp, &self.dest).map_err(io)?;
-        Ok(self.bytes)
+        Ok(written)
     }
 }
 
@@ -320,6 +328,7 @@ impl LakeStore for LocalLake {
             dest,
             out: Some(BufWriter::with_capacity(1 << 20, file)),
             bytes: 0,
+            crc: Hasher::crc64nvme(),
         }))
     }
 

@@ -19,6 +19,7 @@ pub mod dialect;
 pub mod generate;
 pub mod history;
 pub mod ingest;
+pub mod integrity;
 pub mod lake;
 pub mod load;
 pub mod parse;

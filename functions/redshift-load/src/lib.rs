@@ -224,6 +224,7 @@ mod tests {
                 key: key_of(u),
                 rows: 247,
                 bytes: 9000,
+                checksum: None,
             })
             .collect();
         m.rows_in = 247;

@@ -1,17 +1,20 @@
 //! The `transform` function's handler: validates the execution input, fetches the PII salt once
 //! per container, runs the synchronous transform engine on a blocking thread against S3 (or the
 //! in-memory lake in tests) within the invocation's deadline, and maps the manifest to the task
-//! output.
+//! output. With `{"action": "verify", "manifest": "s3://…"}` it instead recomputes the checksum
+//! of every output that manifest lists ([`verify`]), the state machine's integrity step.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lago::aws::s3::{S3Error, S3Lake, S3Source};
+use lago::ingest::task::S3Uri;
 use lago::ingest::task::{
     pii_salt, ExecutionInput, SecretError, SecretSource, TaskInputError, TransformOutput,
 };
-use lago::lake::{LakeError, LakeStore};
+use lago::integrity::{self, Problem, VerifyReport};
+use lago::lake::{LakeError, LakeRead, LakeStore};
 use lago::runtime::env::{ConfigError, Env};
 use lago::runtime::metrics::{Emf, Unit};
 use lago::runtime::{Classified, ErrorKind};
@@ -66,6 +69,8 @@ pub trait Storage: Send + Sync {
     fn source(&self, input: &ExecutionInput) -> Arc<dyn RawSource + Send + Sync>;
     /// The lake the outputs go to.
     fn lake(&self) -> Arc<dyn LakeStore>;
+    /// The lake's objects, to read back.
+    fn objects(&self) -> Arc<dyn LakeRead>;
     /// Waits for clean-ups of an interrupted run (aborted multipart uploads).
     fn settle(&self) -> impl Future<Output = ()> + Send;
 }
@@ -117,6 +122,10 @@ impl Storage for S3Storage {
     }
 
     fn lake(&self) -> Arc<dyn LakeStore> {
+        Arc::new(self.lake.clone())
+    }
+
+    fn objects(&self) -> Arc<dyn LakeRead> {
         Arc::new(self.lake.clone())
     }
 
@@ -191,6 +200,32 @@ pub enum TransformTaskError {
     Transform(#[from] TransformError),
     #[error("the transform thread panicked")]
     Panicked(#[source] tokio::task::JoinError),
+    #[error("invalid verify input: {0}")]
+    VerifyInput(String),
+    #[error("reading the outputs of {manifest} failed")]
+    VerifyRead {
+        manifest: String,
+        #[source]
+        source: LakeError,
+    },
+    #[error("{} of the outputs of {manifest} do not match it: {}", problems.len(), summary(problems))]
+    Mismatch {
+        manifest: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// The first problems, one phrase each (the full list is in the log).
+fn summary(problems: &[Problem]) -> String {
+    let mut s: Vec<String> = problems
+        .iter()
+        .take(3)
+        .map(|p| format!("{} {}", p.key, p.finding.code()))
+        .collect();
+    if problems.len() > 3 {
+        s.push(format!("and {} more", problems.len() - 3));
+    }
+    s.join("; ")
 }
 
 /// The kind of an I/O error from the S3 adapters or the local file system.
@@ -206,7 +241,14 @@ impl Classified for TransformTaskError {
     fn kind(&self) -> ErrorKind {
         use TransformTaskError as E;
         match self {
-            E::Input(_) | E::InvalidTask(_) | E::WrongBucket { .. } => ErrorKind::InvalidInput,
+            E::Input(_) | E::InvalidTask(_) | E::WrongBucket { .. } | E::VerifyInput(_) => {
+                ErrorKind::InvalidInput
+            }
+            E::Mismatch { .. } => ErrorKind::ChecksumMismatch,
+            E::VerifyRead { source, .. } => match source {
+                LakeError::Io { source, .. } => io_kind(source),
+                other => S3Error::kind_in_chain(other).unwrap_or(ErrorKind::Retryable),
+            },
             E::Salt(e) => e.kind(),
             E::NoTime { .. } | E::Deadline => ErrorKind::DeadlineExceeded,
             E::Panicked(_) => ErrorKind::Internal,
@@ -223,6 +265,81 @@ impl Classified for TransformTaskError {
             },
         }
     }
+}
+
+/// One invocation: `{"action": "verify", …}` verifies a manifest's outputs, anything else is
+/// a transform task.
+pub async fn dispatch<St: Storage, Sec: SecretSource>(
+    deps: &Deps<St, Sec>,
+    event: LambdaEvent<Value>,
+) -> Result<Value, TransformTaskError> {
+    let to_value = |v: Result<Value, serde_json::Error>| v.map_err(TransformTaskError::Input);
+    if event.payload.get("action").and_then(Value::as_str) == Some("verify") {
+        to_value(serde_json::to_value(verify(deps, event.payload).await?))
+    } else {
+        to_value(serde_json::to_value(handle(deps, event).await?))
+    }
+}
+
+/// `{"action": "verify", "manifest": "s3://<lake>/manifests/…"}`: reads every output the
+/// manifest lists back from the lake and recomputes its checksum. Any output changed, missing or
+/// unreadable fails the task with `ChecksumMismatch`, naming them.
+pub async fn verify<St: Storage, Sec: SecretSource>(
+    deps: &Deps<St, Sec>,
+    payload: Value,
+) -> Result<VerifyReport, TransformTaskError> {
+    let uri = payload
+        .get("manifest")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            TransformTaskError::VerifyInput("`manifest` (an s3:// URI) is required".into())
+        })?;
+    let uri: S3Uri = uri
+        .parse()
+        .map_err(|e| TransformTaskError::VerifyInput(format!("manifest {uri:?}: {e}")))?;
+    if uri.bucket != deps.config.lake_bucket {
+        return Err(TransformTaskError::WrongBucket {
+            expected: deps.config.lake_bucket.clone(),
+            found: uri.bucket,
+        });
+    }
+    if !uri.key.starts_with("manifests/") || !uri.key.ends_with(".json") {
+        return Err(TransformTaskError::VerifyInput(format!(
+            "{uri} is not a manifest (manifests/….json)"
+        )));
+    }
+    let lake = deps.storage.objects();
+    let key = uri.key.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let mut report = VerifyReport::default();
+        integrity::verify_manifest(lake.as_ref(), &key, &mut report).map(|()| report)
+    })
+    .await
+    .map_err(TransformTaskError::Panicked)?
+    .map_err(|source| TransformTaskError::VerifyRead {
+        manifest: uri.to_string(),
+        source,
+    })?;
+    Emf::for_function("transform")
+        .metric("OutputsVerified", Unit::Count, report.verified)
+        .metric(
+            "OutputsMismatched",
+            Unit::Count,
+            report.problems.len() as u64,
+        )
+        .property("manifest", uri.to_string())
+        .emit();
+    if !report.ok() {
+        for p in &report.problems {
+            tracing::error!(manifest = %uri, key = %p.key, finding = p.finding.code(), expected = ?p.expected, found = ?p.found, "output does not match its manifest");
+        }
+        return Err(TransformTaskError::Mismatch {
+            manifest: uri.to_string(),
+            problems: report.problems,
+        });
+    }
+    tracing::info!(manifest = %uri, verified = report.verified, bytes = report.bytes, "outputs verified");
+    Ok(report)
 }
 
 /// One task: transform one raw object.
@@ -358,6 +475,9 @@ mod tests {
         fn lake(&self) -> Arc<dyn LakeStore> {
             Arc::new(self.lake.clone())
         }
+        fn objects(&self) -> Arc<dyn LakeRead> {
+            Arc::new(self.lake.clone())
+        }
         async fn settle(&self) {}
     }
 
@@ -432,6 +552,12 @@ mod tests {
         let mut n = 0;
         for entry in std::fs::read_dir(dir)? {
             let body = std::fs::read_to_string(entry?.path())?;
+            if serde_json::from_str::<Value>(&body)?
+                .get("action")
+                .is_some()
+            {
+                continue; // verify.json: its own test
+            }
             let deps = deps();
             let task: ExecutionInput = serde_json::from_str(&body)?;
             deps.storage.lake.insert(&task.key, CLIENTES.as_bytes());
@@ -468,6 +594,65 @@ mod tests {
         ] {
             assert_eq!(submit[field], out[field], "{field}");
         }
+        Ok(())
+    }
+
+    const VERIFY: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/transform/verify.json"
+    ));
+
+    #[tokio::test]
+    async fn the_sample_verify_checks_what_the_sample_task_wrote_and_fails_on_a_change(
+    ) -> anyhow::Result<()> {
+        // GIVEN the sample task transformed
+        let deps = deps();
+        let task: ExecutionInput = serde_json::from_str(TASK)?;
+        deps.storage.lake.insert(&task.key, CLIENTES.as_bytes());
+        let out = handle(&deps, event_with_deadline(TASK, 60)?).await?;
+        // WHEN the sample verify runs on its manifest THEN each output verifies
+        let report = dispatch(&deps, event_with_deadline(VERIFY, 60)?).await?;
+        let listed = out.outputs.len() + out.rejected.iter().count();
+        assert_eq!(report["verified"], listed as u64);
+        assert_eq!(report["problems"], serde_json::json!([]));
+        // WHEN a part is changed afterwards THEN verify fails with ChecksumMismatch, naming it
+        let part = out.outputs[0].trim_start_matches("s3://lago-lake-dev/");
+        deps.storage
+            .lake
+            .insert(part, b"not the parquet that was written");
+        let err = match dispatch(&deps, event_with_deadline(VERIFY, 60)?).await {
+            Err(e) => e,
+            Ok(v) => anyhow::bail!("verified a changed part: {v}"),
+        };
+        assert_eq!(err.kind(), ErrorKind::ChecksumMismatch);
+        assert!(
+            err.to_string().contains(&format!("{part} mismatch")),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn verify_refuses_what_is_not_a_manifest_of_its_lake() -> anyhow::Result<()> {
+        let deps = deps();
+        for payload in [
+            r#"{"action": "verify"}"#,
+            r#"{"action": "verify", "manifest": "s3://lago-lake-dev/processed/x.parquet"}"#,
+            r#"{"action": "verify", "manifest": "s3://other-bucket/manifests/x.json"}"#,
+        ] {
+            let err = match dispatch(&deps, event_with_deadline(payload, 60)?).await {
+                Err(e) => e,
+                Ok(v) => anyhow::bail!("{payload} accepted: {v}"),
+            };
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{payload}");
+        }
+        // A manifest that is not there is NotFound (the state machine does not retry it).
+        let missing = r#"{"action": "verify", "manifest": "s3://lago-lake-dev/manifests/x.json"}"#;
+        let err = match dispatch(&deps, event_with_deadline(missing, 60)?).await {
+            Err(e) => e,
+            Ok(v) => anyhow::bail!("verified nothing: {v}"),
+        };
+        assert_eq!(err.kind(), ErrorKind::NotFound);
         Ok(())
     }
 

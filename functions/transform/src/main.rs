@@ -1,12 +1,14 @@
 //! `transform` — the ingest state machine's first task. Invoked with the execution input
 //! `{bucket, key, version_id, etag, size, dataset, load_date}`; streams that raw object from S3
 //! through the transform engine into `processed/` (Parquet, multipart-uploaded), `rejected/` and
-//! `manifests/`, and returns the counts and output URIs. See `docs/functions.md`.
+//! `manifests/`, and returns the counts and output URIs. Invoked with `{"action": "verify",
+//! "manifest": "s3://…"}`, recomputes the checksums of that manifest's outputs. See
+//! `docs/functions.md`.
 
 use lago::aws::secrets::SecretsManager;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
-use transform::{handle, Config, Deps, S3Storage};
+use transform::{dispatch, Config, Deps, S3Storage};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -29,7 +31,9 @@ async fn main() -> Result<(), Error> {
     deps.warm_salt().await;
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(deps, event).await.map_err(lago::runtime::diagnostic)
+        dispatch(deps, event)
+            .await
+            .map_err(lago::runtime::diagnostic)
     }))
     .await
 }

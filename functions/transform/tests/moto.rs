@@ -5,14 +5,17 @@
 use std::io::Write;
 use std::time::Duration;
 
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType};
 use lago::aws::moto::{object_bytes, object_keys, unique_name};
 use lago::aws::s3::S3Lake;
 use lago::aws::secrets::SecretsManager;
+use lago::integrity::Written;
 use lago::lake::LakeStore;
+use lago::runtime::{Classified, ErrorKind};
 use lambda_runtime::{Context, LambdaEvent};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde_json::{json, Value};
-use transform::{handle, Config, Deps, S3Storage};
+use transform::{dispatch, handle, Config, Deps, S3Storage};
 
 const MIB: usize = 1 << 20;
 
@@ -22,6 +25,32 @@ const CLIENTES: &str = "id_cliente;nombre;segmento;numero_identificacion;email;c
     C-002;Ana Gómez bis;COMERCIAL;900123456;ana@empresa.co;Medellín\n\
     C-003;Sin Segmento;;1;x@y.co;Cali\n";
 
+/// The function's dependencies on moto: the lake `bucket` and a new salt secret.
+async fn deps_for(
+    s3: &aws_sdk_s3::Client,
+    sm: aws_sdk_secretsmanager::Client,
+    bucket: &str,
+    threads: usize,
+) -> anyhow::Result<Deps<S3Storage, SecretsManager>> {
+    let secret = sm
+        .create_secret()
+        .name(unique_name("lago-pii-salt"))
+        .secret_string(r#"{"salt":"moto-pepper"}"#)
+        .send()
+        .await?;
+    let config = Config {
+        lake_bucket: bucket.to_string(),
+        salt_secret_id: secret.arn().unwrap_or_default().to_string(),
+        s3_part_size: 5 * MIB,
+        parquet_part_size: 128 * MIB as u64,
+        threads,
+        deadline_margin: Duration::from_secs(5),
+    };
+    let storage = S3Storage::new(s3.clone(), tokio::runtime::Handle::current(), &config);
+    storage.warm().await;
+    Ok(Deps::new(storage, SecretsManager::new(sm), config))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_handler_reads_s3_and_writes_the_lake_in_moto() -> anyhow::Result<()> {
     let Some(endpoint) = lago::aws::moto_endpoint(module_path!()) else {
@@ -30,7 +59,8 @@ async fn the_handler_reads_s3_and_writes_the_lake_in_moto() -> anyhow::Result<()
     let sdk = lago::aws::sdk_config_for(Some(&endpoint)).await;
     let s3 = lago::aws::s3::client(&sdk);
     let sm = aws_sdk_secretsmanager::Client::new(&sdk);
-    // GIVEN a lake bucket with a raw file under an accented key, and the salt secret
+    // GIVEN a lake bucket with a raw file under an accented key, uploaded with a checksum, and
+    // the salt secret
     let bucket = unique_name("lago-moto-lake");
     s3.create_bucket().bucket(&bucket).send().await?;
     let key = "raw/clientes/year=2025/month=05/day=10/clientes bogotá.csv";
@@ -38,6 +68,7 @@ async fn the_handler_reads_s3_and_writes_the_lake_in_moto() -> anyhow::Result<()
         .put_object()
         .bucket(&bucket)
         .key(key)
+        .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
         .body(CLIENTES.as_bytes().to_vec().into())
         .send()
         .await?;
@@ -46,23 +77,7 @@ async fn the_handler_reads_s3_and_writes_the_lake_in_moto() -> anyhow::Result<()
         .unwrap_or_default()
         .trim_matches('"')
         .to_string();
-    let secret = sm
-        .create_secret()
-        .name(unique_name("lago-pii-salt"))
-        .secret_string(r#"{"salt":"moto-pepper"}"#)
-        .send()
-        .await?;
-    let config = Config {
-        lake_bucket: bucket.clone(),
-        salt_secret_id: secret.arn().unwrap_or_default().to_string(),
-        s3_part_size: 5 * MIB,
-        parquet_part_size: 128 * MIB as u64,
-        threads: 2,
-        deadline_margin: Duration::from_secs(5),
-    };
-    let storage = S3Storage::new(s3.clone(), tokio::runtime::Handle::current(), &config);
-    storage.warm().await;
-    let deps = Deps::new(storage, SecretsManager::new(sm), config);
+    let deps = deps_for(&s3, sm, &bucket, 2).await?;
     let task = json!({
         "bucket": bucket, "key": key, "version_id": null, "etag": etag,
         "size": CLIENTES.len(), "dataset": "clientes", "load_date": "2025-05-10"
@@ -112,9 +127,96 @@ async fn the_handler_reads_s3_and_writes_the_lake_in_moto() -> anyhow::Result<()
     assert_eq!(manifest["rows_in"], 4);
     assert_eq!(manifest["rejects_by_reason"]["duplicate_key"], 1);
     assert_eq!(manifest["source"]["key"], key);
+    // AND it records the producer's checksum, which the read checked
+    let producer = Written::of(CLIENTES.as_bytes()).checksum;
+    assert_eq!(
+        manifest["source"]["stored_checksum"],
+        serde_json::to_value(&producer)?
+    );
+    // AND every output carries the checksum S3 stored with it, as the manifest lists it
+    for (field, k) in [("processed", &part), ("rejected", &rejected)] {
+        let listed = if field == "processed" {
+            &manifest["outputs"][field][0]["checksum"]
+        } else {
+            &manifest["outputs"][field]["checksum"]
+        };
+        let head = s3
+            .head_object()
+            .bucket(&bucket)
+            .key(k)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await?;
+        assert_eq!(listed["algorithm"], "CRC64NVME", "{k}");
+        assert_eq!(head.checksum_crc64_nvme(), listed["value"].as_str(), "{k}");
+    }
+    // AND the verify task recomputes them: all match
+    let verify = json!({"action": "verify", "manifest": out.manifest});
+    let report = dispatch(&deps, LambdaEvent::new(verify.clone(), ctx.clone())).await?;
+    assert_eq!(report["verified"], 2, "{report}");
     // AND a replay overwrites its outputs: the same objects, no new ones
-    handle(&deps, LambdaEvent::new(task, ctx)).await?;
+    handle(&deps, LambdaEvent::new(task, ctx.clone())).await?;
     assert_eq!(object_keys(&s3, &bucket).await?, written);
+    // WHEN a part is overwritten with other bytes THEN verify fails with ChecksumMismatch
+    s3.put_object()
+        .bucket(&bucket)
+        .key(&part)
+        .body(b"PAR1 not the part PAR1".to_vec().into())
+        .send()
+        .await?;
+    let err = match dispatch(&deps, LambdaEvent::new(verify, ctx)).await {
+        Err(e) => e,
+        Ok(v) => anyhow::bail!("a changed part verified: {v}"),
+    };
+    assert_eq!(err.kind(), ErrorKind::ChecksumMismatch, "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_object_whose_bytes_do_not_match_its_stored_checksum_is_not_transformed(
+) -> anyhow::Result<()> {
+    let Some(endpoint) = lago::aws::moto_endpoint(module_path!()) else {
+        return Ok(());
+    };
+    let sdk = lago::aws::sdk_config_for(Some(&endpoint)).await;
+    let s3 = lago::aws::s3::client(&sdk);
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+    // GIVEN a raw object stored with a checksum that is not its bytes' (moto keeps the value the
+    // producer sent without checking it, as a corrupted object would look to a reader)
+    let bucket = unique_name("lago-moto-corrupt");
+    s3.create_bucket().bucket(&bucket).send().await?;
+    let key = "raw/clientes/year=2025/month=05/day=10/corrupt.csv";
+    let put = s3
+        .put_object()
+        .bucket(&bucket)
+        .key(key)
+        .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+        .checksum_crc64_nvme(Written::of(b"the bytes the producer meant").checksum.value)
+        .body(CLIENTES.as_bytes().to_vec().into())
+        .send()
+        .await?;
+    let etag = put
+        .e_tag()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string();
+    let deps = deps_for(&s3, sm, &bucket, 1).await?;
+    let task = json!({
+        "bucket": bucket, "key": key, "version_id": null, "etag": etag,
+        "size": CLIENTES.len(), "dataset": "clientes", "load_date": "2025-05-10"
+    });
+    // WHEN the task runs
+    let r = handle(&deps, LambdaEvent::new(task, Context::default())).await;
+    // THEN it fails with ChecksumMismatch and commits no manifest
+    let Err(err) = r else {
+        anyhow::bail!("a corrupted raw object was transformed");
+    };
+    assert_eq!(err.kind(), ErrorKind::ChecksumMismatch, "{err}");
+    let keys = object_keys(&s3, &bucket).await?;
+    assert!(
+        !keys.iter().any(|k| k.starts_with("manifests/")),
+        "{keys:?}"
+    );
     Ok(())
 }
 
@@ -133,7 +235,7 @@ async fn multipart_uploads_complete_and_abort_in_moto() -> anyhow::Result<()> {
     let data: Vec<u8> = (0..11 * MIB).map(|i| (i % 251) as u8).collect();
     let expected = data.clone();
     let l = lake.clone();
-    let n = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+    let n = tokio::task::spawn_blocking(move || -> anyhow::Result<Written> {
         let mut sink = l.create("processed/clientes/big.parquet")?;
         for chunk in data.chunks(777_777) {
             sink.write_all(chunk)?;
@@ -141,7 +243,17 @@ async fn multipart_uploads_complete_and_abort_in_moto() -> anyhow::Result<()> {
         Ok(sink.finish()?)
     })
     .await??;
-    assert_eq!(n, 11 * MIB as u64);
+    assert_eq!(n, Written::of(&expected));
+    // moto computes the full-object CRC64NVME of the parts it received on its own: the same.
+    let head = s3
+        .head_object()
+        .bucket(&bucket)
+        .key("processed/clientes/big.parquet")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await?;
+    assert_eq!(head.checksum_crc64_nvme(), Some(n.checksum.value.as_str()));
+    assert_eq!(head.checksum_type(), Some(&ChecksumType::FullObject));
     assert_eq!(
         object_bytes(&s3, &bucket, "processed/clientes/big.parquet").await?,
         expected

@@ -11,16 +11,23 @@ use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::put_object::PutObjectOutput;
 use aws_sdk_s3::operation::upload_part::UploadPartOutput;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use lago::aws::s3::{S3Error, S3Lake, S3Source};
 use lago::aws::secrets::SecretsManager;
 use lago::ingest::task::SecretSource;
+use lago::integrity::Written;
 use lago::lake::LakeStore;
 use lago::runtime::ErrorKind;
 use lago::transform::RawSource;
 
 const MIB: usize = 1 << 20;
+
+/// What the multipart test writes: 12 MiB of the byte 7.
+fn twelve_mib_of_sevens() -> Written {
+    Written::of(&vec![7u8; 12 * MIB])
+}
 
 fn s3(rules: &[&Rule]) -> aws_sdk_s3::Client {
     mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules, |c| c
@@ -44,7 +51,7 @@ fn multipart_rules(parts_seen: Arc<Mutex<Vec<i32>>>) -> (Rule, Rule, Rule, Rule)
             }
             UploadPartOutput::builder()
                 .e_tag(format!("\"etag-{n}\""))
-                .checksum_crc32(format!("crc-{n}"))
+                .set_checksum_crc64_nvme(r.checksum_crc64_nvme().map(str::to_owned))
                 .build()
         });
     let complete = mock!(aws_sdk_s3::Client::complete_multipart_upload)
@@ -58,7 +65,14 @@ fn multipart_rules(parts_seen: Arc<Mutex<Vec<i32>>>) -> (Rule, Rule, Rule, Rule)
                         .collect()
                 })
                 .unwrap_or_default();
+            // Every part with its CRC64NVME; the whole object's, as a full-object checksum.
+            let part_checksums = r
+                .multipart_upload()
+                .is_some_and(|m| m.parts().iter().all(|p| p.checksum_crc64_nvme().is_some()));
             r.upload_id() == Some("up-1")
+                && part_checksums
+                && r.checksum_type() == Some(&ChecksumType::FullObject)
+                && r.checksum_crc64_nvme() == Some(twelve_mib_of_sevens().checksum.value.as_str())
                 && parts
                     == vec![
                         (Some(1), Some("\"etag-1\"")),
@@ -87,7 +101,7 @@ async fn a_large_object_is_uploaded_in_ordered_parts() -> anyhow::Result<()> {
     .with_part_size(5 * MIB);
     // GIVEN 12 MiB written in odd-sized writes
     let l = lake.clone();
-    let written = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+    let written = tokio::task::spawn_blocking(move || -> anyhow::Result<Written> {
         let mut sink = l.create("processed/big.parquet")?;
         let chunk = vec![7u8; 300_001];
         let mut n = 0;
@@ -100,7 +114,7 @@ async fn a_large_object_is_uploaded_in_ordered_parts() -> anyhow::Result<()> {
     })
     .await??;
     // THEN three parts (5 + 5 + 2 MiB) were uploaded and completed in order, nothing aborted
-    assert_eq!(written, 12 * MIB as u64);
+    assert_eq!(written, twelve_mib_of_sevens());
     assert_eq!(create.num_calls(), 1);
     assert_eq!(upload.num_calls(), 3);
     assert_eq!(complete.num_calls(), 1);
@@ -115,7 +129,11 @@ async fn a_large_object_is_uploaded_in_ordered_parts() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_object_is_one_put() -> anyhow::Result<()> {
     let put = mock!(aws_sdk_s3::Client::put_object)
-        .match_requests(|r| r.key() == Some("manifests/m.json"))
+        .match_requests(|r| {
+            r.key() == Some("manifests/m.json")
+                && r.checksum_algorithm() == Some(&ChecksumAlgorithm::Crc64Nvme)
+                && r.checksum_crc64_nvme() == Some(Written::of(b"{}").checksum.value.as_str())
+        })
         .then_output(|| PutObjectOutput::builder().build());
     let create = mock!(aws_sdk_s3::Client::create_multipart_upload).then_output(|| {
         CreateMultipartUploadOutput::builder()
@@ -128,7 +146,8 @@ async fn a_small_object_is_one_put() -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
     );
     let n = tokio::task::spawn_blocking(move || lake.put("manifests/m.json", b"{}")).await??;
-    assert_eq!(n, 2);
+    assert_eq!(n, Written::of(b"{}"));
+    assert_eq!(n.bytes, 2);
     assert_eq!((put.num_calls(), create.num_calls()), (1, 0));
     Ok(())
 }
@@ -157,7 +176,7 @@ async fn a_failed_part_aborts_the_upload() -> anyhow::Result<()> {
     )
     .with_part_size(5 * MIB);
     let l = lake.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<u64, lago::lake::LakeError> {
+    let result = tokio::task::spawn_blocking(move || -> Result<Written, lago::lake::LakeError> {
         let mut sink = l.create("processed/big.parquet")?;
         let data = vec![1u8; 6 * MIB];
         if let Err(e) = sink.write_all(&data) {
@@ -218,6 +237,86 @@ async fn reads_are_retried_and_pinned_to_the_event_etag() -> anyhow::Result<()> 
     .await??;
     assert_eq!(text, "id_cliente,nombre\n1,Ana\n");
     assert_eq!(get.num_calls(), 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_whose_stored_checksum_differs_fails_as_a_mismatch() -> anyhow::Result<()> {
+    // GIVEN S3 answers with a checksum other than the one sent
+    let put = mock!(aws_sdk_s3::Client::put_object).then_output(|| {
+        PutObjectOutput::builder()
+            .checksum_crc64_nvme("AAAAAAAAAAA=")
+            .build()
+    });
+    let lake = S3Lake::new(s3(&[&put]), "lake", tokio::runtime::Handle::current());
+    // WHEN an object is written THEN the write fails, classified ChecksumMismatch
+    let r = tokio::task::spawn_blocking(move || lake.put("manifests/m.json", b"{}")).await?;
+    let Err(e) = r else {
+        anyhow::bail!("a mismatched put succeeded");
+    };
+    assert_eq!(
+        S3Error::kind_in_chain(&e),
+        Some(ErrorKind::ChecksumMismatch)
+    );
+    Ok(())
+}
+
+/// A source whose GetObject answers `body` with `stored` as its full-object CRC64NVME.
+fn source_with_stored(body: &'static [u8], stored: String) -> (S3Source, Rule) {
+    let get = mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|r| r.checksum_mode() == Some(&aws_sdk_s3::types::ChecksumMode::Enabled))
+        .then_output(move || {
+            GetObjectOutput::builder()
+                .body(ByteStream::from_static(body))
+                .content_length(body.len() as i64)
+                .checksum_crc64_nvme(stored.clone())
+                .checksum_type(ChecksumType::FullObject)
+                .build()
+        });
+    let src = S3Source::new(
+        s3(&[&get]),
+        tokio::runtime::Handle::current(),
+        "lake",
+        "raw/clientes/a.csv",
+        Some("v1".into()),
+        None,
+    );
+    (src, get)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_reads_check_the_stored_checksum_and_keep_it() -> anyhow::Result<()> {
+    const BODY: &[u8] = b"id_cliente,nombre\n1,Ana\n";
+    // GIVEN an object whose stored checksum is its bytes'
+    let good = Written::of(BODY).checksum;
+    let (src, get) = source_with_stored(BODY, good.value.clone());
+    // WHEN it is read THEN the bytes come through and the checksum is kept for the manifest
+    let (text, kept) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let mut s = String::new();
+        src.open()?.read_to_string(&mut s)?;
+        Ok((s, src.stored_checksum()))
+    })
+    .await??;
+    assert_eq!(text.as_bytes(), BODY);
+    assert_eq!(kept, Some(good));
+    assert_eq!(get.num_calls(), 1);
+
+    // GIVEN bytes that do not match the stored checksum
+    let (src, _get) = source_with_stored(BODY, Written::of(b"other").checksum.value);
+    // WHEN read to the end THEN the read fails with ChecksumMismatch
+    let r = tokio::task::spawn_blocking(move || {
+        let mut s = Vec::new();
+        src.open()?.read_to_end(&mut s)
+    })
+    .await?;
+    let Err(e) = r else {
+        anyhow::bail!("a mismatched read succeeded");
+    };
+    assert_eq!(S3Error::kind_of_io(&e), Some(ErrorKind::ChecksumMismatch));
+    assert!(
+        lago::integrity::ChecksumMismatch::in_io(&e).is_some(),
+        "{e}"
+    );
     Ok(())
 }
 

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
+};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use tokio::runtime::Handle;
@@ -24,6 +26,7 @@ use tracing::{debug, instrument, warn};
 use super::{http_status, is_transient};
 use crate::ingest::statements::{ManifestError, ManifestReader};
 use crate::ingest::task::S3Uri;
+use crate::integrity::{self, ChecksumMismatch, Hasher, ObjectChecksum, Written};
 use crate::lake::{LakeError, LakeRead, LakeStore, ObjectSink};
 use crate::runtime::{BoxError, ErrorKind};
 use crate::transform::{Manifest, RawSource};
@@ -182,6 +185,7 @@ impl LakeStore for S3Lake {
             buf: Vec::new(),
             upload: None,
             bytes: 0,
+            crc: Hasher::crc64nvme(),
             done: false,
         }))
     }
@@ -271,12 +275,19 @@ struct Multipart {
 /// An object being written: buffered up to one part; a single PutObject if it never grows past
 /// that, else a multipart upload with up to [`PARTS_IN_FLIGHT`] parts uploading while the next
 /// fills. Memory stays at most `part_size × (PARTS_IN_FLIGHT + 1)` whatever the object's size.
+///
+/// Every request carries the CRC64NVME of its bytes, computed here as they are written: S3
+/// refuses a PutObject or a part whose bytes it received differently, and a multipart upload is
+/// completed with the full-object CRC64NVME (`ChecksumType::FullObject`), which S3 checks against
+/// the parts and stores with the object. What S3 answers is compared with it once more.
 struct S3Sink {
     lake: S3Lake,
     key: String,
     buf: Vec<u8>,
     upload: Option<Multipart>,
     bytes: u64,
+    /// The whole object's checksum so far.
+    crc: Hasher,
     done: bool,
 }
 
@@ -301,7 +312,8 @@ impl S3Sink {
                     .create_multipart_upload()
                     .bucket(&l.bucket)
                     .key(&self.key)
-                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                    .checksum_type(ChecksumType::FullObject)
                     .send(),
             )
             .map_err(|e| self.err("CreateMultipartUpload", e))?;
@@ -335,7 +347,8 @@ impl S3Sink {
             .key(&key)
             .upload_id(&mp.upload_id)
             .part_number(n)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_crc64_nvme(Written::of(&data).checksum.value)
             .body(ByteStream::from(data));
         let bucket = l.bucket.clone();
         mp.in_flight.push_back(l.handle.spawn(async move {
@@ -346,7 +359,7 @@ impl S3Sink {
             Ok(CompletedPart::builder()
                 .part_number(n)
                 .set_e_tag(out.e_tag().map(str::to_owned))
-                .set_checksum_crc32(out.checksum_crc32().map(str::to_owned))
+                .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_owned))
                 .build())
         }));
         while mp.in_flight.len() > PARTS_IN_FLIGHT {
@@ -395,13 +408,17 @@ impl S3Sink {
         let mut parts = std::mem::take(&mut mp.completed);
         parts.sort_by_key(|p| p.part_number());
         let upload_id = mp.upload_id.clone();
-        l.handle
+        let checksum = self.crc.checksum();
+        let out = l
+            .handle
             .block_on(
                 l.client
                     .complete_multipart_upload()
                     .bucket(&l.bucket)
                     .key(&self.key)
                     .upload_id(&upload_id)
+                    .checksum_crc64_nvme(&checksum.value)
+                    .checksum_type(ChecksumType::FullObject)
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
                             .set_parts(Some(parts))
@@ -412,7 +429,38 @@ impl S3Sink {
             .map_err(|e| self.err("CompleteMultipartUpload", e))?;
         // Completed: nothing to abort any more.
         self.upload = None;
-        Ok(())
+        self.check_stored(
+            "CompleteMultipartUpload",
+            out.checksum_crc64_nvme(),
+            &checksum,
+        )
+    }
+
+    /// The checksum S3 stored for the object (if it said) must be the one computed here.
+    fn check_stored(
+        &self,
+        operation: &'static str,
+        stored: Option<&str>,
+        computed: &ObjectChecksum,
+    ) -> Result<(), S3Error> {
+        match stored {
+            Some(v) if v != computed.value => Err(S3Error {
+                operation,
+                bucket: self.lake.bucket.clone(),
+                key: self.key.clone(),
+                kind: ErrorKind::ChecksumMismatch,
+                source: Box::new(ChecksumMismatch {
+                    key: self.key.clone(),
+                    expected: computed.clone(),
+                    found: ObjectChecksum::from_s3(
+                        integrity::Algorithm::Crc64Nvme,
+                        v,
+                        Some("FULL_OBJECT"),
+                    ),
+                }),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -427,6 +475,7 @@ impl Write for S3Sink {
         let room = self.lake.part_size - self.buf.len();
         let n = room.min(data.len());
         self.buf.extend_from_slice(&data[..n]);
+        self.crc.update(&data[..n]);
         self.bytes += n as u64;
         if self.buf.len() >= self.lake.part_size {
             let part = std::mem::replace(&mut self.buf, Vec::with_capacity(self.lake.part_size));
@@ -442,9 +491,13 @@ impl Write for S3Sink {
 }
 
 impl ObjectSink for S3Sink {
-    fn finish(mut self: Box<Self>) -> Result<u64, LakeError> {
+    fn finish(mut self: Box<Self>) -> Result<Written, LakeError> {
+        let written = Written {
+            bytes: self.bytes,
+            checksum: self.crc.checksum(),
+        };
         if self.done {
-            return Ok(self.bytes);
+            return Ok(written);
         }
         self.done = true;
         if self.upload.is_some() {
@@ -452,19 +505,24 @@ impl ObjectSink for S3Sink {
         } else {
             let body = std::mem::take(&mut self.buf);
             let l = self.lake.clone();
-            l.handle
+            let out = l
+                .handle
                 .block_on(
                     l.client
                         .put_object()
                         .bucket(&l.bucket)
                         .key(&self.key)
+                        .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                        .checksum_crc64_nvme(&written.checksum.value)
                         .body(ByteStream::from(body))
                         .send(),
                 )
                 .map_err(|e| lake_err(self.err("PutObject", e)))?;
+            self.check_stored("PutObject", out.checksum_crc64_nvme(), &written.checksum)
+                .map_err(lake_err)?;
         }
-        debug!(key = %self.key, bytes = self.bytes, "object written");
-        Ok(self.bytes)
+        debug!(key = %self.key, bytes = self.bytes, checksum = %written.checksum, "object written");
+        Ok(written)
     }
 }
 
@@ -507,6 +565,11 @@ impl Drop for S3Sink {
 /// One write of a raw object, re-openable (the transform opens it again to copy a rejected
 /// file whole). Reads the exact version the event named: by version id, else `If-Match` on
 /// its ETag, so a key overwritten meanwhile fails as `NotFound` rather than mixing two files.
+///
+/// Reads ask for the object's stored checksum (`ChecksumMode::Enabled`): a full-object one is
+/// recomputed over the bytes as they are read, resumed reads included, and a difference fails
+/// the read at its end with [`ChecksumMismatch`]. The checksum is kept for the manifest
+/// ([`RawSource::stored_checksum`]).
 #[derive(Clone)]
 pub struct S3Source {
     client: Client,
@@ -515,6 +578,31 @@ pub struct S3Source {
     key: String,
     version_id: Option<String>,
     etag: Option<String>,
+    stored: Arc<Mutex<Option<ObjectChecksum>>>,
+}
+
+/// The checksum S3 stored with the object, from a GetObject answer (one algorithm at most).
+fn stored_checksum(
+    out: &aws_sdk_s3::operation::get_object::GetObjectOutput,
+) -> Option<ObjectChecksum> {
+    use integrity::Algorithm as A;
+    let kind = out.checksum_type().map(|t| t.as_str());
+    [
+        (A::Crc64Nvme, out.checksum_crc64_nvme()),
+        (A::Crc32c, out.checksum_crc32_c()),
+        (A::Crc32, out.checksum_crc32()),
+        (A::Sha256, out.checksum_sha256()),
+        (A::Sha1, out.checksum_sha1()),
+    ]
+    .into_iter()
+    .find_map(|(a, v)| v.map(|v| ObjectChecksum::from_s3(a, v, kind)))
+}
+
+/// A GetObject answer: the body, and what the first one (from byte 0) says of the object.
+struct Got {
+    body: ByteStream,
+    length: Option<u64>,
+    checksum: Option<ObjectChecksum>,
 }
 
 impl S3Source {
@@ -535,15 +623,17 @@ impl S3Source {
             etag: etag
                 .map(|e| e.trim_matches('"').to_string())
                 .filter(|e| !e.is_empty()),
+            stored: Arc::default(),
         }
     }
 
-    fn get(&self, from: u64) -> Result<ByteStream, S3Error> {
+    fn get(&self, from: u64) -> Result<Got, S3Error> {
         let mut req = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(&self.key)
+            .checksum_mode(ChecksumMode::Enabled)
             .set_version_id(self.version_id.clone());
         if self.version_id.is_none() {
             req = req.set_if_match(self.etag.as_ref().map(|e| format!("\"{e}\"")));
@@ -556,14 +646,32 @@ impl S3Source {
                 S3Error::new("GetObject", &self.bucket, &self.key, e)
             },
         )?;
-        Ok(out.body)
+        // A range answer carries neither the object's length nor its checksum.
+        let first = from == 0;
+        Ok(Got {
+            length: first
+                .then(|| out.content_length().and_then(|n| u64::try_from(n).ok()))
+                .flatten(),
+            checksum: first.then(|| stored_checksum(&out)).flatten(),
+            body: out.body,
+        })
     }
 
     /// The object from its first byte, as a blocking reader.
     fn reader(&self) -> Result<S3Reader, S3Error> {
+        let got = self.get(0)?;
+        if let Ok(mut g) = self.stored.lock() {
+            g.clone_from(&got.checksum);
+        }
+        let check = got
+            .checksum
+            .filter(ObjectChecksum::verifiable)
+            .and_then(|c| Some((integrity::Hasher::for_algorithm(c.algorithm)?, c)));
         Ok(S3Reader {
             source: self.clone(),
-            body: self.get(0)?,
+            body: got.body,
+            length: got.length,
+            check,
             chunk: Bytes::new(),
             read: 0,
             resumes: 0,
@@ -575,15 +683,54 @@ impl RawSource for S3Source {
     fn open(&self) -> io::Result<Box<dyn Read + Send>> {
         Ok(Box::new(self.reader().map_err(S3Error::into_io)?))
     }
+
+    fn stored_checksum(&self) -> Option<ObjectChecksum> {
+        self.stored.lock().ok().and_then(|g| g.clone())
+    }
 }
 
 /// GetObject's body as a blocking `Read`: one network chunk in memory at a time.
 struct S3Reader {
     source: S3Source,
     body: ByteStream,
+    /// The object's length, when S3 said.
+    length: Option<u64>,
+    /// The stored full-object checksum and its computation over the bytes read.
+    check: Option<(Hasher, ObjectChecksum)>,
     chunk: Bytes,
     read: u64,
     resumes: u32,
+}
+
+impl S3Reader {
+    /// At the end of the object: the bytes read must be all of it, with its checksum.
+    fn end(&mut self) -> io::Result<usize> {
+        let src = &self.source;
+        let fail = |source: BoxError| {
+            Err(S3Error {
+                operation: "GetObject (body)",
+                bucket: src.bucket.clone(),
+                key: src.key.clone(),
+                kind: ErrorKind::ChecksumMismatch,
+                source,
+            }
+            .into_io())
+        };
+        if let Some(len) = self.length.filter(|n| *n != self.read) {
+            return fail(format!("the object has {len} bytes, {} were read", self.read).into());
+        }
+        if let Some((hasher, expected)) = self.check.take() {
+            let found = hasher.checksum();
+            if found != expected {
+                return fail(Box::new(ChecksumMismatch {
+                    key: src.key.clone(),
+                    expected,
+                    found,
+                }));
+            }
+        }
+        Ok(0)
+    }
 }
 
 impl Read for S3Reader {
@@ -591,7 +738,11 @@ impl Read for S3Reader {
         loop {
             if !self.chunk.is_empty() {
                 let n = out.len().min(self.chunk.len());
-                out[..n].copy_from_slice(&self.chunk.split_to(n));
+                let part = self.chunk.split_to(n);
+                if let Some((h, _)) = self.check.as_mut() {
+                    h.update(&part);
+                }
+                out[..n].copy_from_slice(&part);
                 self.read += n as u64;
                 return Ok(n);
             }
@@ -600,11 +751,14 @@ impl Read for S3Reader {
             }
             match self.source.handle.block_on(self.body.try_next()) {
                 Ok(Some(b)) => self.chunk = b,
-                Ok(None) => return Ok(0),
+                Ok(None) => return self.end(),
+                // Every byte arrived and the SDK's own check of the stored checksum failed:
+                // the check here says which (a resume would ask for nothing).
+                Err(_) if self.length == Some(self.read) => return self.end(),
                 Err(e) if self.resumes < READ_RESUMES => {
                     self.resumes += 1;
                     warn!(key = %self.source.key, at = self.read, error = %e, "object read interrupted; resuming");
-                    self.body = self.source.get(self.read).map_err(S3Error::into_io)?;
+                    self.body = self.source.get(self.read).map_err(S3Error::into_io)?.body;
                 }
                 Err(e) => {
                     return Err(S3Error {

@@ -483,12 +483,12 @@ pub fn run<L: LakeStore + LakeRead + ?Sized>(lake: &L) -> Result<FeaturesReport,
     let names: Vec<&str> = std::iter::once("label_buy_next_7d")
         .chain(TRAINING_FEATURES.iter().copied())
         .collect();
-    let bytes = lake.put(TRAINING_COLUMNS_KEY, &serde_json::to_vec_pretty(&names)?)?;
-    report.outputs.push(OutputObject {
-        key: TRAINING_COLUMNS_KEY.into(),
-        rows: names.len() as u64,
-        bytes,
-    });
+    let written = lake.put(TRAINING_COLUMNS_KEY, &serde_json::to_vec_pretty(&names)?)?;
+    report.outputs.push(OutputObject::written(
+        TRAINING_COLUMNS_KEY,
+        names.len() as u64,
+        written,
+    ));
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }
@@ -546,19 +546,11 @@ impl FeatureWriter {
 
     fn finish(mut self) -> Result<(OutputObject, OutputObject), HistoryError> {
         self.flush()?;
-        let bytes = self.parquet.into_inner().map_err(parquet_error)?.finish()?;
-        let training_bytes = self.training.finish()?;
+        let parquet = self.parquet.into_inner().map_err(parquet_error)?.finish()?;
+        let training = self.training.finish()?;
         Ok((
-            OutputObject {
-                key: USER_FEATURES_KEY.into(),
-                rows: self.rows,
-                bytes,
-            },
-            OutputObject {
-                key: TRAINING_SET_KEY.into(),
-                rows: self.training_rows,
-                bytes: training_bytes,
-            },
+            OutputObject::written(USER_FEATURES_KEY, self.rows, parquet),
+            OutputObject::written(TRAINING_SET_KEY, self.training_rows, training),
         ))
     }
 }

@@ -621,20 +621,16 @@ fn write_rows<L: LakeStore + ?Sized>(
     if let Some(p) = part {
         let rows = p.rows;
         let sink = p.writer.into_inner().map_err(parquet_err)?;
-        let bytes = sink.finish()?;
-        m.outputs.processed = Some(OutputObject {
-            key: names.processed.clone(),
+        let written = sink.finish()?;
+        m.outputs.processed = Some(OutputObject::written(
+            names.processed.clone(),
             rows,
-            bytes,
-        });
+            written,
+        ));
     }
     if let Some((sink, rows)) = rejected {
-        let bytes = sink.finish()?;
-        m.outputs.rejected = Some(OutputObject {
-            key: names.rejected.clone(),
-            rows,
-            bytes,
-        });
+        let written = sink.finish()?;
+        m.outputs.rejected = Some(OutputObject::written(names.rejected.clone(), rows, written));
     }
     Ok(())
 }

@@ -19,7 +19,8 @@ use super::statements::{
 };
 use super::task::{S3Uri, SecretError, SecretSource};
 use crate::contract::{Dataset, SCHEMA_VERSION};
-use crate::lake::{LakeError, LakeStore, ObjectSink};
+use crate::integrity::Written;
+use crate::lake::{LakeError, LakeRead, LakeStore, ObjectSink};
 use crate::transform::{Manifest, OutputObject, Outputs, RawSource, SourceInfo, Status};
 
 /// Runs a future to completion on the current thread (the fakes never wait on I/O, so tests of
@@ -364,10 +365,10 @@ impl Write for MemorySink {
 }
 
 impl ObjectSink for MemorySink {
-    fn finish(self: Box<Self>) -> Result<u64, LakeError> {
-        let n = self.buf.len() as u64;
+    fn finish(self: Box<Self>) -> Result<Written, LakeError> {
+        let written = Written::of(&self.buf);
         lock(&self.objects).insert(self.key, self.buf);
-        Ok(n)
+        Ok(written)
     }
 }
 
@@ -397,6 +398,18 @@ impl LakeStore for MemoryLake {
     }
 }
 
+impl LakeRead for MemoryLake {
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, LakeError> {
+        match self.get(key) {
+            Some(body) => Ok(Box::new(Cursor::new(body))),
+            None => Err(LakeError::Io {
+                key: key.to_string(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            }),
+        }
+    }
+}
+
 /// Raw bytes as a re-openable source.
 #[derive(Debug, Clone)]
 pub struct MemorySource(pub Arc<Vec<u8>>);
@@ -417,6 +430,7 @@ pub fn sample_manifest(dataset: Dataset, parts: usize) -> Manifest {
             key: format!("{}-{i:04}.parquet", prefix("processed")),
             rows: 10,
             bytes: 1000,
+            checksum: None,
         })
         .collect();
     let rows_ok = 10 * parts as u64;
@@ -429,6 +443,7 @@ pub fn sample_manifest(dataset: Dataset, parts: usize) -> Manifest {
             size: 1234,
             version: "etag".into(),
             checksum: "xxh3-128:00000000000000000000000000000001".into(),
+            stored_checksum: None,
             compression: None,
             encoding: Some("utf-8".into()),
             delimiter: Some(",".into()),

@@ -35,6 +35,9 @@ pub enum ErrorKind {
     StoreFailure,
     /// trades-stream: a batch's outputs could not be delivered, and a retry will not help.
     DeliveryFailed,
+    /// The bytes of an object read or written do not match its checksum: retried once (a
+    /// transfer can garble them), then reported.
+    ChecksumMismatch,
 }
 
 impl ErrorKind {
@@ -49,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Internal => "Internal",
             ErrorKind::StoreFailure => "StoreFailure",
             ErrorKind::DeliveryFailed => "DeliveryFailed",
+            ErrorKind::ChecksumMismatch => "ChecksumMismatch",
         }
     }
 }

@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::contract::Dataset;
+use crate::integrity::{ObjectChecksum, Written};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -23,6 +24,11 @@ pub struct SourceInfo {
     pub version: String,
     /// `xxh3-128:<hex>` of the bytes as stored (compressed if they were).
     pub checksum: String,
+    /// The checksum the store kept with the object (on S3: the producer's, or the CRC64NVME S3
+    /// computes when the producer sent none), which the read checked when it was a full-object
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_checksum: Option<ObjectChecksum>,
     pub compression: Option<String>,
     pub encoding: Option<String>,
     pub delimiter: Option<String>,
@@ -35,6 +41,22 @@ pub struct OutputObject {
     pub key: String,
     pub rows: u64,
     pub bytes: u64,
+    /// The full-object checksum of the bytes written (absent in manifests written before
+    /// outputs carried one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<ObjectChecksum>,
+}
+
+impl OutputObject {
+    /// The output `key` with `rows` rows, as it was written.
+    pub fn written(key: impl Into<String>, rows: u64, written: Written) -> OutputObject {
+        OutputObject {
+            key: key.into(),
+            rows,
+            bytes: written.bytes,
+            checksum: Some(written.checksum),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

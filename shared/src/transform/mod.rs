@@ -164,6 +164,12 @@ impl Default for TransformOptions {
 /// Where the raw bytes come from; opened again to copy a rejected file whole.
 pub trait RawSource: Sync {
     fn open(&self) -> io::Result<Box<dyn Read + Send>>;
+
+    /// The checksum the store keeps with the object (S3's, from the upload), once `open` has
+    /// read it; a store that keeps none has none.
+    fn stored_checksum(&self) -> Option<crate::integrity::ObjectChecksum> {
+        None
+    }
 }
 
 /// A file on the local disk.
@@ -371,6 +377,7 @@ impl<'a> Run<'a> {
                 size: req.source.size,
                 version: req.source.version.known().to_string(),
                 checksum: String::new(),
+                stored_checksum: None,
                 compression: None,
                 encoding: None,
                 delimiter: None,
@@ -571,6 +578,7 @@ impl<'a> Run<'a> {
         if let Some(d) = digest {
             base.source.checksum = format!("xxh3-128:{d:032x}");
         }
+        base.source.stored_checksum = self.source.stored_checksum();
         commit(
             self.lake_store,
             req,
@@ -604,7 +612,8 @@ impl<'a> Run<'a> {
                 })
             })
         })?;
-        let bytes = sink.finish()?;
+        let written = sink.finish()?;
+        let bytes = written.bytes;
         let mut m = base.clone();
         m.status = Status::Rejected;
         m.file_reason = Some(reason.code().to_string());
@@ -618,12 +627,9 @@ impl<'a> Run<'a> {
             BTreeMap::new()
         };
         m.outputs.processed = Vec::new();
-        m.outputs.rejected = Some(OutputObject {
-            key: key.clone(),
-            rows,
-            bytes,
-        });
+        m.outputs.rejected = Some(OutputObject::written(key.clone(), rows, written));
         m.source.checksum = format!("xxh3-128:{digest:032x}");
+        m.source.stored_checksum = self.source.stored_checksum();
         m.source.size = bytes;
         commit(
             self.lake_store,

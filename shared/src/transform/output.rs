@@ -370,12 +370,9 @@ impl<'a> OutputWriter<'a> {
     fn close_part(&mut self) -> Result<(), TransformError> {
         if let Some(part) = self.part.take() {
             let sink = part.writer.into_inner()?;
-            let bytes = sink.finish()?;
-            self.parts.push(OutputObject {
-                key: part.key,
-                rows: part.rows,
-                bytes,
-            });
+            let written = sink.finish()?;
+            self.parts
+                .push(OutputObject::written(part.key, part.rows, written));
         }
         Ok(())
     }
@@ -394,11 +391,11 @@ impl<'a> OutputWriter<'a> {
         self.parquet_time += closed - closing;
         // Completing the rejected object (the last upload, on S3) is rejects work too.
         let rejected = match self.rejected.take() {
-            Some((sink, rows)) => Some(OutputObject {
-                key: self.rejected_key.clone(),
+            Some((sink, rows)) => Some(OutputObject::written(
+                self.rejected_key.clone(),
                 rows,
-                bytes: sink.finish()?,
-            }),
+                sink.finish()?,
+            )),
             None => None,
         };
         self.rejects_time += closed.elapsed();

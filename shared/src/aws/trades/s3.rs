@@ -50,6 +50,10 @@ impl TradeArchive for S3TradeArchive {
             // The object is a .gz file (NDJSON inside), not NDJSON served compressed: no
             // Content-Encoding, so no HTTP client unzips it behind the reader's back.
             .content_type("application/gzip")
+            // S3 refuses the object unless the bytes it received have this checksum, and keeps
+            // it for every later read to check.
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme)
+            .checksum_crc64_nvme(crate::integrity::Written::of(body).checksum.value)
             .body(ByteStream::from(body.to_vec()))
             .send()
             .await;
