@@ -5,8 +5,9 @@ ARN goes), so parliament checks actions, resources and condition keys against ea
 would on the deployed policies; `Fn::If` statements are checked in both branches.
 
 Not given to parliament: trust policies (no Resource element, which parliament requires) and the
-key policy (its `Resource: "*"` means the key itself); cfn-lint and checkov check both. The few
-findings parliament makes that are not true of IAM are listed below, each with its reason.
+key policy (its `Resource: "*"` means the key itself); cfn-lint and checkov check both, and
+test_template.py checks the key policy's statements one by one. The few findings parliament makes
+that are not true of IAM are listed below, each with its reason.
 """
 
 from __future__ import annotations

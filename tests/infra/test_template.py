@@ -6,11 +6,16 @@
 - checkov: 0 failed checks, every skip justified inline;
 - cross-references: ASL ↔ template ↔ function crates, and every substitution defined;
 - least privilege: no wildcard actions, `Resource: "*"` only for APIs that cannot be scoped;
-- the processed tables declared in the template match what the transform writes.
+- the lake key: administration apart from use, use only through the services that keep the data
+  (`kms:ViaService`), in the key policy and in every role;
+- logs: every group the stack writes to is declared, with retention and the key;
+- the processed tables declared in the template match what the transform writes;
+- docs/deploy.md explains every parameter, in the order `sam deploy --guided` asks for them.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -763,3 +768,353 @@ def test_the_pipeline_is_granted_the_processed_tables_one_by_one() -> None:
     assert on_processed and all("TableWildcard" not in g["Resource"]["Table"] for g in on_processed)
     crawler = {g["Resource"]["Table"]["Name"]["Ref"] for g in on_processed if g["Principal"]["DataLakePrincipalIdentifier"] == {"Fn::GetAtt": ["CrawlerRole", "Arn"]}}
     assert crawler == {"ClientesTable", "ProveedoresTable", "TransaccionesTable", "TrmTable"}
+
+
+# --- the lake key: administration apart from use ---------------------------------------------
+
+ACCOUNT_ROOT = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+# What reads or writes data with a key, or hands its use to someone else (a grant).
+KEY_USE = (
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:GenerateDataKeyPair",
+    "kms:GenerateDataKeyPairWithoutPlaintext",
+    "kms:GenerateMac",
+    "kms:VerifyMac",
+    "kms:Sign",
+    "kms:Verify",
+    "kms:DeriveSharedSecret",
+    "kms:CreateGrant",
+)
+LAKE_KEY = {"Fn::GetAtt": ["LakeKey", "Arn"]}
+# Role statements that may use the lake key without kms:ViaService, each with its reason. None
+# today: every principal of the stack reaches the key through the service that keeps the data.
+DIRECT_KEY_USE: dict[tuple[str, str], str] = {}
+
+
+def _key_use(actions: Any) -> set[str]:
+    """The key-use actions an Action element allows, its wildcards expanded (IAM ignores case)."""
+    return {use for a in _as_list(actions) for use in KEY_USE if fnmatch.fnmatch(use.lower(), a.lower())}
+
+
+def _pick(value: Any, branch: int) -> Any:
+    """`value` with every Fn::If resolved to one side (1: condition true, 2: false) and
+    AWS::NoValue removed; other intrinsics are left as written."""
+    if isinstance(value, list):
+        return [v for v in (_pick(v, branch) for v in value) if v != NO_VALUE]
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            return _pick(value["Fn::If"][branch], branch)
+        return {k: v for k, v in ((k, _pick(v, branch)) for k, v in value.items()) if v != NO_VALUE}
+    return value
+
+
+def _key_policy(branch: int) -> list[dict[str, Any]]:
+    return _pick(resources()["LakeKey"]["Properties"]["KeyPolicy"]["Statement"], branch)
+
+
+def _service(value: Any) -> str:
+    """`s3` of {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}: only this region's endpoints."""
+    m = re.fullmatch(r"([a-z0-9-]+)\.\$\{AWS::Region\}\.amazonaws\.com", value.get("Fn::Sub", "") if isinstance(value, dict) else "")
+    assert m, f"kms:ViaService {value!r} is not a service of this region"
+    return m.group(1)
+
+
+def _via_services(statement: dict[str, Any]) -> list[Any]:
+    return _as_list(statement.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService", []))
+
+
+def _key_policy_services() -> dict[str, str | None]:
+    """Service → the condition it is listed under in the key policy (None: always)."""
+    [use] = [s for s in resources()["LakeKey"]["Properties"]["KeyPolicy"]["Statement"] if s["Sid"] == "KeyUseThroughTheStacksServices"]
+    services = {}
+    for v in _via_services(use):
+        condition, v = (v["Fn::If"][0], v["Fn::If"][1]) if "Fn::If" in v else (None, v)
+        services[_service(v)] = condition
+    return services
+
+
+def _role_key_statements() -> Iterator[tuple[str, str | None, dict[str, Any]]]:
+    """(role or managed policy, the condition it exists under, statement) for every identity
+    statement that allows a kms action on the lake key."""
+    for name, res in resources().items():
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::IAM::Role":
+            documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+        elif res["Type"] == "AWS::IAM::ManagedPolicy":
+            documents = [props["PolicyDocument"]]
+        else:
+            continue
+        for doc in documents:
+            for s in doc["Statement"]:
+                condition = res.get("Condition")
+                if "Fn::If" in s:
+                    condition, s = s["Fn::If"][0], s["Fn::If"][1]
+                if s["Effect"] == "Allow" and LAKE_KEY in _as_list(s["Resource"]) and any(a.startswith("kms:") for a in _as_list(s["Action"])):
+                    yield name, condition, s
+
+
+def test_the_use_actions_are_recognised_behind_wildcards() -> None:
+    """The checks below can fail: kms:* and kms:Create* are use (CreateGrant hands it out)."""
+    assert _key_use("kms:*") == set(KEY_USE)
+    assert _key_use(["kms:Create*", "kms:Describe*"]) == {"kms:CreateGrant"}
+    assert _key_use(["kms:PutKeyPolicy", "kms:ScheduleKeyDeletion"]) == set()
+
+
+def test_key_administration_holds_no_cryptographic_action_and_keeps_the_key_manageable() -> None:
+    [admin] = [s for s in resources()["LakeKey"]["Properties"]["KeyPolicy"]["Statement"] if s["Sid"] == "KeyAdministration"]
+    assert admin["Effect"] == "Allow" and admin["Principal"] == ACCOUNT_ROOT
+    assert _key_use(admin["Action"]) == set(), "key administration must not read, write or grant"
+    # Unconditional, and enough for CloudFormation and an administrator to update, rotate,
+    # disable and delete it: a key nobody can manage cannot be fixed.
+    assert "Condition" not in admin
+    manage = {"kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:EnableKeyRotation", "kms:DisableKey", "kms:TagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"}
+    assert manage <= set(admin["Action"]), manage - set(admin["Action"])
+
+
+@pytest.mark.parametrize("branch", [1, 2], ids=["conditions-true", "conditions-false"])
+def test_the_key_policy_lets_the_account_use_the_key_only_through_a_service(branch: int) -> None:
+    """No statement for the account (what IAM policies may then grant) allows a use action
+    without kms:ViaService; grants only for AWS resources. Service principals (CloudWatch Logs,
+    CloudTrail, …) have statements of their own, scoped by encryption context or source."""
+    statements = _key_policy(branch)
+    for s in statements:
+        if s["Effect"] != "Allow":
+            continue
+        if "AWS" not in s["Principal"]:
+            assert set(s["Principal"]) == {"Service"} and "Condition" in s, f"{s['Sid']}: a service principal without a condition"
+            continue
+        assert s["Principal"] == ACCOUNT_ROOT, f"{s['Sid']}: only the account is named, IAM decides within it"
+        use = _key_use(s["Action"])
+        if not use:
+            continue
+        via = _via_services(s)
+        assert via, f"{s['Sid']}: {sorted(use)} without kms:ViaService"
+        assert set(s["Condition"]) <= {"StringEquals", "Bool"}, f"{s['Sid']}: {s['Condition']}"
+        assert all(_service(v) for v in via)
+        if "kms:CreateGrant" in use:
+            assert s["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}, s["Sid"]
+    assert any(_key_use(s["Action"]) and "AWS" in s["Principal"] for s in statements)
+
+
+def test_every_role_uses_the_key_only_through_a_service_the_key_policy_allows() -> None:
+    """A role cannot use the key directly: each of its kms statements names the services that
+    use the key for it, and each of those is one the key policy lets the account use it through
+    (under the same condition), or the role would be denied."""
+    allowed = _key_policy_services()
+    checked = set()
+    for name, condition, s in _role_key_statements():
+        checked.add(name)
+        if (name, s.get("Sid")) in DIRECT_KEY_USE:
+            continue
+        via = _via_services(s)
+        assert via, f"{name} {s.get('Sid')}: {s['Action']} on the lake key without kms:ViaService"
+        for v in via:
+            service = _service(v)
+            assert service in allowed, f"{name} {s['Sid']}: the key policy does not allow use through {service}"
+            assert allowed[service] in (None, condition), f"{name} {s['Sid']}: {service} is allowed only with {allowed[service]}"
+        if "kms:CreateGrant" in _as_list(s["Action"]):
+            assert s["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}, f"{name} {s['Sid']}"
+    assert {"TransformRole", "TradesStreamRole", "TradesProducerPolicy", "CrawlerRole", "RedshiftCopyRole"} <= checked
+
+
+def test_every_function_role_may_decrypt_the_functions_environment_variables() -> None:
+    """Lambda decrypts environment variables encrypted with a customer key using the function's
+    role, through lambda.<region>: a role without it fails every cold start."""
+    through_lambda = {
+        (name, condition)
+        for name, condition, s in _role_key_statements()
+        if "kms:Decrypt" in _as_list(s["Action"]) and "lambda" in {_service(v) for v in _via_services(s)}
+    }
+    for name, fn in functions().items():
+        props = fn["Properties"]
+        if props.get("KmsKeyArn") == LAKE_KEY and props.get("Environment"):
+            role = props["Role"]["Fn::GetAtt"][0]
+            assert (role, None) in through_lambda, f"{name}: {role} may not decrypt its environment variables"
+
+
+# Resources that name the lake key, by what the key does there. A store's service must be in the
+# key policy; a new kind of resource naming the key must be placed here, which makes it reviewed.
+KEY_SERVICES_OF = {
+    "AWS::S3::Bucket": {"s3"},
+    "AWS::Kinesis::Stream": {"kinesis"},
+    "AWS::DynamoDB::Table": {"dynamodb"},
+    "AWS::SQS::Queue": {"sqs"},
+    "AWS::SNS::Topic": {"sns"},
+    "AWS::SecretsManager::Secret": {"secretsmanager"},
+    "AWS::Serverless::Function": {"lambda"},  # environment variables
+    "AWS::Glue::SecurityConfiguration": {"glue"},
+    # The namespace, the Data API's statements and results, the admin password's secret.
+    "AWS::RedshiftServerless::Namespace": {"redshift-serverless", "redshift-data", "secretsmanager"},
+}
+KEY_NAMED_WITHOUT_AN_IAM_USE = {
+    "AWS::KMS::Alias": "its name",
+    "AWS::IAM::Role": "its policies: checked above",
+    "AWS::IAM::ManagedPolicy": "its policy: checked above",
+    "AWS::S3::BucketPolicy": "refuses objects under any other key",
+    "AWS::Logs::MetricFilter": "watches denied requests on the key",
+    "AWS::Logs::LogGroup": "CloudWatch Logs, under its own key-policy statement",
+    "AWS::CloudTrail::Trail": "CloudTrail, under its own key-policy statements",
+    "AWS::Serverless::StateMachine": "hands the key to SageMaker's training job, which uses it with SageMakerRole",
+}
+
+
+def test_the_key_policy_lists_exactly_the_services_that_keep_the_stacks_data() -> None:
+    allowed = _key_policy_services()
+    users: dict[str, set[str | None]] = {}
+    for name, condition, s in _role_key_statements():
+        for v in _via_services(s):
+            users.setdefault(_service(v), set()).add(condition)
+    for name, res in resources().items():
+        if name == "LakeKey" or not re.search(r'"LakeKey"|\$\{LakeKey(\.Arn)?\}', json.dumps(res.get("Properties", {}))):
+            continue
+        kind = res["Type"]
+        assert kind in KEY_SERVICES_OF or kind in KEY_NAMED_WITHOUT_AN_IAM_USE, f"{name} ({kind}) names the key: classify it"
+        for service in KEY_SERVICES_OF.get(kind, ()):
+            users.setdefault(service, set()).add(res.get("Condition"))
+            assert service in allowed, f"{name} keeps data under the key through {service}, which the key policy does not allow"
+            assert allowed[service] in (None, res.get("Condition")), f"{name}: {service} is allowed only with {allowed[service]}"
+    for service, condition in allowed.items():
+        assert condition in users.get(service, set()), f"the key policy allows {service} (condition {condition}) with no store or role using it"
+
+
+# --- logs: every group the stack writes to is declared, with retention and the key -------------
+
+# Groups the stack's principals write to that it cannot own, each with its reason (docs/deploy.md
+# says how to give them a retention).
+SHARED_LOG_GROUPS = {
+    "/aws/sagemaker/TrainingJobs": "every training job of the account and region logs there; one environment's stack cannot own it",
+    "/aws/sagemaker/Endpoints/*": "the endpoint (SageMakerEndpointName) and its group belong to whoever created it; the stack only moves it to new models",
+}
+# Kinds that would write to a log group of their own making, which the check below does not read yet.
+UNREAD_LOG_WRITERS = {"AWS::Lambda::Function", "AWS::StepFunctions::StateMachine", "AWS::Glue::Job", "AWS::Redshift::Cluster", "AWS::CodeBuild::Project"}
+
+
+def _sub_text(value: Any) -> str:
+    return value["Fn::Sub"] if isinstance(value, dict) else value
+
+
+def _log_groups_written() -> Iterator[tuple[str, str | None, str]]:
+    """(writer, its condition, log group) for every resource that logs to CloudWatch Logs: the
+    group's logical id where the writer names one, else the name AWS creates (as a Fn::Sub)."""
+    for name, res in resources().items():
+        props, kind, condition = res.get("Properties", {}), res["Type"], res.get("Condition")
+        assert kind not in UNREAD_LOG_WRITERS, f"{name}: teach _log_groups_written where {kind} logs"
+        if kind == "AWS::Serverless::Function":
+            group = props.get("LoggingConfig", {}).get("LogGroup")
+            yield name, condition, group["Ref"] if group else f"/aws/lambda/{_sub_text(props['FunctionName'])}"
+        elif kind == "AWS::Serverless::StateMachine":
+            for d in props.get("Logging", {}).get("Destinations", []):
+                yield name, condition, d["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+        elif kind == "AWS::CloudTrail::Trail" and "CloudWatchLogsLogGroupArn" in props:
+            yield name, condition, props["CloudWatchLogsLogGroupArn"]["Fn::GetAtt"][0]
+        elif kind == "AWS::Glue::Crawler":
+            # With a security configuration Glue logs to a group per role and configuration.
+            security = props.get("CrawlerSecurityConfiguration")
+            role = props["Role"]["Fn::GetAtt"][0]
+            yield name, condition, f"/aws-glue/crawlers-role/${{{role}}}-${{{security['Ref']}}}" if security else "/aws-glue/crawlers"
+        elif kind == "AWS::RedshiftServerless::Namespace":
+            for log in props.get("LogExports", []):
+                yield name, condition, f"/aws/redshift/{_sub_text(props['NamespaceName'])}/{log}"
+
+
+def _declared_log_groups() -> dict[str, str]:
+    """LogGroupName (as written) → logical id."""
+    return {_sub_text(r["Properties"]["LogGroupName"]): n for n, r in resources("AWS::Logs::LogGroup").items()}
+
+
+def test_every_log_group_the_stack_writes_to_is_declared_with_retention_and_the_key() -> None:
+    groups = resources("AWS::Logs::LogGroup")
+    named = _declared_log_groups()
+    writers = list(_log_groups_written())
+    assert {w for w, _, _ in writers} >= set(functions()) | {"Trail", "RawClientesCrawler", "RedshiftNamespace"}
+    for writer, condition, group in writers:
+        logical = group if group in groups else named.get(group)
+        assert logical, f"{writer} writes to {group}, which the stack does not declare (AWS would create it without retention)"
+        declared = groups[logical]
+        assert declared["Properties"]["RetentionInDays"] == {"Ref": "RetentionDays"}, logical
+        assert declared["Properties"]["KmsKeyId"] == LAKE_KEY, logical
+        # Present whenever its writer is: same condition, or none.
+        assert declared.get("Condition") in (None, condition), f"{logical} exists only with {declared.get('Condition')}, {writer} with {condition}"
+    # …and created before its writer could make it (Redshift and Glue create a missing group).
+    for writer, _, group in writers:
+        if resources()[writer]["Type"] in ("AWS::Glue::Crawler", "AWS::RedshiftServerless::Namespace"):
+            assert named[group] in _as_list(resources()[writer].get("DependsOn", [])), f"{writer} may start before {named[group]}"
+
+
+def _log_group_of(resource_arn: Any) -> str:
+    """The log group an ARN in a policy names: the logical id of `${X.Arn}:*`, else its name."""
+    text = _sub_text(resource_arn)
+    m = re.fullmatch(r"\$\{(\w+)\.Arn\}:\*", text)
+    if m:
+        return m.group(1)
+    m = re.fullmatch(r"arn:\$\{AWS::Partition\}:logs:\$\{AWS::Region\}:\$\{AWS::AccountId\}:log-group:([^:]+)(:\*|:log-stream:\*)?", text)
+    assert m, f"not a log group ARN: {text}"
+    return m.group(1)
+
+
+def _as_a_policy_names_it(name: str) -> str:
+    """A declared LogGroupName as a role's policy can name it: a role's generated name (which its
+    own policy cannot refer to) becomes `*`, a Glue security configuration its name."""
+    def one(m: re.Match[str]) -> str:
+        res = resources().get(m.group(1))
+        if res and res["Type"] == "AWS::IAM::Role":
+            return "*"
+        if res and res["Type"] == "AWS::Glue::SecurityConfiguration":
+            return _sub_text(res["Properties"]["Name"])
+        return m.group(0)
+
+    return re.sub(r"\$\{(\w+)\}", one, name)
+
+
+def test_roles_write_only_to_declared_log_groups_or_named_shared_ones() -> None:
+    declared = set(resources("AWS::Logs::LogGroup"))
+    names = {_as_a_policy_names_it(n) for n in _declared_log_groups()}
+    for name, s in policy_statements():
+        if s["Effect"] == "Allow" and "logs:PutLogEvents" in _as_list(s["Action"]):
+            for arn in _as_list(s["Resource"]):
+                group = _log_group_of(arn)
+                assert group in declared or group in names or group in SHARED_LOG_GROUPS, f"{name} {s.get('Sid')} writes to {group}"
+
+
+def test_the_crawlers_may_write_only_to_their_own_log_group() -> None:
+    [own] = [_as_a_policy_names_it(n) for n, logical in _declared_log_groups().items() if logical == "CrawlerLogGroup"]
+    statements = [s for name, s in policy_statements() if name == "CrawlerRole" and any(a.startswith("logs:") for a in _as_list(s["Action"]))]
+    assert {a for s in statements for a in _as_list(s["Action"])} == {"logs:CreateLogGroup", "logs:AssociateKmsKey", "logs:CreateLogStream", "logs:PutLogEvents"}
+    for s in statements:
+        for arn in _as_list(s["Resource"]):
+            assert _log_group_of(arn) == own, f"CrawlerRole {s['Sid']}: {_sub_text(arn)}"
+    # Every crawler logs there: one role, one security configuration.
+    crawlers = resources("AWS::Glue::Crawler").values()
+    assert {(c["Properties"]["Role"]["Fn::GetAtt"][0], c["Properties"]["CrawlerSecurityConfiguration"]["Ref"]) for c in crawlers} == {("CrawlerRole", "GlueSecurityConfiguration")}
+
+
+# --- the deploy guide ------------------------------------------------------------------------
+
+DEPLOY_GUIDE = ROOT / "docs" / "deploy.md"
+
+
+def _guide_section(heading: str) -> str:
+    """From `heading` to the next heading of the same or a higher level."""
+    text = DEPLOY_GUIDE.read_text(encoding="utf-8")
+    start = text.index(f"\n{heading}\n") + 1
+    level = len(heading.split(" ")[0])
+    following = re.compile(rf"(?m)^#{{1,{level}}} ").search(text, start + len(heading))
+    return text[start : following.start() if following else len(text)]
+
+
+def test_the_deploy_guide_explains_every_parameter_in_the_order_sam_asks_for_it() -> None:
+    """`sam deploy --guided` asks for the parameters in the template's order: the guide's table
+    has one row per parameter, in that order, with its default."""
+    section = _guide_section("### The parameters, in the order the guided deploy asks for them")
+    rows = re.findall(r"(?m)^\| `(\w+)` \| ([^|]*) \|", section)
+    params = template()["Parameters"]
+    assert [name for name, _ in rows] == list(params)
+    for name, default in rows:
+        expected = str(params[name].get("Default", ""))
+        shown = default.strip()
+        assert (shown == "empty") if expected == "" else (shown == f"`{expected}`"), f"{name}: the guide shows {shown}, the template {expected!r}"
