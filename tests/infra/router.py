@@ -124,8 +124,9 @@ def scripted(responses: Iterable[Any], *, repeat_last: bool = True) -> Handler:
     return handle
 
 
-def by_action(handlers: dict[str, Handler]) -> Handler:
-    """One handler per `action` of the payload (start-crawler and redshift-load take an action)."""
+def by_action(handlers: dict[str | None, Handler]) -> Handler:
+    """One handler per `action` of the payload (start-crawler and redshift-load take an action;
+    the `None` handler answers payloads without one, as transform's tasks beside its verify)."""
 
     def handle(payload: Any) -> Any:
         action = payload.get("action") if isinstance(payload, dict) else None

@@ -253,3 +253,11 @@ def test_a_csv_in_raw_becomes_parquet_a_crawl_a_copy_and_a_notification(stack: M
     assert len(summary) == 1, logged
     assert summary[0]["requestId"], summary
     assert (summary[0]["dataset"], summary[0]["key"], summary[0]["rows_ok"]) == ("transacciones", KEY, 2), summary
+
+    # … the verify step read every output back through the real function, and all matched
+    verified = [line for line in logged if line.get("message") == "outputs verified"]
+    assert len(verified) == 1 and verified[0]["verified"] == 2, logged
+    # … each with the checksum S3 stored for it, as its manifest lists it
+    for out in manifest["outputs"]["processed"] + [manifest["outputs"]["rejected"]]:
+        head = lake.s3.head_object(Bucket=lake.bucket, Key=out["key"], ChecksumMode="ENABLED")
+        assert head["ChecksumCRC64NVME"] == out["checksum"]["value"], (out, head)

@@ -69,6 +69,12 @@ SUBMITTED = {
 }
 NOTHING_TO_LOAD = {**SUBMITTED, "statement_id": None, "state": "FINISHED", "statements": 0, "skipped": True}
 STARTED_STMT = {"statement_id": STATEMENT_ID, "state": "STARTED", "error": None}
+# lago::integrity::VerifyReport of a manifest whose two outputs match.
+VERIFIED = {"manifests": 1, "objects": 2, "verified": 2, "bytes": 48213, "without_checksum": [], "problems": []}
+MISMATCH = FunctionError(
+    "ChecksumMismatch",
+    f"1 of the outputs of {TRANSFORM_OK['manifest']} do not match it: processed/…-00000.parquet mismatch",
+)
 FINISHED = {"statement_id": STATEMENT_ID, "state": "FINISHED", "error": None}
 
 CATALOG_STATES = {
@@ -126,13 +132,17 @@ def script(
     stack: MotoStack,
     *,
     transform: list[Any] | None = None,
+    verify: list[Any] | None = None,
     start: list[Any] | None = None,
     crawler_status: list[Any] | None = None,
     submit: list[Any] | None = None,
     load_status: list[Any] | None = None,
 ) -> None:
     r = stack.router
-    r.register(FN["transform"], scripted(transform or [TRANSFORM_OK]))
+    r.register(
+        FN["transform"],
+        by_action({None: scripted(transform or [TRANSFORM_OK]), "verify": scripted(verify or [VERIFIED])}),
+    )
     r.register(
         FN["start-crawler"],
         by_action({"start": scripted(start or [STARTED]), "status": scripted(crawler_status or [RUNNING, READY_OK])}),
@@ -161,7 +171,7 @@ def test_happy_path_transforms_catalogs_loads_and_notifies(stack: MotoStack) -> 
 
     # THEN it succeeds through both branches and notifies once with the counts
     assert run.status == "SUCCEEDED", run.failure()
-    assert run.main_path() == ["Transform", "TransformOutcome", "CatalogAndLoad", "NotifySuccess", "Ingested"]
+    assert run.main_path() == ["Transform", "VerifyOutputs", "TransformOutcome", "CatalogAndLoad", "NotifySuccess", "Ingested"]
     assert run.branch(CATALOG_STATES) == [
         "StartCrawler", "CrawlerStarted", "WaitForCrawler",
         "CrawlerStatus", "CountCrawlerPoll", "CrawlerState", "WaitForCrawler",
@@ -174,7 +184,7 @@ def test_happy_path_transforms_catalogs_loads_and_notifies(stack: MotoStack) -> 
     ]  # fmt: skip
 
     # The Lambdas got the documented task inputs.
-    assert payloads(stack, "transform") == [EXECUTION_INPUT]
+    assert payloads(stack, "transform") == [EXECUTION_INPUT, {"action": "verify", "manifest": TRANSFORM_OK["manifest"]}]
     assert payloads(stack, "start-crawler", "start") == [{"action": "start", "dataset": "transacciones", "zone": "processed"}]
     # `since` is the start's `started_at`: an older last crawl is reported RUNNING by the function.
     status = {"action": "status", "dataset": "transacciones", "zone": "processed", "since": STARTED_AT}
@@ -221,7 +231,7 @@ def test_crawler_never_ready_fails_after_the_poll_limit(stack: MotoStack) -> Non
     assert run.status == "FAILED"
     assert len(payloads(stack, "start-crawler", "status")) == MAX_POLLS
     assert run.branch(CATALOG_STATES)[-1] == "CrawlerTimedOut"
-    assert run.main_path() == ["Transform", "TransformOutcome", "CatalogAndLoad", "NotifyFailure", "IngestFailed"]
+    assert run.main_path() == ["Transform", "VerifyOutputs", "TransformOutcome", "CatalogAndLoad", "NotifyFailure", "IngestFailed"]
     error, cause = run.failure()
     assert error == "CrawlerTimeout"
     assert f"after {MAX_POLLS} polls" in cause
@@ -258,7 +268,7 @@ def test_copy_failed_notifies_failure_and_fails_with_the_statement_error(stack: 
         "WarehouseConfigured", "RedshiftLoad", "LoadSubmitted", "WaitForLoad",
         "RedshiftLoadStatus", "CountLoadPoll", "LoadState", "LoadFailed",
     ]  # fmt: skip
-    assert run.main_path() == ["Transform", "TransformOutcome", "CatalogAndLoad", "NotifyFailure", "IngestFailed"]
+    assert run.main_path() == ["Transform", "VerifyOutputs", "TransformOutcome", "CatalogAndLoad", "NotifyFailure", "IngestFailed"]
     error, cause = run.failure()
     assert error == "LoadFailed"
     assert copy_error in json.loads(cause)["error"]
@@ -276,7 +286,7 @@ def test_rejected_file_notifies_failure_without_catalog_or_load(stack: MotoStack
     run = sm.run(EXECUTION_INPUT)
 
     assert run.status == "FAILED"
-    assert run.path == ["Transform", "TransformOutcome", "FileRejected", "NotifyFailure", "IngestFailed"]
+    assert run.path == ["Transform", "VerifyOutputs", "TransformOutcome", "FileRejected", "NotifyFailure", "IngestFailed"]
     assert payloads(stack, "start-crawler") == [] and payloads(stack, "redshift-load") == []
     error, cause = run.failure()
     assert error == "FileRejected"
@@ -292,7 +302,7 @@ def test_zero_rows_ok_notifies_success_without_catalog_or_load(stack: MotoStack)
     run = sm.run(EXECUTION_INPUT)
 
     assert run.status == "SUCCEEDED", run.failure()
-    assert run.path == ["Transform", "TransformOutcome", "NotifySuccess", "Ingested"]
+    assert run.path == ["Transform", "VerifyOutputs", "TransformOutcome", "NotifySuccess", "Ingested"]
     assert payloads(stack, "start-crawler") == [] and payloads(stack, "redshift-load") == []
     [note] = run.notifications
     assert (note["event"], note["rows_ok"], note["rows_rejected"]) == ("IngestSucceeded", 0, 100)
@@ -307,7 +317,7 @@ def test_retryable_error_is_retried_then_succeeds(stack: MotoStack) -> None:
 
     # THEN the Task is retried (not caught) and the execution goes on to succeed
     assert run.status == "SUCCEEDED", run.failure()
-    assert len(payloads(stack, "transform")) == 2
+    assert payloads(stack, "transform") == [EXECUTION_INPUT, EXECUTION_INPUT, {"action": "verify", "manifest": TRANSFORM_OK["manifest"]}]
     assert run.task_failures() == ["Retryable"]
     assert run.path.count("Transform") == 1  # a retry stays inside the state
     assert "NotifyFailure" not in run.path
@@ -324,6 +334,38 @@ def test_non_retryable_error_is_caught_at_once(stack: MotoStack) -> None:
     assert len(payloads(stack, "transform")) == 1
     assert run.path == ["Transform", "NotifyFailure", "IngestFailed"]
     assert run.failure()[0] == "InvalidInput"
+
+
+def test_outputs_that_do_not_match_their_manifest_fail_before_catalog_or_load(stack: MotoStack) -> None:
+    # GIVEN outputs that, read back, never match the checksums their manifest lists
+    sm = deployed(stack)
+    script(stack, verify=[MISMATCH])
+
+    run = sm.run(EXECUTION_INPUT)
+
+    # THEN they are read once more, then the execution fails with ChecksumMismatch, nothing
+    # cataloged or loaded, and the notification says which manifest
+    assert run.status == "FAILED"
+    assert run.path == ["Transform", "VerifyOutputs", "NotifyFailure", "IngestFailed"]
+    assert payloads(stack, "transform", "verify") == [{"action": "verify", "manifest": TRANSFORM_OK["manifest"]}] * 2
+    assert run.failure()[0] == "ChecksumMismatch"
+    assert payloads(stack, "start-crawler") == [] and payloads(stack, "redshift-load") == []
+    [note] = run.notifications
+    assert note["event"] == "IngestFailed" and note["error"] == "ChecksumMismatch"
+    assert TRANSFORM_OK["manifest"] in note["cause"]
+
+
+def test_a_mismatch_that_does_not_repeat_is_read_again_and_goes_on(stack: MotoStack) -> None:
+    # GIVEN a read-back garbled once (the next read matches)
+    sm = deployed(stack)
+    script(stack, verify=[MISMATCH, VERIFIED])
+
+    run = sm.run(EXECUTION_INPUT)
+
+    assert run.status == "SUCCEEDED", run.failure()
+    assert run.task_failures() == ["ChecksumMismatch"]
+    assert run.path.count("VerifyOutputs") == 1  # the retry stays inside the state
+    assert run.main_path()[-2:] == ["NotifySuccess", "Ingested"]
 
 
 def test_a_manifest_with_nothing_to_load_finishes_the_load_without_polling(stack: MotoStack) -> None:
@@ -351,6 +393,7 @@ def test_without_a_warehouse_the_load_branch_is_skipped(stack: MotoStack) -> Non
 # What each Lambda task of the ASL sends (its Parameters.Payload keys), by function and action.
 SENT = {
     ("transform", None): set(EXECUTION_INPUT),
+    ("transform", "verify"): {"action", "manifest"},
     ("start-crawler", "start"): {"action", "dataset", "zone"},
     ("start-crawler", "status"): {"action", "dataset", "zone", "since"},
     ("redshift-load", "submit"): {"action", "dataset", "manifest"},
@@ -362,7 +405,7 @@ SENT = {
 
 def sample_key(path) -> tuple[str, str | None]:
     fn = path.parent.name
-    return fn, None if fn == "transform" else json.loads(path.read_text(encoding="utf-8")).get("action")
+    return fn, json.loads(path.read_text(encoding="utf-8")).get("action")
 
 
 def task_input_samples() -> list:
@@ -377,7 +420,7 @@ def test_event_samples_of_task_inputs_carry_what_the_state_machine_sends(sample)
     key the ASL sends for its action (the transform's is the execution input, exactly)."""
     data = json.loads(sample.read_text(encoding="utf-8"))
     key = sample_key(sample)
-    if key[0] == "transform":
+    if key == ("transform", None):
         assert set(data) == SENT[key]
     else:
         assert SENT[key] <= set(data), f"{sample} lacks {sorted(SENT[key] - set(data))}"
