@@ -94,7 +94,7 @@ def test_statelint_accepts_the_asl_as_written_and_substituted(path: Path, tmp_pa
 
 # Checks of our own (YAML, tests/infra/checkov/) for what checkov's catalogue does not cover.
 CUSTOM_CHECKS = Path(__file__).parent / "checkov"
-CUSTOM = {"CKV2_LAGO_1": "TrailBucket", "CKV2_LAGO_2": "Database", "CKV2_LAGO_3": "Trail"}
+CUSTOM = {"CKV2_LAGO_1": "TrailBucket", "CKV2_LAGO_2": "Database", "CKV2_LAGO_3": "Trail", "CKV2_LAGO_4": "LakeBucketPolicy"}
 
 
 def checkov(template_file: Path, *extra: str) -> dict[str, Any]:
@@ -121,13 +121,15 @@ def test_checkov_reports_no_failed_checks() -> None:
 
 def test_the_custom_checks_fail_on_a_template_without_what_they_check(tmp_path: Path) -> None:
     """Object Lock off on the trail bucket, the IAM_ALLOWED_PRINCIPALS default granted, S3 data
-    events dropped from the trail: each custom check fails on exactly that resource."""
+    events dropped from the trail, the lake's network deny keyed on something other than the VPC
+    endpoint: each custom check fails on exactly that resource."""
     text = TEMPLATE.read_text(encoding="utf-8")
     for old, new in (
         ("      ObjectLockEnabled: true\n", "      ObjectLockEnabled: false\n"),
         ("        CreateTableDefaultPermissions: []\n",
          "        CreateTableDefaultPermissions: [{ Principal: { DataLakePrincipalIdentifier: IAM_ALLOWED_PRINCIPALS }, Permissions: [ALL] }]\n"),
         ('["AWS::S3::Object"]', '["AWS::DynamoDB::Table"]'),
+        ("{ aws:SourceVpce: !Ref AllowedVpcEndpointIds }", "{ aws:SourceVpc: !Ref AllowedVpcEndpointIds }"),
     ):  # fmt: skip
         assert old in text, old
         text = text.replace(old, new)
@@ -135,7 +137,10 @@ def test_the_custom_checks_fail_on_a_template_without_what_they_check(tmp_path: 
     broken.write_text(text, encoding="utf-8")
     results = checkov(broken, "--check", ",".join(CUSTOM))["results"]
     failed = sorted((c["check_id"], c["resource"].split(".")[-1]) for c in results["failed_checks"])
-    assert failed == [("CKV2_LAGO_1", "TrailBucket"), ("CKV2_LAGO_2", "ProcessedDatabase"), ("CKV2_LAGO_2", "RawDatabase"), ("CKV2_LAGO_3", "Trail")]
+    assert failed == [
+        ("CKV2_LAGO_1", "TrailBucket"), ("CKV2_LAGO_2", "ProcessedDatabase"), ("CKV2_LAGO_2", "RawDatabase"),
+        ("CKV2_LAGO_3", "Trail"), ("CKV2_LAGO_4", "LakeBucketPolicy"),
+    ]  # fmt: skip
 
 
 def test_every_checkov_skip_carries_its_reason() -> None:
