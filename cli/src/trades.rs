@@ -16,8 +16,9 @@ use lago::history::{Days, HistoryOptions, HistoryReport};
 use lago::lake::{LakeStore, LocalLake};
 use lago::load::TableLoad;
 
+use lago::trades::kinesis::KinesisTradeEvent;
 use lago::trades::{
-    generate_trades, replay_with, run_bench_with, BenchOptions, ReplayOptions,
+    generate_trades, replay_event_with, replay_with, run_bench_with, BenchOptions, ReplayOptions,
     TradeGenerateOptions, TradeGenerateReport, DEFAULT_COMMIT_CONCURRENCY,
 };
 
@@ -98,8 +99,17 @@ enum TradesCommand {
     },
     /// Run a stream through the trade processor in Kinesis-sized batches with an in-memory store.
     Replay {
+        /// NDJSON, one trade per line.
+        #[arg(
+            long,
+            required_unless_present = "kinesis_event",
+            conflicts_with = "kinesis_event"
+        )]
+        input: Option<PathBuf>,
+        /// A Kinesis event in the Lambda's JSON shape (`Records[].kinesis.data` base64, KPL
+        /// aggregates included), replayed as the function processes it: one batch.
         #[arg(long)]
-        input: PathBuf,
+        kinesis_event: Option<PathBuf>,
         #[arg(long, default_value_t = 10_000)]
         batch_size: usize,
         /// Archive each batch's valid trades, with their decisions, under this lake folder (raw/trades/…).
@@ -311,6 +321,7 @@ pub fn run(args: TradesArgs) -> Result<()> {
         }
         TradesCommand::Replay {
             input,
+            kinesis_event,
             batch_size,
             lake,
             store,
@@ -321,19 +332,36 @@ pub fn run(args: TradesArgs) -> Result<()> {
                     "--batch-size is between 1 and 10000 (Kinesis' largest batch)",
                 ));
             }
-            let file =
-                File::open(&input).with_context(|| format!("cannot read {}", input.display()))?;
             let options = ReplayOptions {
                 batch_size,
                 store_latency: store.latency()?,
                 commit_concurrency: store.commit_concurrency,
             };
-            let summary = replay_with(
-                BufReader::with_capacity(1 << 20, file),
-                &options,
-                lake.as_deref(),
-            )
-            .with_context(|| format!("replaying {}", input.display()))?;
+            let summary = match (input, kinesis_event) {
+                (_, Some(path)) => {
+                    let text = std::fs::read(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let event: KinesisTradeEvent = serde_json::from_slice(&text).map_err(|e| {
+                        crate::usage(format!(
+                            "{} is not a Kinesis event ({{\"Records\": [...]}}): {e}",
+                            path.display()
+                        ))
+                    })?;
+                    replay_event_with(&event, &options, lake.as_deref())
+                        .with_context(|| format!("replaying {}", path.display()))?
+                }
+                (Some(input), None) => {
+                    let file = File::open(&input)
+                        .with_context(|| format!("cannot read {}", input.display()))?;
+                    replay_with(
+                        BufReader::with_capacity(1 << 20, file),
+                        &options,
+                        lake.as_deref(),
+                    )
+                    .with_context(|| format!("replaying {}", input.display()))?
+                }
+                (None, None) => return Err(crate::usage("--input or --kinesis-event is required")),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {

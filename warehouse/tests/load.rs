@@ -505,6 +505,7 @@ fn archive_buy(lake: &LocalLake, id: &str, executed_at: &str) -> Result<()> {
         status: ArchiveStatus::Applied,
         reason: "".into(),
         sequence_number: format!("4959{}", id.len()),
+        sub_sequence_number: None,
         arrived_at: None,
     }];
     let key = archive_key("shardId-000000000000", &lines[0].sequence_number, &lines)

@@ -481,6 +481,7 @@ mod tests {
             status: ArchiveStatus::Applied,
             reason: "".into(),
             sequence_number: format!("4955{id}"),
+            sub_sequence_number: None,
             arrived_at: None,
         })
     }

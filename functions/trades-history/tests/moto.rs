@@ -50,6 +50,7 @@ fn trade(
         status,
         reason: "".into(),
         sequence_number: format!("495{id:0>3}"),
+        sub_sequence_number: None,
         arrived_at: None,
     })
 }

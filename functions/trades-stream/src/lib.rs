@@ -195,7 +195,8 @@ where
         now: DateTime<Utc>,
         deadline: Option<Instant>,
     ) -> (Result<KinesisEventResponse, HandlerError>, Emf) {
-        let records = event.records();
+        let expanded = event.expand();
+        let records = expanded.records(event);
         let mut outcome = match deadline {
             Some(deadline) => {
                 self.processor

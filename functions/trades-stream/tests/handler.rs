@@ -429,3 +429,124 @@ fn the_fixture_is_a_real_kinesis_event() -> anyhow::Result<()> {
     assert!(data.contains("trd-20261128-000001"));
     Ok(())
 }
+
+/// The fixture's ten records packed by the KPL format into two aggregated records (five user
+/// records each), with the first and the sixth record's sequence numbers.
+fn fixture_aggregated() -> anyhow::Result<KinesisTradeEvent> {
+    Ok(fixture()?.aggregated(5))
+}
+
+#[tokio::test]
+async fn kpl_aggregated_records_settle_as_the_same_records_sent_alone() -> anyhow::Result<()> {
+    // GIVEN the fixture's records as two KPL aggregates
+    let stream = memory_stream(MemoryPortfolioStore::without_decision_lookup());
+    let event = fixture_aggregated()?;
+
+    // WHEN the handler runs it
+    let (result, metrics) = stream.handle(&event, now()).await;
+    assert!(result?.batch_item_failures.is_empty());
+
+    // THEN the portfolios and counts are the fixture's
+    for (user, expected) in expected_balances() {
+        assert_eq!(
+            balances(stream.processor().store(), user),
+            expected,
+            "{user}"
+        );
+    }
+    let emf: serde_json::Value = serde_json::from_str(&metrics.to_json(0))?;
+    assert_eq!(
+        (emf["Records"].as_u64(), emf["Applied"].as_u64()),
+        (Some(10), Some(6))
+    );
+    // AND each dead letter names its aggregate's sequence number and its sub-sequence number
+    let letters: Vec<(String, String, Option<u32>)> = stream_letters(&stream)
+        .into_iter()
+        .map(|l| (l.reason, l.sequence_number, l.sub_sequence_number))
+        .collect();
+    assert_eq!(
+        letters,
+        [
+            ("invalid_json".to_string(), SEQ[0].to_string(), Some(4)),
+            (
+                "invalid_field:usd_amount".to_string(),
+                SEQ[5].to_string(),
+                Some(3)
+            ),
+            (
+                "insufficient_balance".to_string(),
+                SEQ[5].to_string(),
+                Some(1)
+            ),
+        ]
+    );
+    // AND so does every archive line
+    let objects = stream_objects(&stream);
+    let (_, body) = objects.iter().next().context("an archive object")?;
+    let mut text = String::new();
+    GzDecoder::new(&body[..]).read_to_string(&mut text)?;
+    let subs: Vec<(String, u64)> = text
+        .lines()
+        .map(serde_json::from_str::<serde_json::Value>)
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .map(|l| {
+            (
+                l["sequence_number"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                l["sub_sequence_number"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (5, 4),
+    ]
+    .iter()
+    .map(|(seq, sub)| (SEQ[*seq].to_string(), *sub))
+    .collect();
+    assert_eq!(subs, expected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failure_inside_an_aggregate_resends_the_whole_aggregate() -> anyhow::Result<()> {
+    // GIVEN the store throttles the second transaction (user-0002's, in the first aggregate)
+    let store = MemoryPortfolioStore::without_decision_lookup();
+    store.fail_commit(2, FailureMode::Transient);
+    let stream = memory_stream(store);
+    let event = fixture_aggregated()?;
+
+    // WHEN the batch runs THEN Kinesis is told to re-send from the first aggregate (the only
+    // sequence number a partial batch response can name)
+    let (result, _) = stream.handle(&event, now()).await;
+    let failures: Vec<Option<String>> = result?
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failures, [Some(SEQ[0].to_string())]);
+
+    // WHEN Kinesis re-sends it THEN what was committed comes back as duplicates, and the state
+    // is that of a run that never failed
+    let (result, metrics) = stream.handle(&event, now()).await;
+    assert!(result?.batch_item_failures.is_empty());
+    let emf: serde_json::Value = serde_json::from_str(&metrics.to_json(0))?;
+    assert!(emf["Duplicates"].as_u64().unwrap_or(0) >= 1, "{emf}");
+    for (user, expected) in expected_balances() {
+        assert_eq!(
+            balances(stream.processor().store(), user),
+            expected,
+            "{user}"
+        );
+    }
+    Ok(())
+}

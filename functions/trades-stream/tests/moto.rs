@@ -856,6 +856,68 @@ async fn a_heavy_user_commits_pending_transactions_then_the_final_one() -> anyho
 }
 
 #[tokio::test]
+async fn kpl_aggregated_records_carry_their_sub_sequence_numbers_into_dynamodb_and_the_dlq(
+) -> anyhow::Result<()> {
+    let Some(endpoint) = lago::aws::moto_endpoint(
+        "kpl_aggregated_records_carry_their_sub_sequence_numbers_into_dynamodb_and_the_dlq",
+    ) else {
+        return Ok(());
+    };
+    // GIVEN the fixture's ten records packed into two KPL aggregates of five
+    let moto = Moto::create(&endpoint, "kpl").await?;
+    let stream = moto.stream();
+    let event = serde_json::from_str::<KinesisTradeEvent>(FIXTURE)?.aggregated(5);
+    let (first, second) = (
+        event.records[0].kinesis.sequence_number.clone(),
+        event.records[1].kinesis.sequence_number.clone(),
+    );
+
+    // WHEN they are handled on the real clients
+    let (result, _) = stream.handle(&event, now()).await;
+    assert!(result?.batch_item_failures.is_empty());
+
+    // THEN each decision item names its aggregate and its place in it
+    let decisions = moto.scan(&moto.config.decisions_table).await?;
+    let mut placed: Vec<(String, String, String)> = decisions
+        .iter()
+        .map(|d| {
+            (
+                s(d, "trade_id").unwrap_or_default(),
+                s(d, "sequence_number").unwrap_or_default(),
+                n(d, "sub_sequence_number").unwrap_or_default(),
+            )
+        })
+        .collect();
+    placed.sort();
+    assert_eq!(placed.len(), 7);
+    assert!(placed.contains(&("trd-20261128-000001".into(), first.clone(), "0".into())));
+    assert!(placed.contains(&("trd-20261128-000007".into(), second.clone(), "1".into())));
+    // AND each dead letter too
+    let mut letters: Vec<(String, String, u64)> = Vec::new();
+    for (body, _) in moto.drain(&moto.config.dead_letter_queue_url).await? {
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        letters.push((
+            v["reason"].as_str().unwrap_or_default().to_string(),
+            v["sequence_number"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            v["sub_sequence_number"].as_u64().unwrap_or(u64::MAX),
+        ));
+    }
+    letters.sort();
+    assert_eq!(
+        letters,
+        [
+            ("insufficient_balance".to_string(), second.clone(), 1),
+            ("invalid_field:usd_amount".to_string(), second, 3),
+            ("invalid_json".to_string(), first, 4),
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn decision_conditions_redo_only_pending_decisions_not_yet_durable() -> anyhow::Result<()> {
     let Some(endpoint) =
         lago::aws::moto_endpoint("decision_conditions_redo_only_pending_decisions_not_yet_durable")
@@ -880,6 +942,7 @@ async fn decision_conditions_redo_only_pending_decisions_not_yet_durable() -> an
         decisions.push(Decision {
             trade: t,
             sequence_number: seq,
+            sub_sequence: None,
             outcome: DecisionOutcome::Applied(portfolio.apply(t)?),
         });
     }

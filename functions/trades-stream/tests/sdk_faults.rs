@@ -546,6 +546,7 @@ fn dead_letter(i: usize) -> DeadLetter {
         detail: "expected value".into(),
         shard_id: "shardId-000000000000".into(),
         sequence_number: i.to_string(),
+        sub_sequence_number: None,
         data: format!("garbage {i}"),
         data_encoding: DataEncoding::Utf8,
         trade_id: None,
@@ -622,7 +623,9 @@ async fn notifications_carry_the_filter_attributes() -> anyhow::Result<()> {
         .chain([trade("s1", "ana", "SELL", "100", "4000")])
         .collect();
     let batch = event(1, &lines)?;
-    let outcome = processor.process_batch(&batch.records(), now()).await;
+    let outcome = processor
+        .process_batch(&batch.expand().records(&batch), now())
+        .await;
     assert_eq!(outcome.notifications.len(), 13);
 
     // WHEN published
@@ -680,7 +683,9 @@ async fn the_model_answers_through_the_documented_contract() -> anyhow::Result<(
         WithRuleFallback::new(Some(model), RuleRecommender::default()),
     );
     let batch = event(1, &[trade("t1", "ana", "BUY", "150", "4033.5")])?;
-    let outcome = processor.process_batch(&batch.records(), now()).await;
+    let outcome = processor
+        .process_batch(&batch.expand().records(&batch), now())
+        .await;
 
     let rec = &outcome.recommendations[0].recommendation;
     assert_eq!(rec.source, RecommendationSource::Model);
@@ -735,7 +740,9 @@ async fn a_failing_model_falls_back_to_the_rule() -> anyhow::Result<()> {
     for (i, first) in [(1u64, "t1"), (2, "t2")] {
         let batch = event(i, &[trade(first, "ana", "BUY", "1", "4000")])?;
         // WHEN a batch runs
-        let outcome = processor.process_batch(&batch.records(), now()).await;
+        let outcome = processor
+            .process_batch(&batch.expand().records(&batch), now())
+            .await;
         // THEN it succeeds with the rule's recommendation
         assert_eq!(outcome.applied, 1);
         assert_eq!(

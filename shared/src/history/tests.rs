@@ -49,6 +49,7 @@ fn line(
             "".into()
         },
         sequence_number: format!("seq-{id}"),
+        sub_sequence_number: None,
         arrived_at: None,
     }
 }

@@ -49,6 +49,9 @@ pub struct ArchivedTrade {
     /// The rejection code (`insufficient_balance`); empty unless `status` is `rejected`.
     pub reason: Cow<'static, str>,
     pub sequence_number: String,
+    /// The user record's index within its KPL aggregate (absent for a record sent alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_sequence_number: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arrived_at: Option<DateTime<Utc>>,
 }
@@ -63,6 +66,8 @@ impl ArchivedTrade {
             status: fields.status,
             reason: Cow::Owned(fields.reason),
             sequence_number: fields.sequence_number,
+            // The history orders and deduplicates by trade id and line, not by it.
+            sub_sequence_number: None,
             arrived_at: fields.arrived_at,
         })
     }
@@ -186,6 +191,7 @@ mod tests {
             status,
             reason: "".into(),
             sequence_number: seq.into(),
+            sub_sequence_number: None,
             arrived_at: None,
         }
     }
@@ -237,6 +243,7 @@ mod tests {
                 status: ArchiveStatus::Applied,
                 reason: "".into(),
                 sequence_number: "0001".into(),
+                sub_sequence_number: None,
                 arrived_at: Some(Utc.with_ymd_and_hms(2026, 11, 28, 17, 0, 1).unwrap()),
             },
             ArchivedTrade {
@@ -244,6 +251,7 @@ mod tests {
                 status: ArchiveStatus::Rejected,
                 reason: "insufficient_balance".into(),
                 sequence_number: "0002".into(),
+                sub_sequence_number: None,
                 arrived_at: None,
             },
         ];

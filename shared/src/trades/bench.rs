@@ -177,6 +177,7 @@ pub fn run_bench_with(options: &BenchOptions) -> BenchReport {
         .map(|(line, seq)| Record {
             shard_id: "shardId-000000000000",
             sequence_number: seq,
+            sub_sequence: None,
             data: RecordData::Bytes(line),
             arrived_at: None,
         })

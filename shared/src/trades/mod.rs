@@ -21,6 +21,8 @@ pub mod delivery;
 #[cfg(any(test, feature = "local"))]
 pub mod generate;
 pub(crate) mod hash;
+pub mod kinesis;
+pub mod kpl;
 #[cfg(any(test, feature = "local"))]
 pub mod memory;
 pub mod outcome;
@@ -60,5 +62,8 @@ pub use processor::{
 };
 pub use recommend::{RuleConfig, RuleRecommender, WithRuleFallback};
 #[cfg(any(test, feature = "local"))]
-pub use replay::{replay, replay_with, PortfolioView, ReplayError, ReplayOptions, ReplaySummary};
+pub use replay::{
+    replay, replay_event_with, replay_with, PortfolioView, ReplayError, ReplayOptions,
+    ReplaySummary,
+};
 pub use trade::{InvalidReason, InvalidTrade, Side, Trade};

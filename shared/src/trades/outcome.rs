@@ -21,6 +21,9 @@ pub struct DeadLetter {
     pub detail: String,
     pub shard_id: String,
     pub sequence_number: String,
+    /// The user record's index within its KPL aggregate (absent for a record sent alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_sequence_number: Option<u32>,
     /// The original record data, losslessly: UTF-8 text when it is, base64 otherwise.
     pub data: String,
     pub data_encoding: DataEncoding,

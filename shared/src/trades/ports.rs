@@ -125,6 +125,8 @@ pub enum DecisionOutcome {
 pub struct Decision<'a> {
     pub trade: &'a Trade,
     pub sequence_number: &'a str,
+    /// The user record's index within its KPL aggregate, when it was one.
+    pub sub_sequence: Option<u32>,
     pub outcome: DecisionOutcome,
 }
 

@@ -66,7 +66,11 @@ use super::trade::{Interner, InvalidReason, InvalidTrade, Side, Trade};
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
     pub shard_id: &'a str,
+    /// The Kinesis record's sequence number (shared by the user records of a KPL aggregate:
+    /// it is what a partial batch response names, and Kinesis re-sends the whole aggregate).
     pub sequence_number: &'a str,
+    /// The user record's index within its KPL aggregate; `None` for a record sent alone.
+    pub sub_sequence: Option<u32>,
     pub data: RecordData<'a>,
     /// When the stream received the record (Kinesis' approximate arrival time), if known.
     pub arrived_at: Option<DateTime<Utc>>,
@@ -78,6 +82,13 @@ pub struct Record<'a> {
 pub enum RecordData<'a> {
     Bytes(&'a [u8]),
     Base64(&'a str),
+    /// A record refused before it could be read as a trade (a KPL aggregate whose digest or
+    /// body is wrong): dead-lettered with `reason`, its base64 text kept whole.
+    Refused {
+        reason: InvalidReason,
+        detail: &'a str,
+        base64: &'a str,
+    },
 }
 
 /// How a dead letter's `data` is spelled.
@@ -1085,6 +1096,7 @@ fn plan_user<'t>(
         decided.decisions.push(Decision {
             trade,
             sequence_number: input.sequences[*k as usize],
+            sub_sequence: input.records[record as usize].sub_sequence,
             outcome,
         });
         decided.records.push(record);
@@ -1111,6 +1123,7 @@ fn decode(record: &Record<'_>, interner: &mut Interner) -> Result<Trade, Invalid
                 })?;
             Trade::parse_interned(&bytes, interner)
         }
+        RecordData::Refused { reason, detail, .. } => Err(InvalidTrade::new(reason, detail)),
     }
 }
 
@@ -1127,6 +1140,7 @@ fn archived_trade(trade: Trade, record: &Record<'_>, status: Status) -> Archived
         status,
         reason: reason.into(),
         sequence_number: record.sequence_number.to_string(),
+        sub_sequence_number: record.sub_sequence,
         arrived_at: record.arrived_at,
     }
 }
@@ -1138,7 +1152,9 @@ fn dead_letter(
     trade: Option<&Trade>,
 ) -> DeadLetter {
     let (data, data_encoding) = match record.data {
-        RecordData::Base64(text) => (text.to_string(), DataEncoding::Base64),
+        RecordData::Base64(text) | RecordData::Refused { base64: text, .. } => {
+            (text.to_string(), DataEncoding::Base64)
+        }
         RecordData::Bytes(bytes) => match std::str::from_utf8(bytes) {
             Ok(text) => (text.to_string(), DataEncoding::Utf8),
             Err(_) => (
@@ -1152,6 +1168,7 @@ fn dead_letter(
         detail,
         shard_id: record.shard_id.to_string(),
         sequence_number: record.sequence_number.to_string(),
+        sub_sequence_number: record.sub_sequence,
         data,
         data_encoding,
         trade_id: trade.map(|t| t.trade_id.to_string()),
@@ -1254,6 +1271,7 @@ mod tests {
                 .map(|(seq, line)| Record {
                     shard_id: SHARD,
                     sequence_number: seq,
+                    sub_sequence: None,
                     data: RecordData::Bytes(line),
                     arrived_at: None,
                 })
@@ -1396,30 +1414,35 @@ mod tests {
             Record {
                 shard_id: SHARD,
                 sequence_number: seqs[0],
+                sub_sequence: None,
                 data: RecordData::Base64("%%% not base64"),
                 arrived_at: None,
             },
             Record {
                 shard_id: SHARD,
                 sequence_number: seqs[1],
+                sub_sequence: None,
                 data: RecordData::Bytes(b"{\"trade_id\":"),
                 arrived_at: None,
             },
             Record {
                 shard_id: SHARD,
                 sequence_number: seqs[2],
+                sub_sequence: None,
                 data: RecordData::Bytes(&bad_bytes),
                 arrived_at: None,
             },
             Record {
                 shard_id: SHARD,
                 sequence_number: seqs[3],
+                sub_sequence: None,
                 data: RecordData::Bytes(good.as_bytes()),
                 arrived_at: None,
             },
             Record {
                 shard_id: SHARD,
                 sequence_number: seqs[4],
+                sub_sequence: None,
                 data: RecordData::Base64("eyJ0cmFkZV9pZCI6MX0="), // {"trade_id":1}
                 arrived_at: None,
             },

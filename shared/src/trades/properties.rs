@@ -230,6 +230,7 @@ fn deliver_all(
             .map(|i| Record {
                 shard_id: "shardId-000000000000",
                 sequence_number: &seqs[i],
+                sub_sequence: None,
                 data: RecordData::Bytes(built.lines[i].as_bytes()),
                 arrived_at: None,
             })

@@ -7,6 +7,10 @@
 //!
 //! Each batch is processed "at" the `executed_at` of its last valid trade, so `updated_at`
 //! and the whole summary are deterministic for a given file and batch size.
+//!
+//! [`replay_event_with`] replays one Kinesis event in the Lambda's own JSON shape instead (one
+//! batch, `Records[].kinesis.data` base64, KPL aggregates expanded by the same
+//! [`super::kinesis`] code as the function), resumed from a failed record as Lambda would.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -19,10 +23,12 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::delivery::{deliver, DeliveryError};
+use super::kinesis::KinesisTradeEvent;
 use super::memory::{
     Latency, LocalFolderArchive, MemoryPortfolioStore, RecordingDeadLetters, RecordingNotifier,
     StoreCounters,
 };
+use super::outcome::BatchOutcome;
 use super::ports::{
     BoxError, DeadLetterSink, Notifier, PortfolioStore, Recommendation, Recommender, SinkError,
     StoreError, StoredPortfolio, TradeArchive,
@@ -92,6 +98,22 @@ pub struct ReplayTotals {
     /// Re-sent records that had been committed before the failure was reported: their second
     /// delivery is a duplicate, not counted in `duplicates`.
     pub resent_decided: u64,
+}
+
+impl ReplayTotals {
+    /// Adds one processed batch.
+    fn tally(&mut self, outcome: &BatchOutcome) {
+        self.batches += 1;
+        self.applied += outcome.applied;
+        self.duplicates += outcome.duplicates;
+        self.resent_decided += outcome.committed_beyond_failure;
+        for (reason, count) in &outcome.rejected {
+            *self.rejected.entry(reason.clone()).or_default() += count;
+        }
+        self.dead_letters += outcome.dead_letters.len() as u64;
+        self.notifications += outcome.notifications.len() as u64;
+        self.archived_objects += u64::from(outcome.archive_key.is_some());
+    }
 }
 
 /// What `lago trades replay` prints (`--json`: this, serialized).
@@ -194,6 +216,31 @@ pub fn replay_with(
     options: &ReplayOptions,
     lake_dir: Option<&Path>,
 ) -> Result<ReplaySummary, ReplayError> {
+    replay_source(Source::Lines(Box::new(input)), options, lake_dir)
+}
+
+/// Replays one Kinesis event (the Lambda's JSON shape) as the function would process it: one
+/// batch (`options.batch_size` is not used), KPL aggregates expanded, resumed from a failed
+/// record.
+pub fn replay_event_with(
+    event: &KinesisTradeEvent,
+    options: &ReplayOptions,
+    lake_dir: Option<&Path>,
+) -> Result<ReplaySummary, ReplayError> {
+    replay_source(Source::Event(event), options, lake_dir)
+}
+
+/// What a replay reads.
+enum Source<'a> {
+    Lines(Box<dyn BufRead + 'a>),
+    Event(&'a KinesisTradeEvent),
+}
+
+fn replay_source(
+    source: Source<'_>,
+    options: &ReplayOptions,
+    lake_dir: Option<&Path>,
+) -> Result<ReplaySummary, ReplayError> {
     let store = MemoryPortfolioStore::new().with_latency(Latency::fixed(options.store_latency));
     let processor = TradeProcessor::new(store).with_config(ProcessorConfig {
         commit_concurrency: options.commit_concurrency.max(1),
@@ -202,14 +249,26 @@ pub fn replay_with(
     let archive = OptionalArchive(lake_dir.map(LocalFolderArchive::new));
     let dead_letters = RecordingDeadLetters::new();
     let notifier = RecordingNotifier::counting();
-    let run = replay_into(
-        &processor,
-        input,
-        options.batch_size,
-        &archive,
-        &dead_letters,
-        &notifier,
-    );
+    let (processor_ref, archive_ref, dl_ref, notifier_ref) =
+        (&processor, &archive, &dead_letters, &notifier);
+    let run = async move {
+        match source {
+            Source::Lines(input) => {
+                replay_into(
+                    processor_ref,
+                    input,
+                    options.batch_size,
+                    archive_ref,
+                    dl_ref,
+                    notifier_ref,
+                )
+                .await
+            }
+            Source::Event(event) => {
+                replay_event_into(processor_ref, event, archive_ref, dl_ref, notifier_ref).await
+            }
+        }
+    };
     let totals = if options.store_latency.is_zero() {
         pollster::block_on(run)?
     } else {
@@ -280,29 +339,18 @@ where
             .map(|(seq, data)| Record {
                 shard_id: REPLAY_SHARD,
                 sequence_number: seq,
+                sub_sequence: None,
                 data: RecordData::Bytes(data),
                 arrived_at: None,
             })
             .collect();
-        if let Some(t) = records.iter().rev().find_map(|r| match r.data {
-            RecordData::Bytes(b) => Trade::parse(b).ok(),
-            RecordData::Base64(_) => None,
-        }) {
-            now = now.max(t.executed_at);
+        if let Some(t) = records.iter().rev().find_map(executed_at) {
+            now = now.max(t);
         }
         let outcome = processor.process_batch(&records, now).await;
         drop(records);
         deliver(&outcome, archive, dead_letters, notifier).await?;
-        totals.batches += 1;
-        totals.applied += outcome.applied;
-        totals.duplicates += outcome.duplicates;
-        totals.resent_decided += outcome.committed_beyond_failure;
-        for (reason, count) in &outcome.rejected {
-            *totals.rejected.entry(reason.clone()).or_default() += count;
-        }
-        totals.dead_letters += outcome.dead_letters.len() as u64;
-        totals.notifications += outcome.notifications.len() as u64;
-        totals.archived_objects += u64::from(outcome.archive_key.is_some());
+        totals.tally(&outcome);
         match outcome.batch_item_failure {
             None => {
                 window.clear();
@@ -327,6 +375,75 @@ where
                 window.drain(..at);
             }
         }
+    }
+    totals.duplicates -= totals.resent_decided;
+    Ok(totals)
+}
+
+/// When a record's trade was executed, if it is one.
+fn executed_at(record: &Record<'_>) -> Option<DateTime<Utc>> {
+    use base64::Engine as _;
+    match record.data {
+        RecordData::Bytes(b) => Trade::parse(b).ok().map(|t| t.executed_at),
+        RecordData::Base64(text) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()
+            .and_then(|b| Trade::parse(&b).ok())
+            .map(|t| t.executed_at),
+        RecordData::Refused { .. } => None,
+    }
+}
+
+/// [`replay_into`] for one Kinesis event: the whole event is the batch, processed "at" its
+/// latest trade; a failure resumes from the failed Kinesis record (a KPL aggregate whole).
+pub async fn replay_event_into<S, R, A, D, N>(
+    processor: &TradeProcessor<S, R>,
+    event: &KinesisTradeEvent,
+    archive: &A,
+    dead_letters: &D,
+    notifier: &N,
+) -> Result<ReplayTotals, ReplayError>
+where
+    S: PortfolioStore + Sync,
+    R: Recommender + Sync,
+    A: TradeArchive + Sync,
+    D: DeadLetterSink + Sync,
+    N: Notifier + Sync,
+{
+    let expanded = event.expand();
+    let records = expanded.records(event);
+    let now = records
+        .iter()
+        .filter_map(executed_at)
+        .max()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let mut totals = ReplayTotals {
+        records: records.len() as u64,
+        ..ReplayTotals::default()
+    };
+    let (mut from, mut stalls) = (0usize, 0u32);
+    while from < records.len() {
+        let outcome = processor.process_batch(&records[from..], now).await;
+        deliver(&outcome, archive, dead_letters, notifier).await?;
+        totals.tally(&outcome);
+        let Some(seq) = outcome.batch_item_failure else {
+            break;
+        };
+        let at = records[from..]
+            .iter()
+            .position(|r| r.sequence_number == seq)
+            .unwrap_or(0);
+        stalls = if at == 0 { stalls + 1 } else { 0 };
+        if stalls > MAX_STALLS {
+            return Err(ReplayError::Stalled {
+                sequence_number: seq,
+                source: outcome.halted_by.unwrap_or_else(|| {
+                    StoreError::Permanent("batch failed without a store error".into())
+                }),
+            });
+        }
+        totals.resent += (records.len() - from - at) as u64;
+        from += at;
     }
     totals.duplicates -= totals.resent_decided;
     Ok(totals)

@@ -90,6 +90,9 @@ pub enum InvalidReason {
     MissingField(&'static str),
     /// A field is present but violates its rule.
     InvalidField(&'static str),
+    /// A KPL-aggregated record that cannot be de-aggregated (`kpl_digest_mismatch`,
+    /// `kpl_malformed`, `kpl_empty`): see [`super::kpl`].
+    Kpl(&'static str),
 }
 
 impl fmt::Display for InvalidReason {
@@ -100,6 +103,7 @@ impl fmt::Display for InvalidReason {
             InvalidReason::InvalidEncoding => f.write_str("invalid_encoding"),
             InvalidReason::MissingField(field) => write!(f, "missing_field:{field}"),
             InvalidReason::InvalidField(field) => write!(f, "invalid_field:{field}"),
+            InvalidReason::Kpl(code) => f.write_str(code),
         }
     }
 }

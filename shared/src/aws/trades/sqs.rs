@@ -171,6 +171,7 @@ mod tests {
             detail: "expected value".into(),
             shard_id: "shardId-000000000000".into(),
             sequence_number: "1".into(),
+            sub_sequence_number: None,
             data,
             data_encoding: DataEncoding::Utf8,
             trade_id: None,

@@ -93,11 +93,13 @@ mod tests {
             Decision {
                 trade: &t1,
                 sequence_number: "1",
+                sub_sequence: None,
                 outcome: DecisionOutcome::Applied(p.apply(&t1)?),
             },
             Decision {
                 trade: &t2,
                 sequence_number: "2",
+                sub_sequence: None,
                 outcome: DecisionOutcome::Applied(p.apply(&t2)?),
             },
         ];

@@ -125,6 +125,12 @@ pub fn decision_item(
         item.insert("channel".to_string(), s(&**channel));
     }
     item.insert("sequence_number".to_string(), s(d.sequence_number));
+    if let Some(sub) = d.sub_sequence {
+        item.insert(
+            "sub_sequence_number".to_string(),
+            AttributeValue::N(sub.to_string()),
+        );
+    }
     item.insert(
         "portfolio_version".to_string(),
         AttributeValue::N(portfolio_version.to_string()),
@@ -359,6 +365,7 @@ mod tests {
         let d = Decision {
             trade: &buy,
             sequence_number: "000001",
+            sub_sequence: None,
             outcome: DecisionOutcome::Applied(applied),
         };
         let item = decision_item(&d, 3, None);
@@ -384,6 +391,7 @@ mod tests {
         let d = Decision {
             trade: &sell,
             sequence_number: "000002",
+            sub_sequence: None,
             outcome: DecisionOutcome::Rejected(rejection),
         };
         let item = decision_item(&d, 3, None);
