@@ -10,6 +10,7 @@ mod dashboard;
 mod demo;
 #[cfg(feature = "warehouse")]
 mod report;
+mod sweep;
 mod trades;
 #[cfg(feature = "warehouse")]
 mod warehouse;
@@ -76,6 +77,8 @@ enum Command {
     Trades(trades::TradesArgs),
     /// Recompute the checksum of every output the lake's manifests list; exits 4 on any mismatch.
     Verify(VerifyArgs),
+    /// Transform every raw file of a lake folder that has no manifest yet (a second sweep finds nothing).
+    Sweep(sweep::SweepArgs),
 }
 
 #[derive(Parser)]
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
         Command::Sql(args) => warehouse::run_sql(args).map(|_| ExitCode::SUCCESS),
         Command::Trades(args) => trades::run(args).map(|_| ExitCode::SUCCESS),
         Command::Verify(args) => run_verify(args),
+        Command::Sweep(args) => sweep::run(args).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

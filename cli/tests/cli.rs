@@ -130,6 +130,92 @@ fn verify_passes_on_what_transform_wrote_and_exits_4_on_a_changed_or_missing_out
 }
 
 #[test]
+fn sweep_transforms_what_has_no_manifest_and_a_second_sweep_finds_nothing() -> Result<()> {
+    // GIVEN a lake with one file transformed and two landed since without being processed
+    let dir = tempfile::tempdir()?;
+    let done = "lake/raw/proveedores/year=2025/month=04/day=30/p.csv";
+    generate_and_transform(dir.path(), "proveedores", done, "50", "0")?;
+    for (dataset, out) in [
+        (
+            "clientes",
+            "lake/raw/clientes/year=2025/month=05/day=01/c.csv",
+        ),
+        (
+            "transacciones",
+            "lake/raw/transacciones/year=2025/month=05/day=01/t.csv",
+        ),
+    ] {
+        let gen = lago(
+            &[
+                "generate",
+                "--dataset",
+                dataset,
+                "--rows",
+                "40",
+                "--out",
+                out,
+            ],
+            dir.path(),
+        )?;
+        assert!(
+            gen.status.success(),
+            "{}",
+            String::from_utf8_lossy(&gen.stderr)
+        );
+    }
+    std::fs::create_dir_all(dir.path().join("lake/raw/trades"))?;
+    std::fs::write(
+        dir.path().join("lake/raw/trades/batch.ndjson.gz"),
+        b"not a dataset file",
+    )?;
+
+    // WHEN the lake is swept
+    let first = lago(&["sweep", "--lake", "lake", "--json"], dir.path())?;
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout)?;
+
+    // THEN exactly the two unprocessed files are transformed, each to its manifest
+    assert_eq!(report["listed"], 4, "{report}");
+    assert_eq!(report["processed"], 1, "{report}");
+    assert_eq!(report["ignored"], 1, "{report}");
+    assert_eq!(report["unprocessed"], 2, "{report}");
+    let swept: Vec<&str> = report["transformed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["key"].as_str())
+        .collect();
+    assert_eq!(
+        swept,
+        [
+            "raw/clientes/year=2025/month=05/day=01/c.csv",
+            "raw/transacciones/year=2025/month=05/day=01/t.csv"
+        ]
+    );
+    for t in report["transformed"].as_array().into_iter().flatten() {
+        assert_eq!(t["rows_in"], 40, "{t}");
+        let manifest = t["manifest"].as_str().unwrap_or_default();
+        assert!(
+            dir.path().join("lake").join(manifest).is_file(),
+            "{manifest}"
+        );
+    }
+
+    // WHEN it is swept again THEN there is nothing left to do
+    let second = lago(&["sweep", "--lake", "lake", "--json"], dir.path())?;
+    let again: serde_json::Value = serde_json::from_slice(&second.stdout)?;
+    assert_eq!(
+        (again["processed"].as_u64(), again["unprocessed"].as_u64()),
+        (Some(3), Some(0))
+    );
+    Ok(())
+}
+
+#[test]
 fn a_file_rejected_whole_exits_3_and_still_prints_its_manifest() -> Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("x.csv"), "foo,bar\n1,2\n")?;

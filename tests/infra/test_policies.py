@@ -131,6 +131,12 @@ def policy_documents() -> Iterator[tuple[str, Any]]:
 # (issue, detail pattern, why it is not a defect)
 NOT_DEFECTS = [
     (
+        "RESOURCE_MISMATCH",
+        r'"action": "states:DescribeExecution", "required_format": "arn:\*:states:\*:\*:express:',
+        "DescribeExecution takes standard executions (arn:…:execution:<state machine>:<name>) too; "
+        "parliament's table lists only the express form",
+    ),
+    (
         "UNKNOWN_CONDITION_FOR_ACTION",
         r"Unknown condition aws:(ViaAWSService|PrincipalIsAWSService) for action",
         "global condition keys, valid on every action; parliament's tables list only service keys",

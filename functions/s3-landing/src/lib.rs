@@ -1,6 +1,9 @@
 //! The `s3-landing` function's handler: reads either S3 event shape into landed objects and
 //! hands them to [`lago::ingest::landing::land`]. Kept out of `main.rs` so the tests drive it
 //! with an in-memory Step Functions and the sample events of `events/s3-landing/`.
+//!
+//! On a schedule it is invoked with `{"action": "sweep"}` instead ([`sweep`]): it starts the
+//! executions of raw files of the look-back window that have no manifest, under the same names.
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::s3::S3Event;
@@ -8,6 +11,7 @@ use chrono::{DateTime, Utc};
 use lago::ingest::landing::{
     decode_key, land, ExecutionStarter, InvalidRecord, LandedObject, LandingReport, StartError,
 };
+use lago::ingest::sweep::{self as sweeper, RawObjects, SweepError, SweepReport};
 use lago::runtime::env::{ConfigError, Env};
 use lago::runtime::metrics::{Emf, Unit};
 use lago::runtime::{Classified, ErrorKind};
@@ -20,8 +24,10 @@ use serde_json::Value;
 pub struct Config {
     /// `STATE_MACHINE_ARN`: the ingest state machine.
     pub state_machine_arn: String,
-    /// `LAKE_BUCKET` (optional): events of other buckets are ignored.
+    /// `LAKE_BUCKET` (optional): events of other buckets are ignored; the bucket swept.
     pub lake_bucket: Option<String>,
+    /// `SWEEP_LOOKBACK_HOURS` (1–2160, default 48): how far back a sweep looks.
+    pub sweep_lookback_hours: u32,
 }
 
 impl Config {
@@ -33,13 +39,16 @@ impl Config {
         Ok(Config {
             state_machine_arn: env.required("STATE_MACHINE_ARN")?,
             lake_bucket: env.optional("LAKE_BUCKET"),
+            sweep_lookback_hours: env.in_range("SWEEP_LOOKBACK_HOURS", 48u32, 1..=2160)?,
         })
     }
 }
 
 /// What the handler needs, built once per container.
-pub struct Deps<S> {
+pub struct Deps<S, R> {
     pub starter: S,
+    /// The lake's raw objects and manifests, for sweeps.
+    pub raw: R,
     pub config: Config,
 }
 
@@ -58,13 +67,22 @@ pub enum LandingError {
         #[source]
         source: StartError,
     },
+    #[error("invalid sweep: {0}")]
+    InvalidSweep(String),
+    #[error("the sweep could not read the lake")]
+    Sweep(#[source] SweepError),
 }
 
 impl Classified for LandingError {
     fn kind(&self) -> ErrorKind {
         match self {
-            LandingError::UnknownEvent(_) | LandingError::Malformed(_) => ErrorKind::InvalidInput,
+            LandingError::UnknownEvent(_)
+            | LandingError::Malformed(_)
+            | LandingError::InvalidSweep(_) => ErrorKind::InvalidInput,
             LandingError::StartFailed { .. } => ErrorKind::Retryable,
+            LandingError::Sweep(e) => {
+                lago::aws::s3::S3Error::kind_in_chain(e).unwrap_or(ErrorKind::Retryable)
+            }
         }
     }
 }
@@ -186,10 +204,84 @@ pub fn objects(event: Value) -> Result<Vec<Result<LandedObject, InvalidRecord>>,
     ))
 }
 
+/// One invocation: `{"action": "sweep", …}` sweeps, anything else is an S3 event.
+pub async fn dispatch<S: ExecutionStarter, R: RawObjects>(
+    deps: &Deps<S, R>,
+    event: LambdaEvent<Value>,
+) -> Result<Value, LandingError> {
+    let to_value = |v: Result<Value, serde_json::Error>| v.map_err(LandingError::Malformed);
+    if event.payload.get("action").and_then(Value::as_str) == Some("sweep") {
+        to_value(serde_json::to_value(
+            sweep(deps, &event.payload, Utc::now()).await?,
+        ))
+    } else {
+        to_value(serde_json::to_value(handle(deps, event).await?))
+    }
+}
+
+/// `{"action": "sweep", "lookback_hours"?: N}`: starts an execution for every raw file of the
+/// lake modified in the last `N` hours (default `SWEEP_LOOKBACK_HOURS`) that has no manifest.
+/// Emits `RawFilesUnprocessed` (the alarm on it notifies) and `SweepStarted`; fails, to be run
+/// again, when a start failed for a reason that may pass.
+pub async fn sweep<S: ExecutionStarter, R: RawObjects>(
+    deps: &Deps<S, R>,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> Result<SweepReport, LandingError> {
+    let Some(bucket) = deps.config.lake_bucket.as_deref() else {
+        return Err(LandingError::InvalidSweep(
+            "LAKE_BUCKET is not set: there is no lake to sweep".into(),
+        ));
+    };
+    let hours = match payload.get("lookback_hours") {
+        None => u64::from(deps.config.sweep_lookback_hours),
+        Some(v) => v
+            .as_u64()
+            .filter(|h| (1..=2160).contains(h))
+            .ok_or_else(|| {
+                LandingError::InvalidSweep(format!("lookback_hours {v} is not 1–2160"))
+            })?,
+    };
+    let since = now - chrono::Duration::hours(hours as i64);
+    let mut report = sweeper::sweep(&deps.raw, &deps.starter, bucket, since)
+        .await
+        .map_err(LandingError::Sweep)?;
+    Emf::for_function("s3-landing")
+        .metric("RawFilesSwept", Unit::Count, report.listed.into())
+        .metric(
+            "RawFilesUnprocessed",
+            Unit::Count,
+            report.unprocessed.into(),
+        )
+        .metric("SweepStarted", Unit::Count, report.started.into())
+        .metric("SweepStartFailures", Unit::Count, report.failed.into())
+        .emit();
+    for r in &report.records {
+        tracing::warn!(key = ?r.key, outcome = r.outcome, execution = ?r.execution_name, "raw file without a manifest");
+    }
+    tracing::info!(
+        since = %since,
+        listed = report.listed,
+        processed = report.processed,
+        unprocessed = report.unprocessed,
+        started = report.started,
+        already_started = report.already_started,
+        failed = report.failed,
+        "swept"
+    );
+    if let Some(source) = report.retryable_error.take() {
+        return Err(LandingError::StartFailed {
+            failed: report.failed,
+            source,
+        });
+    }
+    Ok(report)
+}
+
 /// One invocation: land every object of the event; fail (so the event is delivered again) only
 /// when a start failed for a reason that may pass.
-pub async fn handle<S: ExecutionStarter>(
-    deps: &Deps<S>,
+pub async fn handle<S: ExecutionStarter, R>(
+    deps: &Deps<S, R>,
     event: LambdaEvent<Value>,
 ) -> Result<LandingReport, LandingError> {
     let started = std::time::Instant::now();
@@ -233,7 +325,7 @@ pub async fn handle<S: ExecutionStarter>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lago::ingest::memory::{MemoryStarter, StartErrorKind};
+    use lago::ingest::memory::{MemoryRawObjects, MemoryStarter, StartErrorKind};
     use lambda_runtime::Context;
 
     const S3_NOTIFICATION: &str = include_str!(concat!(
@@ -245,13 +337,15 @@ mod tests {
         "/../../events/s3-landing/eventbridge-object-created.json"
     ));
 
-    fn deps() -> Deps<MemoryStarter> {
+    fn deps() -> Deps<MemoryStarter, MemoryRawObjects> {
         Deps {
             starter: MemoryStarter::default(),
+            raw: MemoryRawObjects::default(),
             config: Config {
                 state_machine_arn: "arn:aws:states:us-east-1:123456789012:stateMachine:ingest"
                     .into(),
                 lake_bucket: Some("lago-lake-dev".into()),
+                sweep_lookback_hours: 48,
             },
         }
     }
@@ -302,6 +396,9 @@ mod tests {
             let path = entry?.path();
             let deps = deps();
             let body = std::fs::read_to_string(&path)?;
+            if serde_json::from_str::<Value>(&body)?.get("action").is_some() {
+                continue; // sweep.json: its own test
+            }
             let report = handle(&deps, event(&body)?).await?;
             assert!(report.started >= 1, "{}", path.display());
             // The same event again: nothing new starts.
@@ -398,8 +495,56 @@ mod tests {
             c,
             Ok(Config {
                 state_machine_arn: "arn:x".into(),
-                lake_bucket: None
+                lake_bucket: None,
+                sweep_lookback_hours: 48,
             })
         );
+    }
+
+    #[tokio::test]
+    async fn a_sweep_starts_what_has_no_manifest_and_refuses_a_bad_window() -> anyhow::Result<()> {
+        // GIVEN a raw file of yesterday whose event never arrived
+        let deps = deps();
+        let now = Utc::now();
+        deps.raw
+            .objects
+            .lock()
+            .map(|mut o| {
+                o.push(lago::ingest::sweep::RawObject {
+                    key: "raw/proveedores/p.csv".into(),
+                    version_id: Some("v1".into()),
+                    etag: Some("e1".into()),
+                    size: 3,
+                    last_modified: now - chrono::Duration::hours(20),
+                })
+            })
+            .ok();
+        // WHEN a sweep of the last 12 hours runs THEN it does not see it
+        let narrow = sweep(&deps, &serde_json::json!({"lookback_hours": 12}), now).await?;
+        assert_eq!((narrow.listed, narrow.started), (0, 0));
+        // WHEN the sample sweep (the default window, 48 h) runs THEN it is started, once
+        let sample: Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../events/s3-landing/sweep.json"
+        )))?;
+        let report = sweep(&deps, &sample, now).await?;
+        assert_eq!(
+            (report.listed, report.unprocessed, report.started),
+            (1, 1, 1)
+        );
+        assert_eq!(deps.starter.executions().len(), 1);
+        // AND a window outside 1–2160 hours is refused
+        for bad in [
+            serde_json::json!({"lookback_hours": 0}),
+            serde_json::json!({"lookback_hours": "2"}),
+        ] {
+            let err = sweep(&deps, &bad, now).await.err();
+            assert_eq!(
+                err.map(|e| e.kind()),
+                Some(ErrorKind::InvalidInput),
+                "{bad}"
+            );
+        }
+        Ok(())
     }
 }

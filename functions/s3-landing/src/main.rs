@@ -1,11 +1,13 @@
 //! `s3-landing` — the ingest trigger. Invoked by S3 (bucket notification) or EventBridge (S3
 //! "Object Created") for every object written under `raw/`; starts one execution of the ingest
 //! state machine per new CSV file of a known dataset, named after the object's identity so a
-//! duplicated event never starts a second run. See `docs/functions.md`.
+//! duplicated event never starts a second run. Invoked on a schedule with `{"action": "sweep"}`,
+//! starts the runs of raw files that never got one. See `docs/functions.md`.
 
+use lago::aws::s3::S3RawObjects;
 use lago::aws::sfn::SfnStarter;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use s3_landing::{handle, Config, Deps};
+use s3_landing::{dispatch, Config, Deps};
 use serde_json::Value;
 
 #[tokio::main]
@@ -15,10 +17,20 @@ async fn main() -> Result<(), Error> {
     let sdk = lago::aws::sdk_config().await;
     let starter = SfnStarter::new(aws_sdk_sfn::Client::new(&sdk), &config.state_machine_arn);
     starter.warm().await;
-    let deps = Deps { starter, config };
+    let raw = S3RawObjects::new(
+        lago::aws::s3::client(&sdk),
+        config.lake_bucket.clone().unwrap_or_default(),
+    );
+    let deps = Deps {
+        starter,
+        raw,
+        config,
+    };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(deps, event).await.map_err(lago::runtime::diagnostic)
+        dispatch(deps, event)
+            .await
+            .map_err(lago::runtime::diagnostic)
     }))
     .await
 }

@@ -19,12 +19,14 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_s3::Client;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tracing::{debug, instrument, warn};
 
 use super::{http_status, is_transient};
 use crate::ingest::statements::{ManifestError, ManifestReader};
+use crate::ingest::sweep::{RawObject, RawObjects};
 use crate::ingest::task::S3Uri;
 use crate::integrity::{self, ChecksumMismatch, Hasher, ObjectChecksum, Written};
 use crate::lake::{LakeError, LakeRead, LakeStore, ObjectSink};
@@ -769,6 +771,94 @@ impl Read for S3Reader {
                         source: Box::new(e),
                     }
                     .into_io())
+                }
+            }
+        }
+    }
+}
+
+/// The lake's raw objects and manifests, for the sweeper ([`RawObjects`]).
+#[derive(Clone)]
+pub struct S3RawObjects {
+    client: Client,
+    bucket: String,
+}
+
+impl S3RawObjects {
+    pub fn new(client: Client, bucket: impl Into<String>) -> S3RawObjects {
+        S3RawObjects {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+}
+
+impl RawObjects for S3RawObjects {
+    /// ListObjectVersions of `raw/`, current versions only (no delete marker): the version id
+    /// is part of a file's identity in a versioned bucket, as in its S3 event.
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    async fn list_raw(&self, since: DateTime<Utc>) -> Result<Vec<RawObject>, BoxError> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix("raw/")
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| S3Error::new("ListObjectVersions", &self.bucket, "raw/", e))?;
+            for v in page.versions() {
+                let modified = v
+                    .last_modified()
+                    .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                let (Some(key), Some(modified), true) =
+                    (v.key(), modified, v.is_latest().unwrap_or(false))
+                else {
+                    continue;
+                };
+                if modified < since {
+                    continue;
+                }
+                out.push(RawObject {
+                    key: key.to_string(),
+                    version_id: v.version_id().map(str::to_owned),
+                    etag: v.e_tag().map(|e| e.trim_matches('"').to_string()),
+                    size: v.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                    last_modified: modified,
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    #[instrument(skip(self), fields(bucket = %self.bucket))]
+    async fn has_manifest(&self, key: &str) -> Result<bool, BoxError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = S3Error::new("HeadObject", &self.bucket, key, e);
+                if e.kind == ErrorKind::NotFound {
+                    Ok(false)
+                } else {
+                    Err(Box::new(e))
                 }
             }
         }

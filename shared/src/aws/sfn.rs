@@ -1,5 +1,6 @@
 //! Step Functions as the landing function's [`ExecutionStarter`].
 
+use aws_sdk_sfn::operation::describe_execution::DescribeExecutionError;
 use aws_sdk_sfn::operation::start_execution::StartExecutionError;
 use aws_sdk_sfn::Client;
 use tracing::instrument;
@@ -36,6 +37,35 @@ impl SfnStarter {
 }
 
 impl ExecutionStarter for SfnStarter {
+    /// DescribeExecution of `<state machine's execution prefix>:<name>`.
+    #[instrument(skip(self), fields(state_machine = %self.state_machine_arn))]
+    async fn execution_exists(&self, name: &str) -> Result<bool, StartError> {
+        let arn = format!(
+            "{}:{name}",
+            self.state_machine_arn
+                .replacen(":stateMachine:", ":execution:", 1)
+        );
+        match self
+            .client
+            .describe_execution()
+            .execution_arn(arn)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(DescribeExecutionError::ExecutionDoesNotExist(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) if is_transient(&e) => Err(StartError::Transient(Box::new(e))),
+            Err(e) => Err(StartError::Unavailable(Box::new(e))),
+        }
+    }
+
     #[instrument(skip(self, input), fields(state_machine = %self.state_machine_arn))]
     async fn start_execution(
         &self,

@@ -253,6 +253,12 @@ pub trait ExecutionStarter: Send + Sync {
         name: &str,
         input: &str,
     ) -> impl Future<Output = Result<StartedExecution, StartError>> + Send;
+
+    /// Whether an execution of that name exists, running or ended. (Starting a running
+    /// execution again with the same input succeeds without a second run, so only this tells
+    /// the sweeper that a file is in hand.)
+    fn execution_exists(&self, name: &str)
+        -> impl Future<Output = Result<bool, StartError>> + Send;
 }
 
 /// A record of an event that could not be read as an object (missing key, bad escape).

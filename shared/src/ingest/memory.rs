@@ -21,6 +21,7 @@ use super::task::{S3Uri, SecretError, SecretSource};
 use crate::contract::{Dataset, SCHEMA_VERSION};
 use crate::integrity::Written;
 use crate::lake::{LakeError, LakeRead, LakeStore, ObjectSink};
+use crate::runtime::BoxError;
 use crate::transform::{Manifest, OutputObject, Outputs, RawSource, SourceInfo, Status};
 
 /// Runs a future to completion on the current thread (the fakes never wait on I/O, so tests of
@@ -60,6 +61,30 @@ pub enum StartErrorKind {
     Refused,
 }
 
+/// Raw objects and manifests in memory, for the sweeper.
+#[derive(Debug, Default)]
+pub struct MemoryRawObjects {
+    pub objects: Mutex<Vec<super::sweep::RawObject>>,
+    pub manifests: Mutex<std::collections::HashSet<String>>,
+}
+
+impl super::sweep::RawObjects for MemoryRawObjects {
+    async fn list_raw(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<super::sweep::RawObject>, BoxError> {
+        Ok(lock(&self.objects)
+            .iter()
+            .filter(|o| o.last_modified >= since)
+            .cloned()
+            .collect())
+    }
+
+    async fn has_manifest(&self, key: &str) -> Result<bool, BoxError> {
+        Ok(lock(&self.manifests).contains(key))
+    }
+}
+
 /// Step Functions in memory: execution names are unique, as in the service.
 #[derive(Debug, Default)]
 pub struct MemoryStarter {
@@ -80,6 +105,10 @@ impl MemoryStarter {
 }
 
 impl ExecutionStarter for MemoryStarter {
+    async fn execution_exists(&self, name: &str) -> Result<bool, StartError> {
+        Ok(lock(&self.executions).iter().any(|(n, _)| n == name))
+    }
+
     async fn start_execution(
         &self,
         name: &str,

@@ -13,4 +13,5 @@ pub mod landing;
 #[cfg(any(test, feature = "local"))]
 pub mod memory;
 pub mod statements;
+pub mod sweep;
 pub mod task;

@@ -743,6 +743,12 @@ fn timed<T>(acc: &mut Duration, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// The key of the manifest the transform of `req` writes (its commit marker): what tells a
+/// processed file from one still to process.
+pub fn manifest_key(req: &TransformRequest) -> String {
+    Names::new(req, &req.source).manifest
+}
+
 /// Output name prefixes of one source file.
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
