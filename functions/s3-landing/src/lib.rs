@@ -396,7 +396,10 @@ mod tests {
             let path = entry?.path();
             let deps = deps();
             let body = std::fs::read_to_string(&path)?;
-            if serde_json::from_str::<Value>(&body)?.get("action").is_some() {
+            if serde_json::from_str::<Value>(&body)?
+                .get("action")
+                .is_some()
+            {
                 continue; // sweep.json: its own test
             }
             let report = handle(&deps, event(&body)?).await?;
