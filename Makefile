@@ -2,6 +2,8 @@
 #   make demo   runs the product end to end on embedded defaults (no AWS account);
 #               ARGS="--size medium --open" passes options to `lago demo`
 #   make test   sets up everything the tests need and runs every test
+#   make fuzz   runs every fuzz target for FUZZ_SECONDS each (nightly, cargo-fuzz); `make test`
+#               replays the committed corpus instead
 #
 # Builds go to a directory outside the clone so repeated runs (and CI on the same machine) reuse
 # them; override with CARGO_TARGET_DIR. The Python tools live in a venv keyed by the pins.
@@ -9,7 +11,9 @@
 LAGO_CACHE ?= $(HOME)/.cache/lago
 export CARGO_TARGET_DIR ?= $(LAGO_CACHE)/target
 
-.PHONY: demo test bench lint fmt
+FUZZ_SECONDS ?= 60
+
+.PHONY: demo test bench fuzz lint fmt
 demo:
 	@bash scripts/demo.sh $(ARGS)
 
@@ -18,6 +22,9 @@ test:
 
 bench:
 	bash scripts/bench.sh
+
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh $(FUZZ_TARGETS)
 
 lint:
 	cargo fmt --all --check

@@ -16,6 +16,8 @@ pub mod catalog;
 pub mod contract;
 pub mod dialect;
 #[cfg(any(test, feature = "local"))]
+pub mod fuzzing;
+#[cfg(any(test, feature = "local"))]
 pub mod generate;
 pub mod history;
 pub mod ingest;

@@ -1039,3 +1039,123 @@ fn generated_trm_files_reconcile_exactly() -> Result<()> {
     }
     Ok(())
 }
+
+/// The smallest chunks: the transform then reads 64 KiB at a time and cuts each chunk after the
+/// last record that ends in what it read.
+fn small_chunks(threads: usize) -> TransformOptions {
+    TransformOptions {
+        chunk_size: 4096,
+        ..opts(threads)
+    }
+}
+
+/// Rows of transactions padded so that the first read of [`small_chunks`] ends `into` bytes
+/// into `tail`, then `tail`.
+fn cut_inside(tail: &[u8], into: usize) -> Vec<u8> {
+    const FIRST_READ: usize = 64 * 1024;
+    let mut bytes = TX_HEADER.as_bytes().to_vec();
+    let mut i = 0;
+    while bytes.len() + 200 < FIRST_READ - into {
+        bytes.extend_from_slice(format!("T{i},2025-05-10,compra,Ana,1,2,solar\n").as_bytes());
+        i += 1;
+    }
+    let pad = FIRST_READ - into - bytes.len() - "P,2025-05-10,compra,,1,2,solar\n".len();
+    let name = "x".repeat(pad);
+    bytes.extend_from_slice(format!("P,2025-05-10,compra,{name},1,2,solar\n").as_bytes());
+    assert_eq!(bytes.len(), FIRST_READ - into);
+    bytes.extend_from_slice(tail);
+    bytes
+}
+
+/// Transforms [`cut_inside`]`(tail, into)` on one thread and two, and checks that every line
+/// is a row (the header aside) and that `ragged` of them are ragged.
+fn ragged_rows_across_a_cut(name: &str, tail: &[u8], into: usize, ragged: u64) -> Result<()> {
+    let bytes = cut_inside(tail, into);
+    for threads in [1, 2] {
+        // WHEN it is transformed
+        let run = run_bytes(Dataset::Transacciones, name, &bytes, &small_chunks(threads))?;
+        let m = &run.manifest;
+        let rows = (bytes.iter().filter(|&&b| b == b'\n').count() - 1) as u64;
+        assert_eq!(m.rows_in, rows, "threads={threads}");
+        assert_eq!(
+            m.rejects_by_reason.get("ragged_row"),
+            Some(&ragged),
+            "threads={threads}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_quote_after_a_lone_carriage_return_stays_one_field_across_a_chunk_cut() -> Result<()> {
+    // GIVEN a record ended by a lone carriage return, then a quoted field holding a line feed
+    // after which the first chunk is cut
+    let tail = b"TZ,2025-05-10,compra,Ana,1,2,solar\r\"T2\n,2025-05-10,compra,Ana,1,2,solar\"\n";
+    // THEN the quoted field is one record, as the CSV parser reads the whole file: one ragged
+    // row, not two halves
+    ragged_rows_across_a_cut("cr.csv", tail, 40, 1)
+}
+
+#[test]
+fn a_byte_order_mark_inside_the_file_is_data_where_a_chunk_starts() -> Result<()> {
+    // GIVEN a byte-order mark and a quote starting the second chunk: inside a file they are data,
+    // so the quote is a literal and the line feed after it ends the record
+    let tail = b"\xef\xbb\xbf\"aaaaaaaaaaaaaaa\nb\"\nT2,2025-05-10,compra,Ana,1,2,solar\n";
+    // THEN both lines are records (ragged), and the row after them is read as it is
+    ragged_rows_across_a_cut("bom.csv", tail, 0, 2)
+}
+
+#[test]
+fn blank_lines_filling_the_first_chunk_do_not_make_the_header_a_row() -> Result<()> {
+    // GIVEN a rate file whose header starts after 64 KiB of blank lines, so the first chunk
+    // holds nothing but blank lines
+    let header = "valor,unidad,vigenciadesde,vigenciahasta,observaciones\n";
+    let mut csv = "\n".repeat(64 * 1024 - 40);
+    csv.push_str(header);
+    csv.push_str("4123.45,COP,2025-05-10,2025-05-12,ok\n");
+    for threads in [1, 2] {
+        // WHEN it is transformed
+        let run = run_bytes(
+            Dataset::Trm,
+            "blank.csv",
+            csv.as_bytes(),
+            &small_chunks(threads),
+        )?;
+        // THEN the header is the header, read whole, and the one rate is the one row
+        let m = &run.manifest;
+        assert_eq!((m.rows_in, m.rows_ok), (1, 1), "{:?}", m.rejects_by_reason);
+        assert_eq!(m.ignored_columns, vec!["observaciones"]);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_quoted_field_open_across_a_read_stays_one_record() -> Result<()> {
+    // GIVEN a name in quotes holding line feeds, opened just before the end of the first read
+    // and closed far into the next
+    let mut tail = b"TQ,2025-05-10,compra,\"Ana\n".to_vec();
+    for _ in 0..8_000 {
+        tail.extend_from_slice(b"still quoted\n");
+    }
+    tail.extend_from_slice(b"\",1,2,solar\nTR,2025-05-10,compra,Ana,1,2,solar\n");
+    let bytes = cut_inside(&tail, 40);
+    let before = bytes.len() - tail.len();
+    for threads in [1, 2] {
+        // WHEN it is transformed
+        let run = run_bytes(
+            Dataset::Transacciones,
+            "q.csv",
+            &bytes,
+            &small_chunks(threads),
+        )?;
+        // THEN the quoted record is one row, and the one after it another
+        let m = &run.manifest;
+        let rows = bytes[..before].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        assert_eq!(
+            m.rows_in, rows,
+            "threads={threads} {:?}",
+            m.rejects_by_reason
+        );
+    }
+    Ok(())
+}

@@ -5,6 +5,9 @@
 //! On a schedule it is invoked with `{"action": "sweep"}` instead ([`sweep`]): it starts the
 //! executions of raw files of the look-back window that have no manifest, under the same names.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::s3::S3Event;
 use chrono::{DateTime, Utc};

@@ -48,10 +48,12 @@ pub fn decode_key(raw: &str) -> Result<String, KeyDecodeError> {
                 i += 1;
             }
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| {
-                    let h = std::str::from_utf8(h).ok()?;
-                    u8::from_str_radix(h, 16).ok()
-                });
+                // Two hex digits, nothing else (`from_str_radix` would take `+f` for `0f`).
+                let digit = |c: u8| char::from(c).to_digit(16);
+                let hex = match bytes.get(i + 1..i + 3) {
+                    Some(&[hi, lo]) => digit(hi).zip(digit(lo)).map(|(h, l)| (h * 16 + l) as u8),
+                    _ => None,
+                };
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -456,6 +458,26 @@ mod tests {
             Err(KeyDecodeError::NotUtf8 { .. })
         ));
         Ok(())
+    }
+
+    #[test]
+    fn an_escape_is_two_hex_digits_and_no_sign() {
+        // GIVEN escapes whose two characters a number parser would read as a signed hex number
+        for raw in [
+            "raw/c/a%+f.csv",
+            "raw/c/a%+1.csv",
+            "raw/c/a%-1.csv",
+            "raw/c/a% f.csv",
+        ] {
+            // THEN they are bad escapes, not bytes
+            assert!(
+                matches!(
+                    decode_key(raw),
+                    Err(KeyDecodeError::BadEscape { at: 7, .. })
+                ),
+                "{raw}"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //!
 //! A record ends at a line feed outside quotes. Quotes only open at the start of a field (a quote
 //! inside an unquoted field is a literal, as RFC 4180 readers treat it), and `""` inside quotes
-//! is an escaped quote; the state carries over from one chunk to the next.
+//! is an escaped quote; the state carries over from one chunk to the next. A lone carriage
+//! return ends a record too for the parser (`\r`, `\n` and `\r\n` all do), so a quote after it
+//! opens a field; chunks are still only cut after line feeds. A byte-order mark at the start of
+//! the input is no part of the first field, as the parser drops it.
 
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
@@ -28,7 +31,7 @@ pub struct Chunk {
 }
 
 /// The least the chunker asks of the input at once.
-const MIN_READ: usize = 64 * 1024;
+pub(crate) const MIN_READ: usize = 64 * 1024;
 
 /// Chunk buffers handed back once their chunk is done with, for later chunks to fill again: a
 /// buffer that was used before costs no allocation, no page faults and no zero-fill, and is
@@ -72,12 +75,14 @@ pub struct Chunker<R> {
     input: R,
     delimiter: u8,
     target: usize,
-    /// Bytes read but not yet handed out (a partial record), and the scan state at its start.
+    /// Bytes read but not yet handed out (a partial record), and the scan state at its end.
     carry: Vec<u8>,
     carry_state: State,
     next_line: u64,
     seq: u64,
     eof: bool,
+    /// Nothing scanned yet: a byte-order mark may still start the input.
+    at_start: bool,
     /// Largest record accepted: a quote that never closes must not swallow the whole file.
     max_record: usize,
     buffers: Option<Buffers>,
@@ -94,6 +99,7 @@ impl<R: Read> Chunker<R> {
             next_line: first_line,
             seq: 0,
             eof: false,
+            at_start: true,
             max_record: 64 << 20,
             buffers: None,
         }
@@ -129,7 +135,7 @@ impl<R: Read> Chunker<R> {
                     }
                     if stop > i {
                         let c = buf[stop - 1];
-                        state = if c == b'\n' || c == d {
+                        state = if c == b'\n' || c == b'\r' || c == d {
                             State::FieldStart
                         } else {
                             State::Unquoted
@@ -155,7 +161,7 @@ impl<R: Read> Chunker<R> {
                     } else if c == b'\n' {
                         last_end = Some(i + 1);
                         state = State::FieldStart;
-                    } else if c == d {
+                    } else if c == d || c == b'\r' {
                         state = State::FieldStart;
                     } else {
                         state = State::Unquoted;
@@ -186,10 +192,17 @@ impl<R: Read> Chunker<R> {
         }
         buf[..filled].copy_from_slice(&self.carry);
         self.carry.clear();
-        let mut scanned = 0;
+        // The carry was scanned already and holds no record end: scanning goes on after it, in
+        // the state it ended in (scanning it again from that state would read its quotes the
+        // wrong way round).
+        let mut scanned = filled;
         let mut state = self.carry_state;
         loop {
             if filled > scanned {
+                let bom = &crate::dialect::UTF8_BOM;
+                if std::mem::take(&mut self.at_start) && buf[..filled].starts_with(bom) {
+                    scanned = bom.len();
+                }
                 let (end, st) = self.scan(&buf[..filled], scanned, state);
                 scanned = filled;
                 if let Some(end) = end {
@@ -365,12 +378,12 @@ mod tests {
                     } else if c == b'\n' {
                         last_end = Some(i + 1);
                         state = State::FieldStart;
-                    } else if c == d {
+                    } else if c == d || c == b'\r' {
                         state = State::FieldStart;
                     } else {
                         // Skip ahead to the next byte that can change the state.
                         state = State::Unquoted;
-                        match memchr::memchr2(b'\n', d, &buf[i + 1..]) {
+                        match memchr::memchr3(b'\n', b'\r', d, &buf[i + 1..]) {
                             Some(off) => {
                                 i += off + 1;
                                 continue;
@@ -398,7 +411,7 @@ mod tests {
                     } else if c == b'\n' {
                         last_end = Some(i + 1);
                         state = State::FieldStart;
-                    } else if c == d {
+                    } else if c == d || c == b'\r' {
                         state = State::FieldStart;
                     } else {
                         state = State::Unquoted;
@@ -414,7 +427,7 @@ mod tests {
         #[test]
         fn scan_agrees_with_the_bytewise_state_machine(
             parts in proptest::collection::vec(proptest::sample::select(vec![
-                &b"a"[..], b"bc", b",", b";", b"\"", b"\"\"", b"\n", b"\r\n", b" ",
+                &b"a"[..], b"bc", b",", b";", b"\"", b"\"\"", b"\n", b"\r\n", b"\r", b" ",
             ]), 0..80),
             from in 0usize..8,
             start in 0usize..4,
@@ -426,6 +439,57 @@ mod tests {
             proptest::prop_assert_eq!(
                 c.scan(&buf, from, state),
                 scan_bytewise(b',', &buf, from, state)
+            );
+        }
+    }
+
+    #[test]
+    fn a_quoted_field_still_open_at_the_end_of_a_read_is_not_cut() -> io::Result<()> {
+        // GIVEN a quoted field holding line feeds that opens just before the end of the first
+        // read (64 KiB) and closes far into the next
+        let mut input = b"f\n".repeat(32_760);
+        let record = input.len();
+        input.extend_from_slice(b"a,\"x\n");
+        for _ in 0..10_000 {
+            input.extend_from_slice(b"still quoted\n");
+        }
+        input.extend_from_slice(b"\"\nb,c\n");
+        // WHEN it is cut into chunks
+        let out = chunks(&input, 4096)?;
+        // THEN no chunk ends inside the quotes
+        let mut at = 0;
+        for c in &out {
+            at += c.bytes.len();
+            assert!(
+                at <= record || at == input.len() - 4 || at == input.len(),
+                "cut at {at}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_quote_after_a_byte_order_mark_at_the_start_opens_a_field() -> io::Result<()> {
+        // GIVEN a byte-order mark, then a quoted field holding a line feed, never closed
+        let input = b"\xef\xbb\xbf\"\n:";
+        // WHEN it is cut into chunks
+        let out = chunks(input, 4096)?;
+        // THEN it is one record (the parser drops the mark), so one chunk
+        assert_eq!(out.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_quote_after_a_lone_carriage_return_opens_a_field() {
+        // GIVEN records ended by a lone carriage return (a terminator to the CSV parser), then
+        // a quoted field holding a line feed
+        let c = Chunker::new(&b""[..], b',', 4096, 1);
+        for buf in [&b"a\r\"x\ny"[..], b"\"a\"\r\"x\ny"] {
+            // WHEN scanned, THEN that line feed ends no record: the quotes are still open
+            assert_eq!(
+                c.scan(buf, 0, State::FieldStart),
+                (None, State::Quoted),
+                "{buf:?}"
             );
         }
     }

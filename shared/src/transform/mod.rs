@@ -34,11 +34,13 @@ use crate::dialect::{self, Encoding, GZIP_MAGIC, UTF8_BOM};
 use crate::lake::{self, LakeError, LakeStore, Zone};
 use crate::parse::DecimalSep;
 
+#[cfg(any(test, feature = "local"))]
+pub(crate) use chunker::MIN_READ;
 pub use chunker::{Buffers, Chunk, Chunker};
 pub use intervals::IntervalSet;
 pub use keys::KeySet;
 pub use manifest::{Manifest, OutputObject, Outputs, SourceInfo, StageTimes, Status};
-pub use records::for_each_record;
+pub use records::{for_each_record, RawRecord};
 pub use validate::mul_round;
 
 use output::OutputWriter;
@@ -249,7 +251,11 @@ impl<R: Read> Read for HashTap<R> {
     }
 }
 
-const SAMPLE: usize = 64 * 1024;
+/// The start of a file read to sniff its dialect and match its header.
+pub(crate) const SAMPLE: usize = 64 * 1024;
+/// The most the sample grows to hold the whole header (after blank lines, or a header longer
+/// than [`SAMPLE`]).
+const MAX_SAMPLE: usize = 16 * SAMPLE;
 
 /// The encoding of a file, once decided.
 struct DecidedEncoding {
@@ -429,12 +435,20 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Reads the first [`SAMPLE`] bytes and decides the delimiter and, when the sample shows
-    /// it, the encoding; `None` for a file with nothing but white space.
+    /// Reads the first [`SAMPLE`] bytes (more, up to [`MAX_SAMPLE`], until they hold the whole
+    /// header) and decides the delimiter and, when the sample shows it, the encoding; `None`
+    /// for a file with nothing but white space.
     fn sniff(&self, decoded: &mut impl Read, base: &mut Manifest) -> io::Result<Option<Sniffed>> {
-        let mut sample = vec![0u8; SAMPLE];
-        let n = chunker::read_full(decoded, &mut sample)?;
-        sample.truncate(n);
+        let mut sample = Vec::new();
+        loop {
+            let start = sample.len();
+            sample.resize(start + SAMPLE, 0);
+            let n = chunker::read_full(decoded, &mut sample[start..])?;
+            sample.truncate(start + n);
+            if n < SAMPLE || sample.len() >= MAX_SAMPLE || holds_header(&sample) {
+                break;
+            }
+        }
         let bom = sample.starts_with(&UTF8_BOM);
         if bom {
             sample.drain(..3);
@@ -491,7 +505,7 @@ impl<'a> Run<'a> {
         let mut first = true;
         loop {
             match chunks.next_chunk() {
-                Ok(Some(c)) => for_each_record(&c.bytes, delimiter, c.first_line, |_| {
+                Ok(Some(c)) => c.for_each_record(delimiter, |_| {
                     if first {
                         first = false;
                     } else {
@@ -640,6 +654,22 @@ impl<'a> Run<'a> {
             self.started,
         )
     }
+}
+
+/// Whether `sample` (the start of a file) holds its header whole: a record, after any blank
+/// lines, that ends within it. Matching a header cut short would take its last column for
+/// another, or miss it.
+fn holds_header(sample: &[u8]) -> bool {
+    let sample = sample.strip_prefix(&UTF8_BOM).unwrap_or(sample);
+    if sample.iter().all(u8::is_ascii_whitespace) {
+        return false;
+    }
+    let mut ends_inside = false;
+    for_each_record(sample, dialect::sniff_delimiter(sample), 1, |header| {
+        ends_inside = header.start + header.raw.len() < sample.len();
+        false
+    });
+    ends_inside
 }
 
 /// Matches the header of the sample against `contract` (ignored and missing columns go to the
@@ -908,6 +938,21 @@ fn chunk_encoding(dialect: &mut DecidedEncoding, chunk: &Chunk) -> Encoding {
 /// Chunks waiting for a worker, and results waiting for the writer.
 const QUEUE_DEPTH: usize = 2;
 
+/// Which chunk's first record is the header, decided chunk by chunk in input order.
+#[derive(Default)]
+struct HeaderSkip {
+    seen: bool,
+}
+
+impl HeaderSkip {
+    /// Whether `chunk` starts with the header: it is the first chunk to hold a record.
+    fn skips(&mut self, chunk: &Chunk) -> bool {
+        let skip = !self.seen && chunk.holds_record();
+        self.seen |= skip;
+        skip
+    }
+}
+
 fn run_pipeline<R: Read + Send>(
     input: R,
     ctx: &FileContext,
@@ -933,6 +978,9 @@ fn run_pipeline<R: Read + Send>(
             _ => Ok(()),
         }
     };
+    // The header is the file's first record, in the first chunk that holds one: chunks of
+    // nothing but blank lines may come before it.
+    let mut header = HeaderSkip::default();
     if threads == 1 {
         loop {
             check(writer.rows_in())?;
@@ -942,7 +990,7 @@ fn run_pipeline<R: Read + Send>(
                 Err(e) => return Err(PipelineError::Read(e, writer.rows_in())),
             };
             let enc = chunk_encoding(dialect, &chunk);
-            let skip = chunk.seq == 0;
+            let skip = header.skips(&chunk);
             writer.accept(process_chunk(ctx, chunk, enc, skip))?;
         }
     }
@@ -950,15 +998,14 @@ fn run_pipeline<R: Read + Send>(
     // Short queues, whatever the thread count: the reader outpaces the workers and the writer
     // is the slowest stage, so deeper queues only hold more chunks in memory (each queued
     // result is a chunk and its Arrow batch, a few MiB).
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<(Chunk, Encoding)>(QUEUE_DEPTH);
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<(Chunk, Encoding, bool)>(QUEUE_DEPTH);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<ChunkResult>(QUEUE_DEPTH);
     std::thread::scope(|s| {
         for _ in 0..threads {
             let work_rx = work_rx.clone();
             let done_tx = done_tx.clone();
             s.spawn(move || {
-                for (chunk, enc) in work_rx {
-                    let skip = chunk.seq == 0;
+                for (chunk, enc, skip) in work_rx {
                     if done_tx.send(process_chunk(ctx, chunk, enc, skip)).is_err() {
                         break;
                     }
@@ -988,7 +1035,8 @@ fn run_pipeline<R: Read + Send>(
                 Ok(Some(c)) => {
                     rows_estimate += c.lines;
                     let enc = chunk_encoding(dialect, &c);
-                    if work_tx.send((c, enc)).is_err() {
+                    let skip = header.skips(&c);
+                    if work_tx.send((c, enc, skip)).is_err() {
                         break Ok(());
                     }
                 }

@@ -1,6 +1,8 @@
 //! Splitting a chunk into CSV records (RFC 4180): a byte-class fast path for records without
 //! quotes, `csv_core` for the rest.
 
+use super::chunker::Chunk;
+
 /// Where one field of a record lies in its record's buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct FieldSpan {
@@ -82,38 +84,66 @@ fn needs_look(x: u64, delimiters: u64) -> u64 {
         | zero((x & (ONES * 0xfc)) ^ (ONES * 0xe0))
 }
 
-/// Calls `f` for each record of `bytes` (RFC 4180 with the given delimiter).
+/// Calls `f` for each record of `bytes` (RFC 4180 with the given delimiter), `bytes` being the
+/// start of the input.
 pub fn for_each_record(
     bytes: &[u8],
     delimiter: u8,
     first_line: u64,
     f: impl FnMut(RawRecord<'_>) -> bool,
 ) {
-    for_each_record_in(bytes, None, delimiter, first_line, f)
+    for_each_record_in(bytes, None, delimiter, first_line, true, f)
 }
 
-/// Like [`for_each_record`]; `text`, when given, is `bytes` already checked to be UTF-8.
+impl Chunk {
+    /// Calls `f` for each record of the chunk, as they are in the whole input: a byte-order
+    /// mark is only dropped at the start of the input, not at the start of a later chunk.
+    pub fn for_each_record(&self, delimiter: u8, f: impl FnMut(RawRecord<'_>) -> bool) {
+        for_each_record_in(
+            &self.bytes,
+            None,
+            delimiter,
+            self.first_line,
+            self.seq == 0,
+            f,
+        )
+    }
+
+    /// Whether the chunk holds a record at all, not only blank lines (which the parser skips).
+    pub fn holds_record(&self) -> bool {
+        let bytes = &self.bytes[..];
+        let bytes = match bytes.strip_prefix(&crate::dialect::UTF8_BOM) {
+            Some(rest) if self.seq == 0 => rest,
+            _ => bytes,
+        };
+        bytes.iter().any(|&b| b != b'\n' && b != b'\r')
+    }
+}
+
+/// Like [`for_each_record`]; `text`, when given, is `bytes` already checked to be UTF-8;
+/// `at_start`, whether `bytes` are the start of the input (where a byte-order mark is dropped).
 ///
 /// Records without quotes, lone carriage returns or a leading byte-order mark are split in
 /// place; the others go through `csv_core`, which sees them exactly as it would have seen them
-/// reading the whole of `bytes`.
+/// reading the whole input.
 pub(super) fn for_each_record_in(
     bytes: &[u8],
     text: Option<&str>,
     delimiter: u8,
     first_line: u64,
+    at_start: bool,
     mut f: impl FnMut(RawRecord<'_>) -> bool,
 ) {
     let classes = byte_classes(delimiter);
     let delimiters = ONES * u64::from(delimiter);
     let fast = !matches!(delimiter, b'"' | b'\n' | b'\r');
-    let mut slow = SlowReader::new(delimiter);
+    let mut slow = SlowReader::new(delimiter, at_start);
     let mut fields: Vec<FieldSpan> = Vec::with_capacity(64);
     let mut line = first_line;
     let mut pos = 0usize;
     let n = bytes.len();
     // csv_core drops a byte-order mark at the start of its input.
-    let mut needs_slow = !fast || bytes.starts_with(&crate::dialect::UTF8_BOM);
+    let mut needs_slow = !fast || (at_start && bytes.starts_with(&crate::dialect::UTF8_BOM));
     while pos < n {
         if !needs_slow {
             fields.clear();
@@ -211,15 +241,18 @@ pub(super) fn for_each_record_in(
 struct SlowReader {
     rdr: csv_core::Reader,
     used: bool,
+    /// Whether the buffer is the start of the input.
+    at_start: bool,
     out: Vec<u8>,
     ends: Vec<usize>,
 }
 
 impl SlowReader {
-    fn new(delimiter: u8) -> SlowReader {
+    fn new(delimiter: u8, at_start: bool) -> SlowReader {
         SlowReader {
             rdr: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
             used: false,
+            at_start,
             out: vec![0u8; 4096],
             ends: vec![0usize; 64],
         }
@@ -238,7 +271,7 @@ impl SlowReader {
         use csv_core::ReadRecordResult as R;
         if !self.used {
             self.used = true;
-            if pos > 0 {
+            if pos > 0 || !self.at_start {
                 // A reader that has read before no longer drops a byte-order mark: a blank
                 // line leaves it at the start of a record with nothing else changed.
                 let _ = self.rdr.read_record(b"\n", &mut self.out, &mut self.ends);
@@ -262,6 +295,13 @@ impl SlowReader {
                 R::Record => {
                     let mut raw = &bytes[rec_start..pos];
                     let mut start = rec_start;
+                    // The byte-order mark the parser dropped is no part of the record.
+                    if rec_start == 0 && self.at_start {
+                        if let Some(rest) = raw.strip_prefix(&crate::dialect::UTF8_BOM) {
+                            raw = rest;
+                            start += crate::dialect::UTF8_BOM.len();
+                        }
+                    }
                     // Blank lines before a record are skipped by the parser: count them as lines.
                     while let Some((&c, rest)) = raw.split_first() {
                         if c == b'\n' || c == b'\r' {
@@ -344,6 +384,12 @@ mod tests {
                 R::Record => {
                     let mut raw = &bytes[rec_start..pos];
                     let mut start = rec_start;
+                    if rec_start == 0 {
+                        if let Some(rest) = raw.strip_prefix(&crate::dialect::UTF8_BOM) {
+                            raw = rest;
+                            start += 3;
+                        }
+                    }
                     while let Some((&c, rest)) = raw.split_first() {
                         if c != b'\n' && c != b'\r' {
                             break;
@@ -434,6 +480,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_dropped_byte_order_mark_is_no_part_of_the_first_record() {
+        // GIVEN a byte-order mark, a blank line, then a record
+        let data = b"\xef\xbb\xbf\n\"c\",d\n";
+        let mut seen = Vec::new();
+        for_each_record(data, b',', 1, |r| {
+            seen.push((r.line, r.start, r.raw.to_vec()));
+            true
+        });
+        // THEN the record starts on line 2, after the mark and the line feed
+        assert_eq!(seen, vec![(2, 4, b"\"c\",d".to_vec())]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_dropped_only_at_the_start_of_the_input() {
+        // GIVEN a byte-order mark, a quote and a line feed, at the start of a chunk
+        let records = |seq| {
+            let chunk = Chunk {
+                seq,
+                bytes: b"\xef\xbb\xbf\"a\nb\"\n".to_vec(),
+                first_line: 1,
+                lines: 2,
+            };
+            let mut n = 0;
+            chunk.for_each_record(b',', |_| {
+                n += 1;
+                true
+            });
+            n
+        };
+        // THEN at the start of the input the mark is dropped and the quote opens a field over
+        // both lines; later in the input the mark is data, the quote a literal, each line a record
+        assert_eq!(records(0), 1);
+        assert_eq!(records(1), 2);
     }
 
     #[test]

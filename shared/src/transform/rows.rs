@@ -171,7 +171,8 @@ fn recycle<'b>(mut vals: Vec<Val<'_>>) -> Vec<Val<'b>> {
     vals.into_iter().map(|_| Val::Null).collect()
 }
 
-/// Validates and converts the records of one chunk.
+/// Validates and converts the records of one chunk; `skip_header`: its first record is the
+/// file's header.
 pub fn process_chunk(
     ctx: &FileContext,
     chunk: Chunk,
@@ -203,7 +204,9 @@ pub fn process_chunk(
     } else {
         None
     };
-    for_each_record_in(&chunk.bytes, text, ctx.delimiter, chunk.first_line, |rec| {
+    // A byte-order mark is data anywhere but at the start of the input.
+    let (bytes, first_line, at_start) = (&chunk.bytes, chunk.first_line, chunk.seq == 0);
+    for_each_record_in(bytes, text, ctx.delimiter, first_line, at_start, |rec| {
         if first {
             first = false;
             return true;
