@@ -8,6 +8,7 @@
 mod dashboard;
 #[cfg(feature = "warehouse")]
 mod demo;
+mod redrive;
 #[cfg(feature = "warehouse")]
 mod report;
 mod sweep;
@@ -79,6 +80,8 @@ enum Command {
     Verify(VerifyArgs),
     /// Transform every raw file of a lake folder that has no manifest yet (a second sweep finds nothing).
     Sweep(sweep::SweepArgs),
+    /// Replay a failure queue in AWS: the landing DLQ, or the trades stream's on-failure records.
+    Redrive(redrive::RedriveArgs),
 }
 
 #[derive(Parser)]
@@ -171,6 +174,7 @@ fn main() -> ExitCode {
         Command::Trades(args) => trades::run(args).map(|_| ExitCode::SUCCESS),
         Command::Verify(args) => run_verify(args),
         Command::Sweep(args) => sweep::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Redrive(args) => redrive::run(args),
     };
     match result {
         Ok(code) => code,

@@ -478,3 +478,116 @@ fn trades_history_loads_one_row_per_decided_trade_and_a_second_run_changes_nothi
     );
     Ok(())
 }
+
+/// The landing DLQ in moto holding the EventBridge sample event and a message that is no
+/// event, and the state machine its executions go to: (queue URL, state machine ARN).
+async fn landing_dlq_in_moto(endpoint: &str) -> Result<(String, String)> {
+    let sdk = lago::aws::sdk_config_for(Some(endpoint)).await;
+    let (sqs, sfn) = (
+        aws_sdk_sqs::Client::new(&sdk),
+        aws_sdk_sfn::Client::new(&sdk),
+    );
+    let name = lago::aws::moto::unique_name("lago-cli-redrive");
+    let machine = sfn
+        .create_state_machine()
+        .name(&name)
+        .definition(r#"{"StartAt":"Transform","States":{"Transform":{"Type":"Pass","End":true}}}"#)
+        .role_arn("arn:aws:iam::123456789012:role/lago-ingest")
+        .send()
+        .await?
+        .state_machine_arn()
+        .to_string();
+    let url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await?
+        .queue_url()
+        .context("a queue URL")?
+        .to_string();
+    let event = include_str!("../../events/s3-landing/eventbridge-object-created.json");
+    for body in [event, "not an event"] {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(body)
+            .send()
+            .await?;
+    }
+    Ok((url, machine))
+}
+
+#[test]
+fn redrive_landing_dry_runs_then_starts_each_file_once_against_moto() -> Result<()> {
+    let Some(endpoint) = lago::aws::moto_endpoint(module_path!()) else {
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (url, machine) = runtime.block_on(landing_dlq_in_moto(&endpoint))?;
+    // GIVEN the landing function's settings, as `aws lambda get-function-configuration` prints
+    let dir = tempfile::tempdir()?;
+    let env = serde_json::json!({"Variables": {
+        "STATE_MACHINE_ARN": machine, "LANDING_DLQ_URL": url, "SWEEP_LOOKBACK_HOURS": "48"
+    }});
+    std::fs::write(dir.path().join("env.json"), env.to_string())?;
+    let redrive = |extra: &[&str]| {
+        let mut args = vec!["redrive", "landing", "--function-env", "env.json", "--json"];
+        args.extend_from_slice(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_lago"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .output()
+            .context("running lago")?;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| String::from_utf8_lossy(&out.stderr).to_string())?;
+        anyhow::Ok((out.status.code(), report))
+    };
+    let executions = || {
+        runtime.block_on(async {
+            let sdk = lago::aws::sdk_config_for(Some(&endpoint)).await;
+            let list = aws_sdk_sfn::Client::new(&sdk)
+                .list_executions()
+                .state_machine_arn(&machine)
+                .send()
+                .await?;
+            anyhow::Ok(list.executions().len())
+        })
+    };
+    // WHEN a dry run reads the queue
+    let (code, dry) = redrive(&["--dry-run"])?;
+    // THEN it exits 0, says one file would start and one message is no event, starts nothing
+    assert_eq!(code, Some(0), "{dry}");
+    assert_eq!(
+        (dry["would_redrive"].as_u64(), dry["unreadable"].as_u64()),
+        (Some(1), Some(1)),
+        "{dry}"
+    );
+    assert_eq!(executions()?, 0);
+    // WHEN it redrives
+    let (code, first) = redrive(&[])?;
+    // THEN the file's execution starts; the unreadable message stays, so it exits 3
+    assert_eq!(code, Some(3), "{first}");
+    assert_eq!(
+        (first["redriven"].as_u64(), first["items"].as_u64()),
+        (Some(1), Some(1)),
+        "{first}"
+    );
+    assert_eq!(executions()?, 1);
+    // AND a second redrive starts nothing more
+    let (_, second) = redrive(&[])?;
+    assert_eq!(
+        (second["messages"].as_u64(), second["redriven"].as_u64()),
+        (Some(1), Some(0)),
+        "{second}"
+    );
+    assert_eq!(executions()?, 1);
+    // AND without settings it says which are missing, exit 2
+    let out = Command::new(env!("CARGO_BIN_EXE_lago"))
+        .args(["redrive", "trades", "--dry-run"])
+        .current_dir(dir.path())
+        .env_remove("PORTFOLIOS_TABLE")
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PORTFOLIOS_TABLE"));
+    Ok(())
+}

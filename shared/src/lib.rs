@@ -26,6 +26,7 @@ pub mod lake;
 pub mod load;
 pub mod parse;
 pub mod prefetch;
+pub mod redrive;
 pub mod runtime;
 pub mod text;
 pub mod trades;

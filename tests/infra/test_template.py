@@ -1123,3 +1123,48 @@ def test_the_deploy_guide_explains_every_parameter_in_the_order_sam_asks_for_it(
         expected = str(params[name].get("Default", ""))
         shown = default.strip()
         assert (shown == "empty") if expected == "" else (shown == f"`{expected}`"), f"{name}: the guide shows {shown}, the template {expected!r}"
+
+
+def test_both_failure_queues_can_be_redriven_by_the_function_that_failed() -> None:
+    """The landing DLQ and the stream's failure queue are read (and what went through deleted)
+    by the function that writes them, which is told where they are; nothing else may."""
+    for role, function, sid, queue, variable in (
+        ("S3LandingRole", "S3LandingFunction", "RedriveDlq", "LandingDlq", "LANDING_DLQ_URL"),
+        ("TradesStreamRole", "TradesStreamFunction", "RedriveFailedBatches", "TradesStreamFailureQueue", "STREAM_FAILURE_QUEUE_URL"),
+    ):
+        statement = _statement(role, sid)
+        assert sorted(_as_list(statement["Action"])) == ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"]
+        assert statement["Resource"] == {"Fn::GetAtt": [queue, "Arn"]}
+        variables = resources()[function]["Properties"]["Environment"]["Variables"]
+        assert variables[variable] == {"Ref": queue}
+        readers = [
+            name
+            for name, s in policy_statements()
+            if s.get("Effect") == "Allow"
+            and "sqs:ReceiveMessage" in _as_list(s.get("Action"))
+            and {"Fn::GetAtt": [queue, "Arn"]} in _as_list(s.get("Resource"))
+        ]
+        assert readers == [role], f"{queue} is read by {readers}"
+    # The stream's redrive reads the recorded range back: the same reads as the event source.
+    reads = _as_list(_statement("TradesStreamRole", "ReadTradesStream")["Action"])
+    assert {"kinesis:GetShardIterator", "kinesis:GetRecords"} <= set(reads)
+
+
+def test_the_event_source_gives_up_while_the_stream_still_holds_the_batch() -> None:
+    """A failing batch is retried until its records are TradesMaxRecordAgeSeconds old, then
+    recorded: by default with (168 h − 6 h) left to redrive it, and the function knows the
+    retention to report the time left."""
+    params = template()["Parameters"]
+    stream = resources()["TradesStream"]["Properties"]
+    assert stream["RetentionPeriodHours"] == {"Ref": "TradesStreamRetentionHours"}
+    source = resources()["TradesStreamFunction"]["Properties"]["Events"]["Trades"]["Properties"]
+    assert source["MaximumRecordAgeInSeconds"] == {"Ref": "TradesMaxRecordAgeSeconds"}
+    assert source["MaximumRetryAttempts"] == -1
+    assert source["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["TradesStreamFailureQueue", "Arn"]}
+    assert params["TradesMaxRecordAgeSeconds"]["Default"] < params["TradesStreamRetentionHours"]["Default"] * 3600 / 2
+    assert params["TradesMaxRecordAgeSeconds"]["MaxValue"] <= 604800  # the event source's own limit
+    variables = resources()["TradesStreamFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["STREAM_RETENTION_HOURS"] == {"Ref": "TradesStreamRetentionHours"}
+    # The alarm on the failure queue says how long the stream keeps the records.
+    alarm = resources()["TradesStreamFailuresDepthAlarm"]["Properties"]["AlarmDescription"]["Fn::Sub"]
+    assert "${TradesStreamRetentionHours}" in alarm and "redrive" in alarm

@@ -4,9 +4,11 @@
 //!
 //! On a schedule it is invoked with `{"action": "sweep"}` instead ([`sweep`]): it starts the
 //! executions of raw files of the look-back window that have no manifest, under the same names.
+//! On demand, `{"action": "redrive"}` replays the events of the landing DLQ ([`redrive`]).
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod redrive;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::s3::S3Event;
@@ -15,6 +17,7 @@ use lago::ingest::landing::{
     decode_key, land, ExecutionStarter, InvalidRecord, LandedObject, LandingReport, StartError,
 };
 use lago::ingest::sweep::{self as sweeper, RawObjects, SweepError, SweepReport};
+use lago::redrive::{redrive_queue, FailureQueue, QueueError, RedriveReport, RedriveRequest};
 use lago::runtime::env::{ConfigError, Env};
 use lago::runtime::metrics::{Emf, Unit};
 use lago::runtime::{Classified, ErrorKind};
@@ -31,6 +34,8 @@ pub struct Config {
     pub lake_bucket: Option<String>,
     /// `SWEEP_LOOKBACK_HOURS` (1–2160, default 48): how far back a sweep looks.
     pub sweep_lookback_hours: u32,
+    /// `LANDING_DLQ_URL` (optional): the queue a redrive reads.
+    pub landing_dlq_url: Option<String>,
 }
 
 impl Config {
@@ -43,15 +48,18 @@ impl Config {
             state_machine_arn: env.required("STATE_MACHINE_ARN")?,
             lake_bucket: env.optional("LAKE_BUCKET"),
             sweep_lookback_hours: env.in_range("SWEEP_LOOKBACK_HOURS", 48u32, 1..=2160)?,
+            landing_dlq_url: env.optional("LANDING_DLQ_URL"),
         })
     }
 }
 
 /// What the handler needs, built once per container.
-pub struct Deps<S, R> {
+pub struct Deps<S, R, Q> {
     pub starter: S,
     /// The lake's raw objects and manifests, for sweeps.
     pub raw: R,
+    /// The landing DLQ, for redrives (`None` without `LANDING_DLQ_URL`).
+    pub dlq: Option<Q>,
     pub config: Config,
 }
 
@@ -74,6 +82,10 @@ pub enum LandingError {
     InvalidSweep(String),
     #[error("the sweep could not read the lake")]
     Sweep(#[source] SweepError),
+    #[error("invalid redrive: {0}")]
+    InvalidRedrive(String),
+    #[error("the redrive could not read the landing DLQ")]
+    Redrive(#[source] QueueError),
 }
 
 impl Classified for LandingError {
@@ -81,11 +93,14 @@ impl Classified for LandingError {
         match self {
             LandingError::UnknownEvent(_)
             | LandingError::Malformed(_)
-            | LandingError::InvalidSweep(_) => ErrorKind::InvalidInput,
+            | LandingError::InvalidSweep(_)
+            | LandingError::InvalidRedrive(_) => ErrorKind::InvalidInput,
             LandingError::StartFailed { .. } => ErrorKind::Retryable,
             LandingError::Sweep(e) => {
                 lago::aws::s3::S3Error::kind_in_chain(e).unwrap_or(ErrorKind::Retryable)
             }
+            LandingError::Redrive(e) if e.transient => ErrorKind::Retryable,
+            LandingError::Redrive(_) => ErrorKind::Internal,
         }
     }
 }
@@ -207,27 +222,64 @@ pub fn objects(event: Value) -> Result<Vec<Result<LandedObject, InvalidRecord>>,
     ))
 }
 
-/// One invocation: `{"action": "sweep", …}` sweeps, anything else is an S3 event.
-pub async fn dispatch<S: ExecutionStarter, R: RawObjects>(
-    deps: &Deps<S, R>,
+/// One invocation: `{"action": "sweep", …}` sweeps, `{"action": "redrive", …}` redrives the
+/// landing DLQ, anything else is an S3 event.
+pub async fn dispatch<S: ExecutionStarter, R: RawObjects, Q: FailureQueue>(
+    deps: &Deps<S, R, Q>,
     event: LambdaEvent<Value>,
 ) -> Result<Value, LandingError> {
     let to_value = |v: Result<Value, serde_json::Error>| v.map_err(LandingError::Malformed);
-    if event.payload.get("action").and_then(Value::as_str) == Some("sweep") {
-        to_value(serde_json::to_value(
+    match event.payload.get("action").and_then(Value::as_str) {
+        Some("sweep") => to_value(serde_json::to_value(
             sweep(deps, &event.payload, Utc::now()).await?,
-        ))
-    } else {
-        to_value(serde_json::to_value(handle(deps, event).await?))
+        )),
+        Some("redrive") => to_value(serde_json::to_value(
+            redrive_dlq(deps, &event.payload).await?,
+        )),
+        _ => to_value(serde_json::to_value(handle(deps, event).await?)),
     }
+}
+
+/// Replays the landing DLQ's events (see [`redrive`]); emits `DlqRedriven` and
+/// `DlqRedriveFailed`. Messages that fail again stay on the queue, and its alarm with them.
+pub async fn redrive_dlq<S: ExecutionStarter, R, Q: FailureQueue>(
+    deps: &Deps<S, R, Q>,
+    payload: &Value,
+) -> Result<RedriveReport, LandingError> {
+    let request = RedriveRequest::from_payload(payload).map_err(LandingError::InvalidRedrive)?;
+    let Some(dlq) = &deps.dlq else {
+        return Err(LandingError::InvalidRedrive(
+            "LANDING_DLQ_URL is not set: there is no queue to redrive".into(),
+        ));
+    };
+    let handler = redrive::LandingRedrive {
+        starter: &deps.starter,
+        lake_bucket: deps.config.lake_bucket.as_deref(),
+    };
+    let report = redrive_queue(dlq, &handler, request.dry_run, request.max_messages)
+        .await
+        .map_err(LandingError::Redrive)?;
+    if !request.dry_run {
+        Emf::for_function("s3-landing")
+            .metric("DlqRedriven", Unit::Count, report.redriven.into())
+            .metric(
+                "DlqRedriveFailed",
+                Unit::Count,
+                (report.messages - report.redriven).into(),
+            )
+            .metric("DlqExecutionsStarted", Unit::Count, report.items)
+            .emit();
+    }
+    report.log("landing DLQ");
+    Ok(report)
 }
 
 /// `{"action": "sweep", "lookback_hours"?: N}`: starts an execution for every raw file of the
 /// lake modified in the last `N` hours (default `SWEEP_LOOKBACK_HOURS`) that has no manifest.
 /// Emits `RawFilesUnprocessed` (the alarm on it notifies) and `SweepStarted`; fails, to be run
 /// again, when a start failed for a reason that may pass.
-pub async fn sweep<S: ExecutionStarter, R: RawObjects>(
-    deps: &Deps<S, R>,
+pub async fn sweep<S: ExecutionStarter, R: RawObjects, Q>(
+    deps: &Deps<S, R, Q>,
     payload: &Value,
     now: DateTime<Utc>,
 ) -> Result<SweepReport, LandingError> {
@@ -283,8 +335,8 @@ pub async fn sweep<S: ExecutionStarter, R: RawObjects>(
 
 /// One invocation: land every object of the event; fail (so the event is delivered again) only
 /// when a start failed for a reason that may pass.
-pub async fn handle<S: ExecutionStarter, R>(
-    deps: &Deps<S, R>,
+pub async fn handle<S: ExecutionStarter, R, Q>(
+    deps: &Deps<S, R, Q>,
     event: LambdaEvent<Value>,
 ) -> Result<LandingReport, LandingError> {
     let started = std::time::Instant::now();
@@ -329,6 +381,7 @@ pub async fn handle<S: ExecutionStarter, R>(
 mod tests {
     use super::*;
     use lago::ingest::memory::{MemoryRawObjects, MemoryStarter, StartErrorKind};
+    use lago::redrive::MemoryQueue;
     use lambda_runtime::Context;
 
     const S3_NOTIFICATION: &str = include_str!(concat!(
@@ -340,15 +393,19 @@ mod tests {
         "/../../events/s3-landing/eventbridge-object-created.json"
     ));
 
-    fn deps() -> Deps<MemoryStarter, MemoryRawObjects> {
+    fn deps() -> Deps<MemoryStarter, MemoryRawObjects, MemoryQueue> {
         Deps {
             starter: MemoryStarter::default(),
             raw: MemoryRawObjects::default(),
+            dlq: Some(MemoryQueue::default()),
             config: Config {
                 state_machine_arn: "arn:aws:states:us-east-1:123456789012:stateMachine:ingest"
                     .into(),
                 lake_bucket: Some("lago-lake-dev".into()),
                 sweep_lookback_hours: 48,
+                landing_dlq_url: Some(
+                    "https://sqs.us-east-1.amazonaws.com/123456789012/dlq".into(),
+                ),
             },
         }
     }
@@ -503,8 +560,38 @@ mod tests {
                 state_machine_arn: "arn:x".into(),
                 lake_bucket: None,
                 sweep_lookback_hours: 48,
+                landing_dlq_url: None,
             })
         );
+    }
+
+    #[tokio::test]
+    async fn a_redrive_starts_the_dlq_events_once_and_refuses_bad_options() -> anyhow::Result<()> {
+        // GIVEN the landing DLQ holding the EventBridge sample twice (delivered twice)
+        let deps = deps();
+        let dlq = deps.dlq.as_ref().expect("a queue");
+        dlq.send(EVENTBRIDGE);
+        dlq.send(EVENTBRIDGE);
+        let run = |payload: Value| dispatch(&deps, LambdaEvent::new(payload, Context::default()));
+        // WHEN it is redriven
+        let report = run(serde_json::json!({"action": "redrive"})).await?;
+        // THEN one execution started, the second event found it, both messages are gone
+        assert_eq!(report["redriven"], 2, "{report}");
+        assert_eq!(report["items"], 1, "{report}");
+        assert_eq!(report["items_already_done"], 1, "{report}");
+        assert_eq!(deps.starter.executions().len(), 1);
+        assert!(dlq.bodies().is_empty());
+        // AND options it cannot read are refused before anything is read
+        dlq.send(EVENTBRIDGE);
+        for bad in [
+            serde_json::json!({"action": "redrive", "dry_run": "yes"}),
+            serde_json::json!({"action": "redrive", "max_messages": 0}),
+        ] {
+            let err = run(bad).await.expect_err("refused");
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        }
+        assert_eq!(dlq.bodies().len(), 1);
+        Ok(())
     }
 
     #[tokio::test]

@@ -2,8 +2,10 @@
 //! "Object Created") for every object written under `raw/`; starts one execution of the ingest
 //! state machine per new CSV file of a known dataset, named after the object's identity so a
 //! duplicated event never starts a second run. Invoked on a schedule with `{"action": "sweep"}`,
-//! starts the runs of raw files that never got one. See `docs/functions.md`.
+//! starts the runs of raw files that never got one; with `{"action": "redrive"}`, replays the
+//! events of the landing DLQ. See `docs/functions.md`.
 
+use lago::aws::redrive::SqsFailureQueue;
 use lago::aws::s3::S3RawObjects;
 use lago::aws::sfn::SfnStarter;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -21,9 +23,14 @@ async fn main() -> Result<(), Error> {
         lago::aws::s3::client(&sdk),
         config.lake_bucket.clone().unwrap_or_default(),
     );
+    let dlq = config
+        .landing_dlq_url
+        .as_deref()
+        .map(|url| SqsFailureQueue::from_sdk(&sdk, url));
     let deps = Deps {
         starter,
         raw,
+        dlq,
         config,
     };
     let deps = &deps;

@@ -4,6 +4,7 @@
 
 use aws_sdk_sfn::Client;
 use lago::aws::moto::unique_name;
+use lago::aws::redrive::SqsFailureQueue;
 use lago::aws::s3::S3RawObjects;
 use lago::aws::sfn::SfnStarter;
 use lago::contract::Dataset;
@@ -46,10 +47,12 @@ async fn a_duplicated_event_starts_one_execution_in_moto() -> anyhow::Result<()>
     let deps = Deps {
         starter,
         raw: MemoryRawObjects::default(),
+        dlq: None::<SqsFailureQueue>,
         config: Config {
             state_machine_arn: arn.clone(),
             lake_bucket: Some("lago-lake-dev".into()),
             sweep_lookback_hours: 48,
+            landing_dlq_url: None,
         },
     };
     // WHEN the same S3 event arrives twice
@@ -149,10 +152,12 @@ async fn the_sweep_starts_exactly_the_raw_files_without_a_manifest_in_moto() -> 
     let deps = Deps {
         starter: SfnStarter::new(sfn.clone(), &arn),
         raw: S3RawObjects::new(s3.clone(), &bucket),
+        dlq: None::<SqsFailureQueue>,
         config: Config {
             state_machine_arn: arn.clone(),
             lake_bucket: Some(bucket.clone()),
             sweep_lookback_hours: 48,
+            landing_dlq_url: None,
         },
     };
     let sweep = serde_json::json!({"action": "sweep"});
@@ -192,5 +197,158 @@ async fn the_sweep_starts_exactly_the_raw_files_without_a_manifest_in_moto() -> 
     );
     let list = sfn.list_executions().state_machine_arn(&arn).send().await?;
     assert_eq!(list.executions().len(), 2);
+    Ok(())
+}
+
+/// The landing DLQ's two shapes of message: the event EventBridge could not deliver, and
+/// Lambda's on-failure record of an invocation that failed (the event in `requestPayload`).
+fn dlq_messages() -> anyhow::Result<[String; 2]> {
+    let eventbridge: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/s3-landing/eventbridge-object-created.json"
+    )))?;
+    let notification: Value = serde_json::from_str(EVENT)?;
+    let on_failure = serde_json::json!({
+        "version": "1.0",
+        "timestamp": "2026-12-07T10:00:00.000Z",
+        "requestContext": {
+            "requestId": "5b2f4d0e-7a51-4a53-a0c1-1d6c1c1a2f00",
+            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:lago-dev-s3-landing:$LATEST",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": 3
+        },
+        "requestPayload": notification,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {"errorType": "Retryable", "errorMessage": "1 execution(s) could not be started"}
+    });
+    Ok([eventbridge.to_string(), on_failure.to_string()])
+}
+
+#[tokio::test]
+async fn the_landing_dlq_is_redriven_once_whatever_the_number_of_redrives_in_moto(
+) -> anyhow::Result<()> {
+    let Some(endpoint) = lago::aws::moto_endpoint(module_path!()) else {
+        return Ok(());
+    };
+    let sdk = lago::aws::sdk_config_for(Some(&endpoint)).await;
+    let (sfn, sqs) = (Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
+    // GIVEN a landing DLQ holding both shapes of failed landing, and a message that is neither
+    let arn = ingest_state_machine(&sfn).await?;
+    let url = sqs
+        .create_queue()
+        .queue_name(unique_name("lago-landing-dlq"))
+        .send()
+        .await?
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    for body in dlq_messages()?
+        .into_iter()
+        .chain(["{\"not\": \"an event\"}".to_string()])
+    {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(body)
+            .send()
+            .await?;
+    }
+    let deps = Deps {
+        starter: SfnStarter::new(sfn.clone(), &arn),
+        raw: MemoryRawObjects::default(),
+        dlq: Some(SqsFailureQueue::from_sdk(&sdk, &url)),
+        config: Config {
+            state_machine_arn: arn.clone(),
+            lake_bucket: None,
+            sweep_lookback_hours: 48,
+            landing_dlq_url: Some(url.clone()),
+        },
+    };
+    let redrive = |dry_run: bool| {
+        let payload = serde_json::json!({"action": "redrive", "dry_run": dry_run});
+        dispatch(&deps, LambdaEvent::new(payload, Context::default()))
+    };
+    let executions = || async {
+        let list = sfn.list_executions().state_machine_arn(&arn).send().await?;
+        anyhow::Ok(list.executions().len())
+    };
+    let depth = || async {
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            )
+            .send()
+            .await?;
+        let n = |name| {
+            attrs
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        anyhow::Ok((
+            n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
+            n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        ))
+    };
+
+    // WHEN a dry run looks at it
+    let dry = redrive(true).await?;
+    // THEN it says what would start, starts nothing and leaves every message visible
+    assert_eq!(dry["would_redrive"], 2, "{dry}");
+    assert_eq!(dry["unreadable"], 1, "{dry}");
+    assert_eq!(dry["items"], 2, "{dry}");
+    assert_eq!(executions().await?, 0);
+    assert_eq!(depth().await?, (3, 0));
+
+    // WHEN it is redriven
+    let first = redrive(false).await?;
+    // THEN both files' executions start under the landing names, their messages are deleted,
+    // and the unreadable one stays (visible again, its alarm still firing)
+    assert_eq!(
+        (first["redriven"].as_u64(), first["items"].as_u64()),
+        (Some(2), Some(2)),
+        "{first}"
+    );
+    assert_eq!(executions().await?, 2);
+    assert_eq!(depth().await?, (1, 0));
+    let names: Vec<String> = sfn
+        .list_executions()
+        .state_machine_arn(&arn)
+        .send()
+        .await?
+        .executions()
+        .iter()
+        .map(|e| e.name().to_string())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("clientes-clientes_bogota-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("transacciones-")),
+        "{names:?}"
+    );
+
+    // WHEN the same events come back (the original delivery finally went through) and the
+    // queue is redriven again
+    for body in dlq_messages()? {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(body)
+            .send()
+            .await?;
+    }
+    let second = redrive(false).await?;
+    // THEN nothing starts twice: both are recognised by name and deleted
+    assert_eq!(second["redriven"], 2, "{second}");
+    assert_eq!(second["items"], 0, "{second}");
+    assert_eq!(second["items_already_done"], 2, "{second}");
+    assert_eq!(executions().await?, 2);
+    assert_eq!(depth().await?, (1, 0));
     Ok(())
 }

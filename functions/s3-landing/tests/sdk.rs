@@ -7,6 +7,7 @@ use aws_sdk_sfn::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use lago::aws::sfn::SfnStarter;
 use lago::ingest::memory::MemoryRawObjects;
+use lago::redrive::MemoryQueue;
 use lambda_runtime::{Context, LambdaEvent};
 use s3_landing::{handle, Config, Deps};
 use serde_json::Value;
@@ -17,16 +18,18 @@ const EVENT: &str = include_str!(concat!(
     "/../../events/s3-landing/s3-notification.json"
 ));
 
-fn deps(rules: &[&Rule]) -> Deps<SfnStarter, MemoryRawObjects> {
+fn deps(rules: &[&Rule]) -> Deps<SfnStarter, MemoryRawObjects, MemoryQueue> {
     let client: Client = mock_client!(aws_sdk_sfn, RuleMode::Sequential, rules, |c| c
         .retry_config(lago::aws::retry_config()));
     Deps {
         starter: SfnStarter::new(client, ARN),
         raw: MemoryRawObjects::default(),
+        dlq: None,
         config: Config {
             state_machine_arn: ARN.into(),
             lake_bucket: Some("lago-lake-dev".into()),
             sweep_lookback_hours: 48,
+            landing_dlq_url: None,
         },
     }
 }

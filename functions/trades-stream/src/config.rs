@@ -26,6 +26,12 @@ pub struct Config {
     /// `DELIVERY_RESERVE_MS` (default 10000): time kept before the invocation's deadline for
     /// delivering the batch's outputs; commits and their retries stop that much earlier.
     pub delivery_reserve: Duration,
+    /// `STREAM_FAILURE_QUEUE_URL` (optional): the event source's on-failure queue, which a
+    /// redrive (`{"action": "redrive"}`) reads.
+    pub stream_failure_queue_url: Option<String>,
+    /// `STREAM_RETENTION_HOURS` (24–8760, default 168): how long the stream keeps a record, so
+    /// how long a failed batch can still be redriven.
+    pub stream_retention_hours: u32,
     /// S3 path-style addressing, for a local endpoint (moto): on when `AWS_ENDPOINT_URL` or
     /// `AWS_ENDPOINT_URL_S3` is set, unless `S3_FORCE_PATH_STYLE=false`.
     pub s3_force_path_style: bool,
@@ -37,6 +43,7 @@ use lago::runtime::env::Env;
 pub const DEFAULT_RECOMMENDER_TIMEOUT: Duration = Duration::from_millis(2000);
 pub const DEFAULT_STORE_CONCURRENCY: usize = lago::trades::DEFAULT_COMMIT_CONCURRENCY;
 pub const DEFAULT_DELIVERY_RESERVE: Duration = Duration::from_millis(10_000);
+pub const DEFAULT_STREAM_RETENTION_HOURS: u32 = 168;
 
 impl Config {
     /// Reads the process environment.
@@ -80,6 +87,12 @@ impl Config {
             recommender_timeout,
             store_concurrency,
             delivery_reserve,
+            stream_failure_queue_url: env.optional("STREAM_FAILURE_QUEUE_URL"),
+            stream_retention_hours: env.in_range(
+                "STREAM_RETENTION_HOURS",
+                DEFAULT_STREAM_RETENTION_HOURS,
+                24..=8760,
+            )?,
             s3_force_path_style,
         })
     }
@@ -125,6 +138,11 @@ mod tests {
         assert_eq!(config.recommender_timeout, DEFAULT_RECOMMENDER_TIMEOUT);
         assert_eq!(config.store_concurrency, DEFAULT_STORE_CONCURRENCY);
         assert_eq!(config.delivery_reserve, DEFAULT_DELIVERY_RESERVE);
+        assert_eq!(config.stream_failure_queue_url, None);
+        assert_eq!(
+            config.stream_retention_hours,
+            DEFAULT_STREAM_RETENTION_HOURS
+        );
         assert!(!config.s3_force_path_style);
         Ok(())
     }
@@ -142,6 +160,7 @@ mod tests {
             ("STORE_CONCURRENCY", "513"),
             ("STORE_CONCURRENCY", "many"),
             ("DELIVERY_RESERVE_MS", "-1"),
+            ("STREAM_RETENTION_HOURS", "12"),
         ] {
             let mut vars = ALL.to_vec();
             vars.push((name, bad));

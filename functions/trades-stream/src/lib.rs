@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod event;
+pub mod redrive;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +24,9 @@ use aws_lambda_events::streams::KinesisEventResponse;
 use chrono::{DateTime, Utc};
 use lago::aws::trades::{
     DynamoDbPortfolioStore, S3TradeArchive, SageMakerRecommender, SnsNotifier, SqsDeadLetterSink,
+};
+use lago::redrive::{
+    redrive_queue, FailureQueue, QueueError, RedriveReport, RedriveRequest, ShardReader,
 };
 use lago::runtime::metrics::{Emf, Unit};
 use lago::runtime::{error_chain, Classified, ErrorKind};
@@ -35,7 +39,38 @@ use lambda_runtime::LambdaEvent;
 use tracing::{debug, error, info, warn};
 
 pub use config::{Config, ConfigError};
-pub use event::KinesisTradeEvent;
+pub use event::{KinesisTradeEvent, KinesisTradeRecord};
+
+/// What the function is invoked with: a Kinesis batch (`{"Records": [...]}`), or
+/// `{"action": "redrive", "dry_run"?: bool, "max_messages"?: N}` to redrive the on-failure
+/// queue ([`redrive`]). One shape, read in one pass: a batch pays nothing for the other.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Invocation {
+    #[serde(rename = "Records", default)]
+    pub records: Vec<KinesisTradeRecord>,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    #[serde(default)]
+    pub max_messages: Option<u64>,
+}
+
+/// The function's answer: the batch's item failures, or what a redrive did.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    Batch(KinesisEventResponse),
+    Redrive(RedriveReport),
+}
+
+/// What a redrive reads: the on-failure queue and the stream's shards.
+pub struct Redriver<Q, K> {
+    pub queue: Q,
+    pub reader: K,
+    /// The stream's retention (`STREAM_RETENTION_HOURS`).
+    pub retention_hours: u32,
+}
 
 /// The function's name in metrics and logs.
 pub const FUNCTION: &str = "trades-stream";
@@ -51,6 +86,12 @@ pub enum HandlerError {
     /// them again (the archive key is deterministic, invalid records are re-decoded).
     #[error("the batch's outputs could not be delivered")]
     Delivery(#[source] DeliveryError),
+    /// An invocation the function cannot act on (an unknown action, bad redrive options).
+    #[error("invalid invocation: {0}")]
+    InvalidRequest(String),
+    /// The on-failure queue could not be read.
+    #[error("the redrive could not read the on-failure queue")]
+    Redrive(#[source] QueueError),
 }
 
 impl HandlerError {
@@ -66,6 +107,9 @@ impl Classified for HandlerError {
             HandlerError::Store(_) => ErrorKind::StoreFailure,
             HandlerError::Delivery(e) if delivery_is_transient(e) => ErrorKind::Retryable,
             HandlerError::Delivery(_) => ErrorKind::DeliveryFailed,
+            HandlerError::InvalidRequest(_) => ErrorKind::InvalidInput,
+            HandlerError::Redrive(e) if e.transient => ErrorKind::Retryable,
+            HandlerError::Redrive(_) => ErrorKind::Internal,
         }
     }
 }
@@ -195,6 +239,17 @@ where
         now: DateTime<Utc>,
         deadline: Option<Instant>,
     ) -> (Result<KinesisEventResponse, HandlerError>, Emf) {
+        let (result, metrics, _) = self.handle_counted(event, now, deadline).await;
+        (result, metrics)
+    }
+
+    /// [`Self::handle_within`], with the batch's counts.
+    pub async fn handle_counted(
+        &self,
+        event: &KinesisTradeEvent,
+        now: DateTime<Utc>,
+        deadline: Option<Instant>,
+    ) -> (Result<KinesisEventResponse, HandlerError>, Emf, BatchCounts) {
         let expanded = event.expand();
         let records = expanded.records(event);
         let mut outcome = match deadline {
@@ -227,6 +282,13 @@ where
             }
         }
         let metrics = batch_metrics(&outcome, event.shard_id(), undelivered);
+        let counts = BatchCounts {
+            records: outcome.records,
+            applied: outcome.applied,
+            duplicates: outcome.duplicates,
+            rejected: outcome.rejected_total(),
+            dead_letters: outcome.dead_letters.len() as u64,
+        };
         info!(
             shard_id = event.shard_id(),
             records = outcome.records,
@@ -248,25 +310,96 @@ where
                 warn!(error = %error_chain(&halt), "transient store failure; Kinesis re-sends from the failed record");
             } else {
                 error!(error = %error_chain(&halt), "portfolio store failure");
-                return (Err(HandlerError::Store(halt)), metrics);
+                return (Err(HandlerError::Store(halt)), metrics, counts);
             }
         }
         match delivered {
             Err(e) if archive.failed() || dead_letters.failed() => {
                 error!(error = %error_chain(&e), "delivery failed; the batch will be retried");
-                (Err(HandlerError::Delivery(e)), metrics)
+                (Err(HandlerError::Delivery(e)), metrics, counts)
             }
             Err(e) => {
                 // Only the notifications failed: a retry would not send them (the trades are
                 // duplicates by then), so the batch succeeds and they are in the log.
                 error!(error = %error_chain(&e), undelivered, "notifications lost");
-                (Ok(response), metrics)
+                (Ok(response), metrics, counts)
             }
-            Ok(()) => (Ok(response), metrics),
+            Ok(()) => (Ok(response), metrics, counts),
         }
     }
 
-    /// The Lambda entry: handles the event at the wall clock, emits the batch's EMF record.
+    /// The Lambda entry: a Kinesis batch ([`Self::handle_event`]) or a redrive of the
+    /// on-failure queue with `redriver` (`None` when the queue is not configured).
+    pub async fn invoke<Q: FailureQueue, K: ShardReader>(
+        &self,
+        event: LambdaEvent<Invocation>,
+        redriver: Option<&Redriver<Q, K>>,
+    ) -> Result<Response, HandlerError> {
+        let LambdaEvent { payload, context } = event;
+        match payload.action.as_deref() {
+            None => {
+                let batch = KinesisTradeEvent {
+                    records: payload.records,
+                };
+                self.handle_event(LambdaEvent::new(batch, context))
+                    .await
+                    .map(Response::Batch)
+            }
+            Some("redrive") => {
+                let request =
+                    RedriveRequest::new(payload.dry_run.unwrap_or(false), payload.max_messages)
+                        .map_err(HandlerError::InvalidRequest)?;
+                let Some(redriver) = redriver else {
+                    return Err(HandlerError::InvalidRequest(
+                        "STREAM_FAILURE_QUEUE_URL is not set: there is no queue to redrive".into(),
+                    ));
+                };
+                self.redrive(redriver, request).await.map(Response::Redrive)
+            }
+            Some(other) => Err(HandlerError::InvalidRequest(format!(
+                "unknown action {other:?} (a Kinesis batch, or \"redrive\")"
+            ))),
+        }
+    }
+
+    /// Redrives the on-failure queue (see [`redrive`]): each batch read back from its shard and
+    /// handled again; `StreamRedriven`, `StreamRedriveFailed` and `StreamRecordsExpired` say
+    /// how it went.
+    pub async fn redrive<Q: FailureQueue, K: ShardReader>(
+        &self,
+        redriver: &Redriver<Q, K>,
+        request: RedriveRequest,
+    ) -> Result<RedriveReport, HandlerError> {
+        let handler = redrive::StreamRedrive {
+            batches: self,
+            reader: &redriver.reader,
+            retention_hours: redriver.retention_hours,
+        };
+        let report = redrive_queue(
+            &redriver.queue,
+            &handler,
+            request.dry_run,
+            request.max_messages,
+        )
+        .await
+        .map_err(HandlerError::Redrive)?;
+        if !request.dry_run {
+            Emf::for_function(FUNCTION)
+                .metric("StreamRedriven", Unit::Count, report.redriven.into())
+                .metric(
+                    "StreamRedriveFailed",
+                    Unit::Count,
+                    (report.failed + report.unreadable).into(),
+                )
+                .metric("StreamBatchesExpired", Unit::Count, report.expired.into())
+                .emit();
+        }
+        report.log("trades stream on-failure queue");
+        Ok(report)
+    }
+
+    /// The Lambda entry for a batch: handles the event at the wall clock, emits the batch's
+    /// EMF record.
     pub async fn handle_event(
         &self,
         event: LambdaEvent<KinesisTradeEvent>,
@@ -283,6 +416,18 @@ where
         metrics.emit();
         result
     }
+}
+
+/// What one batch came to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BatchCounts {
+    /// Processor records (user records of KPL aggregates counted one by one).
+    pub records: u64,
+    pub applied: u64,
+    /// Trades decided before: what a redrive of an applied batch finds.
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub dead_letters: u64,
 }
 
 /// When the commits must stop: the invocation's deadline (milliseconds since the epoch) less

@@ -550,3 +550,181 @@ async fn a_failure_inside_an_aggregate_resends_the_whole_aggregate() -> anyhow::
     }
     Ok(())
 }
+
+/// A shard in memory holding the fixture's records from `from` on: what Kinesis still has after
+/// trimming the older ones.
+struct FixtureShard {
+    from: usize,
+}
+
+impl lago::redrive::ShardReader for FixtureShard {
+    async fn read(
+        &self,
+        batch: &lago::redrive::StreamBatch,
+    ) -> Result<lago::redrive::ShardRange, lago::redrive::StreamError> {
+        use lago::redrive::sequence_cmp;
+        let event = fixture().map_err(|e| lago::redrive::StreamError {
+            operation: "GetRecords",
+            shard_id: batch.shard_id.clone(),
+            transient: false,
+            source: e.into(),
+        })?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let held = &event.records[self.from..];
+        Ok(lago::redrive::ShardRange {
+            trimmed: sequence_cmp(
+                &held[0].kinesis.sequence_number,
+                &batch.start_sequence_number,
+            )
+            .is_gt(),
+            records: held
+                .iter()
+                .filter(|r| {
+                    let seq = &r.kinesis.sequence_number;
+                    sequence_cmp(seq, &batch.start_sequence_number).is_ge()
+                        && sequence_cmp(seq, &batch.end_sequence_number).is_le()
+                })
+                .map(|r| lago::redrive::ShardRecord {
+                    sequence_number: r.kinesis.sequence_number.clone(),
+                    partition_key: r.kinesis.partition_key.clone(),
+                    data: b64.decode(&r.kinesis.data).unwrap_or_default(),
+                    arrived_at: r.kinesis.arrived_at(),
+                })
+                .collect(),
+        })
+    }
+}
+
+fn failure_record(start: usize, end: usize) -> String {
+    serde_json::json!({
+        "requestContext": {"condition": "RetryAttemptsExhausted"},
+        "KinesisBatchInfo": {
+            "shardId": "shardId-000000000000",
+            "startSequenceNumber": SEQ[start],
+            "endSequenceNumber": SEQ[end],
+            "approximateArrivalOfFirstRecord": "2026-11-28T17:00:00Z",
+            "batchSize": end - start + 1,
+            "streamArn": "arn:aws:kinesis:us-east-1:123456789012:stream/lago-dev-trades"
+        }
+    })
+    .to_string()
+}
+
+async fn redrive_fixture(
+    stream: &MemoryStream,
+    shard: FixtureShard,
+    body: String,
+) -> anyhow::Result<(serde_json::Value, lago::redrive::MemoryQueue)> {
+    let redriver = trades_stream::Redriver {
+        queue: lago::redrive::MemoryQueue::default(),
+        reader: shard,
+        retention_hours: 168,
+    };
+    redriver.queue.send(body);
+    let sample: trades_stream::Invocation = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/trades-stream-redrive.json"
+    )))?;
+    assert_eq!(sample.dry_run, Some(true));
+    let invocation = trades_stream::Invocation {
+        dry_run: Some(false),
+        ..sample
+    };
+    let answer = stream
+        .invoke(
+            lambda_runtime::LambdaEvent::new(invocation, lambda_runtime::Context::default()),
+            Some(&redriver),
+        )
+        .await?;
+    Ok((serde_json::to_value(answer)?, redriver.queue))
+}
+
+#[tokio::test]
+async fn a_redriven_range_is_applied_as_the_same_records_delivered_then_all_duplicates(
+) -> anyhow::Result<()> {
+    // GIVEN the event source gave up on the fixture's records 2–6
+    let stream = memory_stream(MemoryPortfolioStore::new());
+    // WHEN the range is redriven from the shard
+    let (report, queue) =
+        redrive_fixture(&stream, FixtureShard { from: 0 }, failure_record(2, 6)).await?;
+    // THEN exactly those 5 records ran, as one delivered batch of them would, and the message
+    // is gone
+    assert_eq!(
+        (report["redriven"].as_u64(), report["items"].as_u64()),
+        (Some(1), Some(5)),
+        "{report}"
+    );
+    assert!(queue.bodies().is_empty());
+    let twin = memory_stream(MemoryPortfolioStore::new());
+    let mut delivered = fixture()?;
+    delivered.records = delivered.records[2..=6].to_vec();
+    let (result, _) = twin.handle(&delivered, now()).await;
+    result?;
+    assert!(balances(stream.processor().store(), "user-0001").is_some());
+    for (user, _) in expected_balances() {
+        assert_eq!(
+            balances(stream.processor().store(), user),
+            balances(twin.processor().store(), user),
+            "{user}"
+        );
+    }
+    // AND a second redrive of the same range changes nothing: every trade is a duplicate
+    let (again, _) =
+        redrive_fixture(&stream, FixtureShard { from: 0 }, failure_record(2, 6)).await?;
+    assert_eq!(again["redriven"], 1, "{again}");
+    let (_, _, counts) = twin.handle_counted(&delivered, now(), None).await;
+    assert_eq!(
+        again["items_already_done"].as_u64(),
+        Some(counts.duplicates),
+        "{again}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_range_partly_aged_out_applies_what_is_left_and_stays_on_the_queue_as_expired(
+) -> anyhow::Result<()> {
+    // GIVEN the stream no longer holds records 2 and 3 of the failed range 2–6
+    let stream = memory_stream(MemoryPortfolioStore::new());
+    let (report, queue) =
+        redrive_fixture(&stream, FixtureShard { from: 4 }, failure_record(2, 6)).await?;
+    // THEN records 4–6 run, the message stays, and the report names where the loss ends
+    assert_eq!(
+        (report["expired"].as_u64(), report["items"].as_u64()),
+        (Some(1), Some(3)),
+        "{report}"
+    );
+    let detail = report["details"][0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("are lost") && detail.contains(SEQ[4]),
+        "{detail}"
+    );
+    assert_eq!(queue.bodies().len(), 1);
+    assert_eq!(queue.hidden(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_redrive_needs_its_queue_and_an_unknown_action_is_refused() -> anyhow::Result<()> {
+    let stream = memory_stream(MemoryPortfolioStore::new());
+    for (payload, expected) in [
+        (r#"{"action": "redrive"}"#, "STREAM_FAILURE_QUEUE_URL"),
+        (r#"{"action": "replay"}"#, "unknown action"),
+        (
+            r#"{"action": "redrive", "max_messages": 0}"#,
+            "max_messages",
+        ),
+    ] {
+        let invocation: trades_stream::Invocation = serde_json::from_str(payload)?;
+        let err = stream
+            .invoke(
+                lambda_runtime::LambdaEvent::new(invocation, lambda_runtime::Context::default()),
+                None::<&trades_stream::Redriver<lago::redrive::MemoryQueue, FixtureShard>>,
+            )
+            .await
+            .expect_err(payload);
+        assert_eq!(err.error_type(), "InvalidInput", "{payload}");
+        assert!(err.to_string().contains(expected), "{payload}: {err}");
+    }
+    Ok(())
+}

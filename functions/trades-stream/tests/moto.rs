@@ -46,6 +46,7 @@ fn now() -> DateTime<Utc> {
 
 /// Resources of one test, named uniquely so tests share one moto server.
 struct Moto {
+    sdk: aws_config::SdkConfig,
     clients: AwsClients,
     config: Config,
     /// Subscribed to the topic with raw delivery: every notification.
@@ -83,6 +84,8 @@ impl Moto {
             recommender_timeout: trades_stream::config::DEFAULT_RECOMMENDER_TIMEOUT,
             store_concurrency: 32,
             delivery_reserve: trades_stream::config::DEFAULT_DELIVERY_RESERVE,
+            stream_failure_queue_url: None,
+            stream_retention_hours: trades_stream::config::DEFAULT_STREAM_RETENTION_HOURS,
             s3_force_path_style: true,
         };
         let clients = AwsClients::new(&sdk, &config);
@@ -172,6 +175,7 @@ impl Moto {
             ..config
         };
         Ok(Moto {
+            sdk,
             clients,
             config,
             all_events_url,
@@ -1009,5 +1013,254 @@ async fn decision_conditions_redo_only_pending_decisions_not_yet_durable() -> an
         CommitOutcome::Conflict(c) => assert!(c.version_moved && c.already_decided.is_empty()),
         other => bail!("a stale version was written: {other:?}"),
     }
+    Ok(())
+}
+
+/// A one-shard Kinesis stream in moto; its ARN.
+async fn kinesis_stream(kinesis: &aws_sdk_kinesis::Client, name: &str) -> anyhow::Result<String> {
+    kinesis
+        .create_stream()
+        .stream_name(name)
+        .shard_count(1)
+        .send()
+        .await?;
+    let summary = kinesis
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await?;
+    Ok(summary
+        .stream_description_summary()
+        .context("a stream summary")?
+        .stream_arn()
+        .to_string())
+}
+
+/// Puts `(partition key, data)` records on the stream in order; their sequence numbers.
+async fn put_records(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream_arn: &str,
+    records: &[(String, Vec<u8>)],
+) -> anyhow::Result<Vec<String>> {
+    let mut sequence_numbers = Vec::new();
+    for (key, data) in records {
+        let put = kinesis
+            .put_record()
+            .stream_arn(stream_arn)
+            .partition_key(key)
+            .data(aws_sdk_kinesis::primitives::Blob::new(data.clone()))
+            .send()
+            .await?;
+        sequence_numbers.push(put.sequence_number().to_string());
+    }
+    Ok(sequence_numbers)
+}
+
+#[tokio::test]
+async fn a_batch_the_event_source_gave_up_on_is_read_back_from_the_stream_and_applied_once(
+) -> anyhow::Result<()> {
+    use lago::aws::redrive::{KinesisShardReader, SqsFailureQueue};
+    use lambda_runtime::{Context as LambdaContext, LambdaEvent};
+    use trades_stream::{Invocation, Redriver, Response};
+
+    let Some(endpoint) = lago::aws::moto_endpoint(module_path!()) else {
+        return Ok(());
+    };
+    // GIVEN a stream holding 300 generated trades (with duplicates and malformed records): the
+    // event source gave up on trades 100–249 (the last 20 of them in one KPL aggregate) and
+    // recorded the batch on the on-failure queue, with the sequence numbers that bound it
+    let moto = Moto::create(&endpoint, "redrive").await?;
+    let kinesis = aws_sdk_kinesis::Client::new(&moto.sdk);
+    let stream_arn =
+        kinesis_stream(&kinesis, &format!("{}-trades", moto.config.lake_bucket)).await?;
+    let mut ndjson = Vec::new();
+    generate_trades(
+        &TradeGenerateOptions {
+            trades: 300,
+            users: 20,
+            seed: 23,
+            dirty_pct: 5.0,
+            span_days: 0,
+        },
+        &mut ndjson,
+    )?;
+    let text = String::from_utf8(ndjson)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let key = |line: &str| {
+        Trade::parse(line.as_bytes())
+            .map_or_else(|_| "malformed".to_string(), |t| t.user_id.to_string())
+    };
+    let mut records: Vec<(String, Vec<u8>)> = lines[..230]
+        .iter()
+        .map(|l| (key(l), l.as_bytes().to_vec()))
+        .collect();
+    let aggregated_keys: Vec<String> = lines[230..250].iter().map(|l| key(l)).collect();
+    records.push((
+        key(lines[230]),
+        lago::trades::kpl::aggregate(
+            aggregated_keys
+                .iter()
+                .zip(&lines[230..250])
+                .map(|(k, l)| (k.as_str(), l.as_bytes())),
+        ),
+    ));
+    records.extend(lines[250..].iter().map(|l| (key(l), l.as_bytes().to_vec())));
+    let sequence_numbers = put_records(&kinesis, &stream_arn, &records).await?;
+    let failure = serde_json::json!({
+        "requestContext": {"requestId": "7c1f0e3a", "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:trades-stream", "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 12},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0",
+        "timestamp": Utc::now().to_rfc3339(),
+        "KinesisBatchInfo": {
+            "shardId": "shardId-000000000000",
+            "startSequenceNumber": sequence_numbers[100],
+            "endSequenceNumber": sequence_numbers[230],
+            "approximateArrivalOfFirstRecord": (Utc::now() - chrono::Duration::hours(2)).to_rfc3339(),
+            "approximateArrivalOfLastRecord": Utc::now().to_rfc3339(),
+            "batchSize": 131,
+            "streamArn": stream_arn,
+        }
+    })
+    .to_string();
+    let failures_url = moto
+        .clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("{}-stream-failures", moto.config.lake_bucket))
+        .send()
+        .await?
+        .queue_url
+        .context("a queue URL")?;
+    for body in [failure.as_str(), "{\"not\": \"a failure record\"}"] {
+        moto.clients
+            .sqs
+            .send_message()
+            .queue_url(&failures_url)
+            .message_body(body)
+            .send()
+            .await?;
+    }
+    let stream = moto.stream();
+    let redriver = Redriver {
+        queue: SqsFailureQueue::new(moto.clients.sqs.clone(), &failures_url),
+        reader: KinesisShardReader::from_sdk(&moto.sdk),
+        retention_hours: 24,
+    };
+    let redrive = |dry_run: bool| {
+        let invocation = Invocation {
+            action: Some("redrive".into()),
+            dry_run: Some(dry_run),
+            ..Invocation::default()
+        };
+        let stream = &stream;
+        let redriver = &redriver;
+        async move {
+            match stream
+                .invoke(
+                    LambdaEvent::new(invocation, LambdaContext::default()),
+                    Some(redriver),
+                )
+                .await?
+            {
+                Response::Redrive(report) => anyhow::Ok(serde_json::to_value(report)?),
+                Response::Batch(_) => bail!("a redrive answered as a batch"),
+            }
+        }
+    };
+    // The same 150 trades, one per record, through the in-memory twin.
+    let twin = TradeStream::new(
+        TradeProcessor::new(MemoryPortfolioStore::new()),
+        RecordingArchive::new(),
+        RecordingDeadLetters::new(),
+        RecordingNotifier::new(),
+    );
+    let delivered = batches(&lines[100..250], 150)?.remove(0);
+    let (result, _, twin_counts) = twin.handle_counted(&delivered, now(), None).await;
+    result?;
+
+    // WHEN a dry run looks at the queue
+    let dry = redrive(true).await?;
+    // THEN it reads the 131 Kinesis records of the range back, applies nothing and keeps both
+    // messages; it says how long the stream still holds the batch (24 h retention, 2 h old)
+    assert_eq!(
+        (dry["would_redrive"].as_u64(), dry["unreadable"].as_u64()),
+        (Some(1), Some(1)),
+        "{dry}"
+    );
+    assert_eq!(dry["items"], 131, "{dry}");
+    let hours_left = dry["details"][0]["subject"]["hours_left"]
+        .as_f64()
+        .unwrap_or_default();
+    assert!((21.9..=22.0).contains(&hours_left), "{dry}");
+    assert!(moto.scan(&moto.config.portfolios_table).await?.is_empty());
+    assert_eq!(moto.queue_depth(&failures_url).await?, 2);
+
+    // WHEN it is redriven
+    let first = redrive(false).await?;
+    // THEN exactly the batch's trades are applied (not those before or after it), the
+    // aggregate's included, DynamoDB holds the twin's portfolios, and the record is deleted
+    assert_eq!(first["redriven"], 1, "{first}");
+    assert_eq!(
+        first["items"].as_u64(),
+        Some(twin_counts.records),
+        "{first}"
+    );
+    assert_eq!(
+        first["items_already_done"].as_u64(),
+        Some(twin_counts.duplicates),
+        "{first}"
+    );
+    let compare = || async {
+        let items = moto.scan(&moto.config.portfolios_table).await?;
+        assert!(!items.is_empty());
+        for item in &items {
+            let stored = portfolio_from_item(item)?;
+            let expected = twin
+                .processor()
+                .store()
+                .portfolio(&stored.portfolio.user_id)
+                .context("the twin has the user")?;
+            // Everything but when it was written and the stream position it came from (the
+            // twin's records are numbered from 1, the stream's are Kinesis's).
+            let when_aside = |p: &Portfolio| Portfolio {
+                updated_at: None,
+                ..p.clone()
+            };
+            assert_eq!(
+                when_aside(&stored.portfolio),
+                when_aside(&expected.portfolio),
+                "{}",
+                stored.portfolio.user_id
+            );
+            assert_eq!(stored.version, expected.version);
+        }
+        anyhow::Ok(items.len())
+    };
+    let users = compare().await?;
+    assert_eq!(moto.queue_depth(&failures_url).await?, 1);
+
+    // WHEN the same batch is recorded and redriven again
+    moto.clients
+        .sqs
+        .send_message()
+        .queue_url(&failures_url)
+        .message_body(&failure)
+        .send()
+        .await?;
+    let second = redrive(false).await?;
+    // THEN every trade decided before is a duplicate (as for the twin delivered the same batch
+    // again) and nothing changes
+    let (_, _, twin_again) = twin.handle_counted(&delivered, now(), None).await;
+    assert_eq!(twin_again.applied, 0);
+    assert_eq!(second["redriven"], 1, "{second}");
+    assert_eq!(
+        second["items_already_done"].as_u64(),
+        Some(twin_again.duplicates),
+        "{second}"
+    );
+    assert_eq!(compare().await?, users);
+    // AND the message that is no on-failure record is still there, for someone to look at
+    assert_eq!(second["unreadable"], 1, "{second}");
+    assert_eq!(moto.queue_depth(&failures_url).await?, 1);
     Ok(())
 }

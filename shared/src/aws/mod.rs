@@ -1,6 +1,7 @@
 //! AWS adapters of lago's ports (feature `aws`): the lake on S3 ([`s3`]), Step Functions
-//! ([`sfn`]), Glue crawlers ([`glue`]), the Redshift Data API ([`redshift`]) and Secrets Manager
-//! ([`secrets`]); plus the SDK configuration every Lambda builds at start-up (logging is
+//! ([`sfn`]), Glue crawlers ([`glue`]), the Redshift Data API ([`redshift`]), Secrets Manager
+//! ([`secrets`]), the failure queues and Kinesis shards that redrives read ([`redrive`]); plus
+//! the SDK configuration every Lambda builds at start-up (logging is
 //! [`crate::runtime::logging`]).
 //!
 //! Each adapter turns SDK errors into the port's error with the SDK error kept as its `source`,
@@ -8,6 +9,7 @@
 //! SDK first, then by the state machine) and the rest.
 
 pub mod glue;
+pub mod redrive;
 pub mod redshift;
 pub mod s3;
 pub mod secrets;

@@ -35,6 +35,14 @@ impl Env {
         }
     }
 
+    /// The process environment, with `overrides` on top (a function's settings, read from
+    /// elsewhere).
+    pub fn from_process_with(overrides: impl IntoIterator<Item = (String, String)>) -> Env {
+        let mut env = Env::from_process();
+        env.vars.extend(overrides);
+        env
+    }
+
     /// Settings given as pairs (tests).
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Env {
         Env {

@@ -79,6 +79,36 @@ impl KinesisTradeRecord {
 }
 
 impl KinesisTradeEvent {
+    /// The records of a shard read back from the stream (a redrive), as the event source would
+    /// have delivered them: the same event ids, sequence numbers, partition keys, data and
+    /// arrival times.
+    pub fn from_shard_records(
+        stream_arn: &str,
+        shard_id: &str,
+        records: &[crate::redrive::ShardRecord],
+    ) -> KinesisTradeEvent {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        KinesisTradeEvent {
+            records: records
+                .iter()
+                .map(|r| KinesisTradeRecord {
+                    event_id: format!("{shard_id}:{}", r.sequence_number),
+                    event_source_arn: stream_arn.to_string(),
+                    kinesis: KinesisData {
+                        data: b64.encode(&r.data),
+                        sequence_number: r.sequence_number.clone(),
+                        partition_key: r.partition_key.clone(),
+                        approximate_arrival_timestamp: r.arrived_at.and_then(|t| {
+                            serde_json::Number::from_f64(t.timestamp_millis() as f64 / 1000.0)
+                                .map(serde_json::Value::Number)
+                        }),
+                    },
+                })
+                .collect(),
+        }
+    }
+
     /// The same records as a KPL producer would send them: `per` user records to an aggregated
     /// record, which keeps the identity (event id, sequence number, arrival) of its first one.
     /// A record whose data is not base64 goes in as its text.
