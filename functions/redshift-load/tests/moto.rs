@@ -14,7 +14,7 @@ use lago::aws::redshift::{ClusterAuth, RedshiftDataApi, WarehouseTarget};
 use lago::aws::s3::S3Manifests;
 use lago::contract::Dataset;
 use lago::ingest::memory::sample_manifest;
-use lago::ingest::statements::{LoadTarget, ManifestReader};
+use lago::ingest::statements::{exclusive_parts_prefix, parts_stem, LoadTarget, ManifestReader};
 use lago::ingest::task::S3Uri;
 use lago::load::RedshiftCopy;
 use lambda_runtime::{Context, LambdaEvent};
@@ -131,6 +131,30 @@ async fn statement_status_and_manifests_in_moto() -> anyhow::Result<()> {
     // THEN the adapter reads the manifest back as written
     let uri = S3Uri::new(&bucket, &m.outputs.manifest);
     assert_eq!(manifests.read_manifest(&uri).await?, m);
+    // AND the parts' prefix is theirs alone only while nothing else is under it: one COPY
+    // over it, then one per part once an earlier run's part is there too
+    for part in &m.outputs.processed {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(&part.key)
+            .body(b"PAR1".to_vec().into())
+            .send()
+            .await?;
+    }
+    let prefix = exclusive_parts_prefix(&manifests, &bucket, &m).await;
+    let stem = parts_stem(m.outputs.processed.iter().map(|p| p.key.as_str()));
+    assert_eq!(prefix, stem.map(|s| format!("s3://{bucket}/{s}")));
+    assert!(prefix.is_some());
+    let stale = m.outputs.processed[0]
+        .key
+        .replace("-00000.parquet", "-00007.parquet");
+    s3.put_object()
+        .bucket(&bucket)
+        .key(&stale)
+        .body(b"PAR1".to_vec().into())
+        .send()
+        .await?;
+    assert_eq!(exclusive_parts_prefix(&manifests, &bucket, &m).await, None);
     let deps = Deps {
         api,
         manifests,

@@ -922,4 +922,39 @@ impl ManifestReader for S3Manifests {
             .into_bytes();
         serde_json::from_slice(&body).map_err(|source| ManifestError::Invalid { uri: u, source })
     }
+    #[instrument(skip(self))]
+    async fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, ManifestError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(|e| {
+                let uri = S3Uri::new(bucket, prefix).to_string();
+                let e = S3Error::new("ListObjectsV2", bucket, prefix, e);
+                match e.kind {
+                    ErrorKind::Retryable => ManifestError::Transient {
+                        uri,
+                        source: Box::new(e),
+                    },
+                    _ => ManifestError::Refused {
+                        uri,
+                        source: Box::new(e),
+                    },
+                }
+            })?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect())
+    }
 }

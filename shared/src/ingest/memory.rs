@@ -293,15 +293,27 @@ impl DataApi for MemoryDataApi {
 #[derive(Debug, Default)]
 pub struct MemoryManifests {
     docs: Mutex<HashMap<String, Vec<u8>>>,
+    /// Every object of the lake, as `(bucket, key)`.
+    objects: Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 impl MemoryManifests {
-    /// Stores the manifest where the transform writes it in `bucket`; returns its URI.
+    /// Stores the manifest where the transform writes it in `bucket`, with the parts it lists;
+    /// returns its URI.
     pub fn insert(&self, bucket: &str, m: &Manifest) -> String {
         let uri = S3Uri::new(bucket, &m.outputs.manifest).to_string();
         let body = serde_json::to_vec(m).unwrap_or_default();
         lock(&self.docs).insert(uri.clone(), body);
+        self.insert_object(bucket, &m.outputs.manifest);
+        for part in &m.outputs.processed {
+            self.insert_object(bucket, &part.key);
+        }
         uri
+    }
+
+    /// Another object in the lake (what a listing finds).
+    pub fn insert_object(&self, bucket: &str, key: &str) {
+        lock(&self.objects).insert((bucket.to_string(), key.to_string()));
     }
 }
 
@@ -316,6 +328,20 @@ impl ManifestReader for MemoryManifests {
                 source: fake_error("NoSuchKey"),
             })?;
         serde_json::from_slice(&body).map_err(|source| ManifestError::Invalid { uri: u, source })
+    }
+
+    async fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, ManifestError> {
+        Ok(lock(&self.objects)
+            .iter()
+            .filter(|(b, k)| b == bucket && k.starts_with(prefix))
+            .map(|(_, k)| k.clone())
+            .take(limit)
+            .collect())
     }
 }
 
@@ -454,9 +480,9 @@ impl RawSource for MemorySource {
 pub fn sample_manifest(dataset: Dataset, parts: usize) -> Manifest {
     let day = NaiveDate::from_ymd_opt(2025, 5, 10).unwrap_or_default();
     let prefix = |zone: &str| format!("{zone}/{dataset}/year=2025/month=05/day=10/sample-0a1b2c3d");
-    let processed: Vec<OutputObject> = (1..=parts)
+    let processed: Vec<OutputObject> = (0..parts)
         .map(|i| OutputObject {
-            key: format!("{}-{i:04}.parquet", prefix("processed")),
+            key: format!("{}-{i:05}.parquet", prefix("processed")),
             rows: 10,
             bytes: 1000,
             checksum: None,

@@ -15,7 +15,7 @@ use crate::load::{
     self, Ident, LoadError, LoadPlan, LoadRequest, RedshiftCopy, SqlDialect, Table, TableLoad,
 };
 use crate::runtime::{BoxError, Classified, ErrorKind};
-use crate::transform::Manifest;
+use crate::transform::{Manifest, Status};
 
 /// The task input of the `redshift-load` function.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -154,12 +154,72 @@ pub enum ManifestError {
     },
 }
 
-/// Reads the manifests the transform wrote.
+/// Reads the manifests the transform wrote, and lists what is under a processed prefix.
 pub trait ManifestReader: Send + Sync {
     fn read_manifest(
         &self,
         uri: &S3Uri,
     ) -> impl Future<Output = Result<Manifest, ManifestError>> + Send;
+
+    /// The keys under `prefix` in `bucket`, up to `limit` of them (S3: one `ListObjectsV2`).
+    fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, ManifestError>> + Send;
+}
+
+/// The key prefix the transform gave a file's parts, `<stem>-` of `<stem>-00000.parquet`,
+/// `<stem>-00001.parquet`, …: `None` unless every part is so named, numbered from 0 in order.
+pub fn parts_stem<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut stem = None;
+    for (n, key) in keys.into_iter().enumerate() {
+        let (head, number) = key.strip_suffix(".parquet")?.rsplit_once('-')?;
+        if number.len() != 5 || number.parse::<usize>().ok()? != n {
+            return None;
+        }
+        match &stem {
+            None => stem = Some(head),
+            Some(s) if *s == head => {}
+            Some(_) => return None,
+        }
+    }
+    stem.map(|s| format!("{s}-"))
+}
+
+/// `s3://bucket/<stem>-` when the manifest's parts are the only objects under their stem — a
+/// listing of it gives exactly them — so one COPY over it loads them all; `None` otherwise (a
+/// part left by an earlier run, a listing that failed), and the parts are loaded one by one.
+pub async fn exclusive_parts_prefix<M: ManifestReader>(
+    manifests: &M,
+    bucket: &str,
+    manifest: &Manifest,
+) -> Option<String> {
+    let parts: std::collections::BTreeSet<&str> = manifest
+        .outputs
+        .processed
+        .iter()
+        .map(|p| p.key.as_str())
+        .collect();
+    let stem = parts_stem(manifest.outputs.processed.iter().map(|p| p.key.as_str()))?;
+    match manifests.list_keys(bucket, &stem, parts.len() + 1).await {
+        Ok(listed) => {
+            let listed: std::collections::BTreeSet<&str> =
+                listed.iter().map(String::as_str).collect();
+            if listed == parts {
+                load::s3_uri(bucket, &stem).ok()
+            } else {
+                let others: Vec<&&str> = listed.difference(&parts).take(3).collect();
+                tracing::info!(%stem, ?others, "other objects under the parts' prefix: one COPY per part");
+                None
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%stem, error = %crate::runtime::error_chain(&e), "the parts' prefix could not be listed: one COPY per part");
+            None
+        }
+    }
 }
 
 /// Why a `redshift-load` action failed.
@@ -309,15 +369,20 @@ pub async fn setup<D: DataApi>(api: &D, wh: &LoadTarget) -> Result<SubmitOutput,
     Ok(out)
 }
 
-/// The Redshift statements that load one manifest's parts (exposed for tests and the docs).
+/// The Redshift statements that load one manifest's parts (exposed for tests and the docs),
+/// through `parts_prefix` when it holds them alone ([`exclusive_parts_prefix`]).
 pub fn load_statements(
     wh: &LoadTarget,
     manifest_uri: &S3Uri,
     manifest: &Manifest,
+    parts_prefix: Option<&str>,
 ) -> Result<Vec<String>, LoadError> {
-    let plan = LoadPlan::for_manifest(manifest, &wh.schema, |key| {
+    let mut plan = LoadPlan::for_manifest(manifest, &wh.schema, |key| {
         load::s3_uri(&manifest_uri.bucket, key)
     })?;
+    if let Some(prefix) = parts_prefix {
+        plan = plan.with_parts_prefix(prefix)?;
+    }
     plan.render(&wh.dialect)
 }
 
@@ -340,7 +405,12 @@ pub async fn submit<D: DataApi, M: ManifestReader>(
     }
     let name_tag = digest(&[manifest_uri, &manifest.source.checksum], 16);
     let statement_name = format!("lago-load-{dataset}-{name_tag}");
-    let sqls = match load_statements(wh, &uri, &manifest) {
+    let prefix = if manifest.status == Status::Ok && manifest.rows_ok > 0 {
+        exclusive_parts_prefix(manifests, &uri.bucket, &manifest).await
+    } else {
+        None
+    };
+    let sqls = match load_statements(wh, &uri, &manifest, prefix.as_deref()) {
         Ok(s) => s,
         Err(LoadError::NothingToLoad { source_key, reason }) => {
             tracing::info!(%dataset, key = %source_key, %reason, "nothing to load");
@@ -362,6 +432,7 @@ pub async fn submit<D: DataApi, M: ManifestReader>(
         key = %manifest.source.key,
         rows = manifest.rows_ok,
         parts = manifest.outputs.processed.len(),
+        one_copy = prefix.is_some(),
         statement_id = ?out.statement_id,
         statements = sqls.len(),
         "load submitted"
@@ -554,18 +625,83 @@ mod tests {
             Dataset::Transacciones,
             &uri,
         ))?;
-        // THEN the batch is the plan rendered for Redshift, with one COPY per part
+        // THEN the batch is the plan rendered for Redshift, with one COPY over the parts'
+        // prefix, which holds them alone
         let batches = api.batches();
         assert_eq!(batches.len(), 1);
-        let expected = load_statements(&warehouse()?, &uri.parse()?, &m)?;
+        let prefix = format!(
+            "s3://lake/{}",
+            parts_stem(m.outputs.processed.iter().map(|p| p.key.as_str())).unwrap_or_default()
+        );
+        let expected = load_statements(&warehouse()?, &uri.parse()?, &m, Some(&prefix))?;
         assert_eq!(batches[0], expected);
-        assert_eq!(
-            batches[0].iter().filter(|s| s.starts_with("COPY ")).count(),
-            2
+        let copies: Vec<&String> = batches[0]
+            .iter()
+            .filter(|s| s.starts_with("COPY "))
+            .collect();
+        assert_eq!(copies.len(), 1);
+        assert!(
+            copies[0].contains(&format!("FROM '{prefix}'")),
+            "{}",
+            copies[0]
         );
         assert_eq!(out.state, StatementState::Submitted);
         assert_eq!(out.statements, expected.len());
         Ok(())
+    }
+
+    #[test]
+    fn a_part_left_by_an_earlier_run_under_the_prefix_means_one_copy_per_part() -> anyhow::Result<()>
+    {
+        // GIVEN a two-part manifest, and a third part under the same stem that it does not list
+        let m = sample_manifest(Dataset::Transacciones, 2);
+        let manifests = MemoryManifests::default();
+        let uri = manifests.insert("lake", &m);
+        let stale = m.outputs.processed[0]
+            .key
+            .replace("-00000.parquet", "-00002.parquet");
+        manifests.insert_object("lake", &stale);
+        let api = MemoryDataApi::default();
+        // WHEN it is submitted
+        block_on(submit(
+            &api,
+            &manifests,
+            &warehouse()?,
+            Dataset::Transacciones,
+            &uri,
+        ))?;
+        // THEN the COPYs name the manifest's two parts, so the third is not loaded
+        let batches = api.batches();
+        let copies: Vec<&String> = batches[0]
+            .iter()
+            .filter(|s| s.starts_with("COPY "))
+            .collect();
+        assert_eq!(copies.len(), 2);
+        assert!(copies.iter().all(|c| !c.contains("-00002")));
+        Ok(())
+    }
+
+    #[test]
+    fn only_parts_named_in_order_from_zero_have_a_stem() {
+        let stem = |keys: &[&str]| parts_stem(keys.iter().copied());
+        assert_eq!(
+            stem(&["p/x/t-1a-00000.parquet", "p/x/t-1a-00001.parquet"]),
+            Some("p/x/t-1a-".to_string())
+        );
+        assert_eq!(
+            stem(&["p/x/t-1a-00000.parquet"]),
+            Some("p/x/t-1a-".to_string())
+        );
+        for keys in [
+            &["p/x/t-1a-00001.parquet"][..],
+            &["p/x/t-1a-00000.parquet", "p/x/t-1b-00001.parquet"],
+            &["p/x/t-1a-00000.parquet", "p/x/t-1a-00002.parquet"],
+            &["p/x/t-1a-0000.parquet"],
+            &["p/x/t-1a-00000.csv"],
+            &[],
+        ] {
+            assert_eq!(stem(keys), None, "{keys:?}");
+        }
     }
 
     fn history_loads(days: &[&str]) -> Vec<TableLoad> {

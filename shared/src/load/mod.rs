@@ -5,7 +5,8 @@
 //! transaction there); the local twin runs the DuckDB rendering inside `BEGIN … COMMIT`. Steps:
 //!
 //! 1. a temporary staging table like the target;
-//! 2. the Parquet parts into it (Redshift: one `COPY … FORMAT AS PARQUET` per part; DuckDB:
+//! 2. the Parquet parts into it (Redshift: one `COPY … FORMAT AS PARQUET` over the parts' own key
+//!    prefix when it holds them alone, which loads them in parallel, else one per part; DuckDB:
 //!    `INSERT … SELECT … FROM read_parquet([…])`);
 //! 3. `clientes` / `proveedores`: delete the target rows whose key is in the stage with a load date
 //!    no newer than the stage's, then insert the stage rows whose key is not (still) in the
@@ -53,6 +54,8 @@ pub enum LoadError {
     InvalidRegion(String),
     #[error("{0:?} is not a valid S3 bucket name")]
     InvalidBucket(String),
+    #[error("the part {part:?} is not under the prefix {prefix:?} it is to be loaded through")]
+    NotUnderPrefix { part: String, prefix: String },
     #[error("Redshift COPY reads from S3: {0:?} is not an s3:// URI")]
     NotAnS3Uri(String),
     #[error("{0:?} contains a glob character (* ? [) that DuckDB's read_parquet would expand")]

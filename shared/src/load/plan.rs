@@ -62,6 +62,10 @@ pub enum LoadStep {
         stage: Ident,
         columns: Vec<Ident>,
         parts: Vec<String>,
+        /// An S3 key prefix under which the parts are the only objects (see
+        /// [`LoadPlan::with_parts_prefix`]): Redshift then loads them with one COPY, every file
+        /// in parallel across the slices, instead of one COPY per part in sequence.
+        prefix: Option<String>,
     },
     /// Delete target rows that the stage supersedes: same key, load date not newer.
     DeleteSupersededKeys {
@@ -169,6 +173,7 @@ impl LoadPlan {
                 stage: stage.clone(),
                 columns: columns.clone(),
                 parts: req.parts,
+                prefix: None,
             },
         ];
         match LoadStrategy::of(req.table)? {
@@ -263,6 +268,31 @@ impl LoadPlan {
         })
     }
 
+    /// Loads the parts through `prefix` (`s3://bucket/…`), a key prefix the caller has checked
+    /// holds exactly the parts and nothing else (a listing of it equal to the parts): Redshift's
+    /// COPY reads every object under a prefix, in parallel across the slices. Refused when a
+    /// part is not under it. DuckDB's rendering is unchanged: it reads the parts by name.
+    pub fn with_parts_prefix(mut self, prefix: &str) -> Result<LoadPlan, LoadError> {
+        for step in &mut self.steps {
+            if let LoadStep::LoadParts {
+                parts, prefix: p, ..
+            } = step
+            {
+                if !prefix.starts_with("s3://") {
+                    return Err(LoadError::NotAnS3Uri(prefix.to_string()));
+                }
+                if let Some(outside) = parts.iter().find(|part| !part.starts_with(prefix)) {
+                    return Err(LoadError::NotUnderPrefix {
+                        part: outside.clone(),
+                        prefix: prefix.to_string(),
+                    });
+                }
+                *p = Some(prefix.to_string());
+            }
+        }
+        Ok(self)
+    }
+
     /// The SQL statements, in order. Each is one statement under [`MAX_STATEMENT_BYTES`];
     /// a Redshift plan has at most [`MAX_BATCH_STATEMENTS`].
     pub fn render(&self, dialect: &SqlDialect) -> Result<Vec<String>, LoadError> {
@@ -346,19 +376,26 @@ fn render_step(step: &LoadStep, d: &SqlDialect, out: &mut Vec<String>) -> Result
             stage,
             columns,
             parts,
+            prefix,
         } => match d {
-            // One COPY per part, rather than a COPY manifest object: no extra object to write
-            // (and no write permission for the loader), the files are exactly the manifest's, and
-            // a part is up to 128 MiB so most files have one. The column order is the target's,
-            // created from the same contract as the Parquet schema.
+            // One COPY over the parts' own prefix when the caller checked that it holds them
+            // alone: Redshift loads the files in parallel, and a file of any number of parts is
+            // one statement. Otherwise one COPY per part, rather than a COPY manifest object (no
+            // extra object to write, no write permission for the loader): the files are exactly
+            // the manifest's. The column order is the target's, created from the same contract
+            // as the Parquet schema.
             SqlDialect::Redshift(copy) => {
-                for part in parts {
-                    if !part.starts_with("s3://") {
-                        return Err(LoadError::NotAnS3Uri(part.clone()));
+                let sources = match prefix {
+                    Some(prefix) => std::slice::from_ref(prefix),
+                    None => parts.as_slice(),
+                };
+                for source in sources {
+                    if !source.starts_with("s3://") {
+                        return Err(LoadError::NotAnS3Uri(source.clone()));
                     }
                     let mut sql = format!(
                         "COPY {stage} FROM {} IAM_ROLE {} FORMAT AS PARQUET",
-                        d.literal(part)?,
+                        d.literal(source)?,
                         d.literal(copy.iam_role_arn())?
                     );
                     if let Some(region) = copy.region() {
@@ -821,6 +858,44 @@ mod tests {
     }
 
     #[test]
+    fn parts_alone_under_their_prefix_are_one_copy_and_duckdb_reads_them_as_before(
+    ) -> Result<(), LoadError> {
+        // GIVEN a file of 37 parts (one COPY each would pass the Data API's 40 statements)
+        let parts: Vec<String> = (0..37)
+            .map(|i| format!("s3://lago-lake/processed/transacciones/t-1a2b-{i:05}.parquet"))
+            .collect();
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let prefix = "s3://lago-lake/processed/transacciones/t-1a2b-";
+        let p = plan(Dataset::Transacciones, TX_KEY, &refs)?.with_parts_prefix(prefix)?;
+        // WHEN it is rendered for Redshift
+        let sql = p.render(&redshift()?)?;
+        // THEN the parts are one COPY over the prefix: 5 statements in all
+        assert_eq!(sql.len(), 5);
+        let copies: Vec<&String> = sql.iter().filter(|s| s.starts_with("COPY")).collect();
+        assert_eq!(copies.len(), 1);
+        assert!(
+            copies[0].starts_with(&format!(
+                "COPY lago_stage_transacciones FROM '{prefix}' IAM_ROLE"
+            )),
+            "{}",
+            copies[0]
+        );
+        // AND DuckDB still reads exactly the parts, as without the prefix
+        let plain = plan(Dataset::Transacciones, TX_KEY, &refs)?;
+        assert_eq!(
+            p.render(&SqlDialect::DuckDb)?,
+            plain.render(&SqlDialect::DuckDb)?
+        );
+        // AND a prefix that does not hold every part, or is no S3 URI, is refused
+        let other = plan(Dataset::Transacciones, TX_KEY, &refs)?
+            .with_parts_prefix("s3://lago-lake/processed/transacciones/t-9999-");
+        assert!(matches!(other, Err(LoadError::NotUnderPrefix { .. })));
+        let local = plan(Dataset::Transacciones, TX_KEY, &refs)?.with_parts_prefix("/lake/");
+        assert!(matches!(local, Err(LoadError::NotAnS3Uri(_))));
+        Ok(())
+    }
+
+    #[test]
     fn parts_in_the_wrong_place_for_the_dialect_are_refused() -> Result<(), LoadError> {
         let local = plan(Dataset::Clientes, CLI_KEY, &["/lake/c-00000.parquet"])?;
         assert!(matches!(
@@ -881,6 +956,7 @@ mod tests {
                 stage: Ident::new("lago_stage_transacciones")?,
                 columns: column_idents(Dataset::Transacciones)?,
                 parts: vec![format!("s3://lago-lake/{TX_PART_0}")],
+                prefix: None,
             }
         );
         // AND a rejected or empty file has nothing to load
