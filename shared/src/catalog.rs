@@ -1,14 +1,96 @@
-//! The local twin of the Glue crawlers: a catalog of the processed zone's tables, their columns
-//! (from the contracts) and the partitions found on disk.
+//! The processed zone's catalog: the local twin of the Glue catalog (tables, their columns from
+//! the contracts, the partitions found on disk), and the partitions the transform registers in
+//! Glue itself ([`PartitionCatalog`]) — the data is queryable as soon as it is written, with no
+//! crawler on the way.
 
 use std::fs;
 use std::io;
 use std::path::Path;
 
+use std::future::Future;
+
+use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 
 use crate::contract::Dataset;
 use crate::lake::{partition_prefix, Zone};
+
+/// The Parquet storage every processed table and partition is declared with (the template's
+/// tables use the same).
+pub const PARQUET_INPUT_FORMAT: &str =
+    "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat";
+pub const PARQUET_OUTPUT_FORMAT: &str =
+    "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat";
+pub const PARQUET_SERDE: &str = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe";
+
+/// One partition of a processed table: `year`, `month`, `day` of the load date, and where its
+/// Parquet lies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionSpec {
+    pub dataset: Dataset,
+    /// `[year, month, day]` as the folder names write them (`2025`, `05`, `10`).
+    pub values: [String; 3],
+    /// `s3://<bucket>/processed/<dataset>/year=…/month=…/day=…/`.
+    pub location: String,
+    /// The table's columns (name, Glue type), from the contract, in the Parquet order.
+    pub columns: Vec<(String, String)>,
+}
+
+impl PartitionSpec {
+    /// The partition of `dataset` for files loaded on `load_date`, in the lake `bucket`.
+    pub fn processed(dataset: Dataset, bucket: &str, load_date: NaiveDate) -> PartitionSpec {
+        PartitionSpec {
+            dataset,
+            values: [
+                format!("{:04}", load_date.year()),
+                format!("{:02}", load_date.month()),
+                format!("{:02}", load_date.day()),
+            ],
+            location: format!(
+                "s3://{bucket}/{}",
+                partition_prefix(Zone::Processed, dataset, load_date)
+            ),
+            columns: dataset
+                .contract()
+                .output_columns()
+                .into_iter()
+                .map(|c| (c.name, c.ty.hive()))
+                .collect(),
+        }
+    }
+}
+
+/// What registering partitions did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Registered {
+    pub created: u32,
+    /// Registered before (an earlier file of the same day, a retry): not an error.
+    pub existed: u32,
+}
+
+/// Why partitions could not be registered.
+#[derive(Debug, thiserror::Error)]
+#[error("registering partitions of {table} in {database} failed ({code})")]
+pub struct CatalogError {
+    pub database: String,
+    pub table: String,
+    pub code: String,
+    /// Throttling, 5xx, time-outs: a retry may pass.
+    pub transient: bool,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// The catalog the transform registers the partitions it wrote in: Glue in AWS.
+pub trait PartitionCatalog: Send + Sync {
+    /// Registers `partitions` (of one table) in `database`; a partition that exists already is
+    /// counted, not an error.
+    fn register(
+        &self,
+        database: &str,
+        partitions: &[PartitionSpec],
+    ) -> impl Future<Output = Result<Registered, CatalogError>> + Send;
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CatalogColumn {
@@ -128,9 +210,75 @@ fn children(dir: &Path, prefix: &str) -> io::Result<Vec<(String, std::path::Path
     Ok(out)
 }
 
+/// The catalog in memory, for tests: partitions by (database, table, values).
+#[cfg(any(test, feature = "local"))]
+#[derive(Debug, Default)]
+pub struct MemoryPartitions {
+    partitions: std::sync::Mutex<std::collections::BTreeMap<PartitionKey, String>>,
+}
+
+/// (database, table, values) of a partition in [`MemoryPartitions`].
+#[cfg(any(test, feature = "local"))]
+type PartitionKey = (String, String, [String; 3]);
+
+#[cfg(any(test, feature = "local"))]
+impl MemoryPartitions {
+    /// `(database, table, values, location)` of every partition registered.
+    pub fn partitions(&self) -> Vec<(String, String, [String; 3], String)> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((d, t, v), l)| (d.clone(), t.clone(), v.clone(), l.clone()))
+            .collect()
+    }
+}
+
+#[cfg(any(test, feature = "local"))]
+impl PartitionCatalog for MemoryPartitions {
+    async fn register(
+        &self,
+        database: &str,
+        partitions: &[PartitionSpec],
+    ) -> Result<Registered, CatalogError> {
+        let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Registered::default();
+        for p in partitions {
+            let key = (
+                database.to_string(),
+                p.dataset.name().to_string(),
+                p.values.clone(),
+            );
+            match map.entry(key) {
+                std::collections::btree_map::Entry::Occupied(_) => out.existed += 1,
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(p.location.clone());
+                    out.created += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_processed_partition_is_where_the_transform_writes_with_the_contracts_columns() {
+        let day = NaiveDate::from_ymd_opt(2025, 5, 10).unwrap_or_default();
+        let p = PartitionSpec::processed(Dataset::Clientes, "lago-lake", day);
+        assert_eq!(p.values, ["2025".to_string(), "05".into(), "10".into()]);
+        assert_eq!(
+            p.location,
+            "s3://lago-lake/processed/clientes/year=2025/month=05/day=10/"
+        );
+        assert_eq!(p.columns.first().map(|c| c.0.as_str()), Some("id_cliente"));
+        assert!(p
+            .columns
+            .contains(&("_load_date".to_string(), "date".to_string())));
+    }
 
     #[test]
     fn partitions_come_from_the_folders_that_hold_parquet() -> io::Result<()> {

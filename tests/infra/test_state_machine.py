@@ -21,7 +21,6 @@ from support import EVENTS, STATEMACHINES
 ASL = STATEMACHINES / "ingest.asl.json"
 FN = {
     "transform": "lago-test-transform",
-    "start-crawler": "lago-test-start-crawler",
     "redshift-load": "lago-test-redshift-load",
 }
 MAX_POLLS = 3
@@ -51,13 +50,15 @@ TRANSFORM_OK = {
     "file_reason": None,
     "duration_ms": 212,
 }
-# Shapes of shared/src/ingest/{task,crawler,statements}.rs (StartOutput, StatusOutput, SubmitOutput).
-CRAWLER = {"crawler": "lago-test-processed-transacciones", "dataset": "transacciones", "zone": "processed"}
-STARTED_AT = "2025-05-10T13:45:00Z"
-STARTED = {**CRAWLER, "state": "started", "started_at": STARTED_AT}
-ALREADY_RUNNING = {**CRAWLER, "state": "already_running", "started_at": None}
-RUNNING = {**CRAWLER, "state": "RUNNING", "last_crawl": None}
-READY_OK = {**CRAWLER, "state": "READY", "last_crawl": {"status": "SUCCEEDED", "error_message": None, "started_at": STARTED_AT}}
+# Shapes of functions/transform (RegisterOutput) and shared/src/ingest/statements.rs (SubmitOutput).
+REGISTERED = {
+    "database": "energy_processed_db_test",
+    "table": "transacciones",
+    "partitions": [["2025", "05", "10"]],
+    "created": 1,
+    "existed": 0,
+    "skipped": False,
+}
 STATEMENT_ID = "7b0c6f3e-4f7c-4b39-9d49-2f6f0d0c1a11"
 SUBMITTED = {
     "statement_id": STATEMENT_ID,
@@ -77,21 +78,7 @@ MISMATCH = FunctionError(
 )
 FINISHED = {"statement_id": STATEMENT_ID, "state": "FINISHED", "error": None}
 
-CATALOG_STATES = {
-    "StartCrawler",
-    "CrawlerStarted",
-    "CountCrawlerRestart",
-    "CrawlerBusy",
-    "WaitForRunningCrawler",
-    "WaitForCrawler",
-    "CrawlerStatus",
-    "CountCrawlerPoll",
-    "CrawlerState",
-    "LastCrawlOutcome",
-    "CatalogUpdated",
-    "CrawlFailed",
-    "CrawlerTimedOut",
-}
+CATALOG_STATES = {"RegisterPartitions", "CatalogUpdated"}
 LOAD_STATES = {
     "WarehouseConfigured",
     "LoadSkipped",
@@ -116,11 +103,8 @@ def deployed(stack: MotoStack, *, warehouse: bool = True) -> Deployed:
         ASL,
         {
             "TransformFunctionArn": lambda_arn(FN["transform"]),
-            "StartCrawlerFunctionArn": lambda_arn(FN["start-crawler"]),
             "RedshiftLoadFunctionArn": lambda_arn(FN["redshift-load"]),
             "WarehouseEnabled": "true" if warehouse else "false",
-            "CrawlerPollSeconds": "0",
-            "CrawlerMaxPolls": str(MAX_POLLS),
             "LoadPollSeconds": "0",
             "LoadMaxPolls": str(MAX_POLLS),
         },
@@ -133,19 +117,20 @@ def script(
     *,
     transform: list[Any] | None = None,
     verify: list[Any] | None = None,
-    start: list[Any] | None = None,
-    crawler_status: list[Any] | None = None,
+    register: list[Any] | None = None,
     submit: list[Any] | None = None,
     load_status: list[Any] | None = None,
 ) -> None:
     r = stack.router
     r.register(
         FN["transform"],
-        by_action({None: scripted(transform or [TRANSFORM_OK]), "verify": scripted(verify or [VERIFIED])}),
-    )
-    r.register(
-        FN["start-crawler"],
-        by_action({"start": scripted(start or [STARTED]), "status": scripted(crawler_status or [RUNNING, READY_OK])}),
+        by_action(
+            {
+                None: scripted(transform or [TRANSFORM_OK]),
+                "verify": scripted(verify or [VERIFIED]),
+                "register": scripted(register or [REGISTERED]),
+            }
+        ),
     )
     r.register(
         FN["redshift-load"],
@@ -161,8 +146,8 @@ def payloads(stack: MotoStack, fn: str, action: str | None = None) -> list[Any]:
 
 
 def test_happy_path_transforms_catalogs_loads_and_notifies(stack: MotoStack) -> None:
-    # GIVEN a file that transforms with rows ok, a crawl that succeeds on the second poll and a
-    # COPY that finishes on the second poll
+    # GIVEN a file that transforms with rows ok, its partition registered and a COPY that
+    # finishes on the second poll
     sm = deployed(stack)
     script(stack)
 
@@ -172,11 +157,8 @@ def test_happy_path_transforms_catalogs_loads_and_notifies(stack: MotoStack) -> 
     # THEN it succeeds through both branches and notifies once with the counts
     assert run.status == "SUCCEEDED", run.failure()
     assert run.main_path() == ["Transform", "VerifyOutputs", "TransformOutcome", "CatalogAndLoad", "NotifySuccess", "Ingested"]
-    assert run.branch(CATALOG_STATES) == [
-        "StartCrawler", "CrawlerStarted", "WaitForCrawler",
-        "CrawlerStatus", "CountCrawlerPoll", "CrawlerState", "WaitForCrawler",
-        "CrawlerStatus", "CountCrawlerPoll", "CrawlerState", "LastCrawlOutcome", "CatalogUpdated",
-    ]  # fmt: skip
+    # No crawler on the way: one task registers the partition, and the branch is done.
+    assert run.branch(CATALOG_STATES) == ["RegisterPartitions", "CatalogUpdated"]
     assert run.branch(LOAD_STATES) == [
         "WarehouseConfigured", "RedshiftLoad", "LoadSubmitted", "WaitForLoad",
         "RedshiftLoadStatus", "CountLoadPoll", "LoadState", "WaitForLoad",
@@ -184,11 +166,11 @@ def test_happy_path_transforms_catalogs_loads_and_notifies(stack: MotoStack) -> 
     ]  # fmt: skip
 
     # The Lambdas got the documented task inputs.
-    assert payloads(stack, "transform") == [EXECUTION_INPUT, {"action": "verify", "manifest": TRANSFORM_OK["manifest"]}]
-    assert payloads(stack, "start-crawler", "start") == [{"action": "start", "dataset": "transacciones", "zone": "processed"}]
-    # `since` is the start's `started_at`: an older last crawl is reported RUNNING by the function.
-    status = {"action": "status", "dataset": "transacciones", "zone": "processed", "since": STARTED_AT}
-    assert payloads(stack, "start-crawler", "status") == [status, status]
+    assert payloads(stack, "transform") == [
+        EXECUTION_INPUT,
+        {"action": "verify", "manifest": TRANSFORM_OK["manifest"]},
+        {"action": "register", "manifest": TRANSFORM_OK["manifest"]},
+    ]
     assert payloads(stack, "redshift-load", "submit") == [
         {"action": "submit", "dataset": "transacciones", "manifest": TRANSFORM_OK["manifest"]}
     ]
@@ -202,63 +184,43 @@ def test_happy_path_transforms_catalogs_loads_and_notifies(stack: MotoStack) -> 
     assert note["execution"].startswith("arn:aws:states:")
 
 
-def test_crawler_already_running_is_waited_for_then_started_again(stack: MotoStack) -> None:
-    # GIVEN a crawler busy with an earlier crawl (which may not include this partition)
+def test_a_registration_that_fails_for_a_while_is_retried_then_goes_on(stack: MotoStack) -> None:
+    # GIVEN a catalog that throttles the first registration
     sm = deployed(stack)
-    script(stack, start=[ALREADY_RUNNING, STARTED], crawler_status=[READY_OK])
+    script(stack, register=[FunctionError("Retryable", "Glue BatchCreatePartition: ThrottlingException"), {**REGISTERED, "created": 0, "existed": 1}])
 
     run = sm.run(EXECUTION_INPUT)
 
-    # THEN the branch waits, starts the crawler again, and then polls it to READY
+    # THEN the task is retried inside its state and the execution succeeds
     assert run.status == "SUCCEEDED", run.failure()
-    assert run.branch(CATALOG_STATES) == [
-        "StartCrawler", "CrawlerStarted", "CountCrawlerRestart", "CrawlerBusy", "WaitForRunningCrawler",
-        "StartCrawler", "CrawlerStarted", "WaitForCrawler",
-        "CrawlerStatus", "CountCrawlerPoll", "CrawlerState", "LastCrawlOutcome", "CatalogUpdated",
-    ]  # fmt: skip
-    assert len(payloads(stack, "start-crawler", "start")) == 2
-    assert run.main_path()[-2:] == ["NotifySuccess", "Ingested"]
+    assert run.branch(CATALOG_STATES) == ["RegisterPartitions", "CatalogUpdated"]
+    assert len(payloads(stack, "transform", "register")) == 2
+    assert run.task_failures() == ["Retryable"]
 
 
-def test_crawler_never_ready_fails_after_the_poll_limit(stack: MotoStack) -> None:
-    # GIVEN a crawl that stays RUNNING forever
+def test_a_catalog_that_refuses_fails_the_execution_with_its_error(stack: MotoStack) -> None:
+    # GIVEN a catalog without the table (a stack deployed without it, say)
     sm = deployed(stack)
-    script(stack, crawler_status=[RUNNING])
+    script(stack, register=[FunctionError("NotFound", "Glue: EntityNotFoundException: table transacciones")])
 
     run = sm.run(EXECUTION_INPUT)
 
-    # THEN the branch gives up after exactly MAX_POLLS status calls and the execution fails, notified
+    # THEN it is not retried: the execution fails, notified with the cause
     assert run.status == "FAILED"
-    assert len(payloads(stack, "start-crawler", "status")) == MAX_POLLS
-    assert run.branch(CATALOG_STATES)[-1] == "CrawlerTimedOut"
+    assert len(payloads(stack, "transform", "register")) == 1
     assert run.main_path() == ["Transform", "VerifyOutputs", "TransformOutcome", "CatalogAndLoad", "NotifyFailure", "IngestFailed"]
     error, cause = run.failure()
-    assert error == "CrawlerTimeout"
-    assert f"after {MAX_POLLS} polls" in cause
+    assert error == "NotFound"
+    assert "EntityNotFoundException" in cause
     [note] = run.notifications
-    assert (note["event"], note["error"]) == ("IngestFailed", "CrawlerTimeout")
-
-
-def test_crawl_that_ends_failed_fails_the_branch_with_its_message(stack: MotoStack) -> None:
-    sm = deployed(stack)
-    failed = {**READY_OK, "last_crawl": {"status": "FAILED", "error_message": "Internal Service Exception", "started_at": STARTED_AT}}
-    script(stack, crawler_status=[failed])
-
-    run = sm.run(EXECUTION_INPUT)
-
-    assert run.status == "FAILED"
-    assert run.branch(CATALOG_STATES)[-2:] == ["LastCrawlOutcome", "CrawlFailed"]
-    error, cause = run.failure()
-    assert error == "CrawlFailed"
-    assert "Internal Service Exception" in cause
-    assert run.main_path()[-2:] == ["NotifyFailure", "IngestFailed"]
+    assert (note["event"], note["error"]) == ("IngestFailed", "NotFound")
 
 
 def test_copy_failed_notifies_failure_and_fails_with_the_statement_error(stack: MotoStack) -> None:
     # GIVEN a COPY that Redshift reports FAILED
     sm = deployed(stack)
     copy_error = "ERROR: Spectrum Scan Error: column precio has type DECIMAL(18,4) in Parquet"
-    script(stack, crawler_status=[READY_OK], load_status=[{**FINISHED, "state": "FAILED", "error": copy_error}])
+    script(stack, load_status=[{**FINISHED, "state": "FAILED", "error": copy_error}])
 
     run = sm.run(EXECUTION_INPUT)
 
@@ -287,7 +249,7 @@ def test_rejected_file_notifies_failure_without_catalog_or_load(stack: MotoStack
 
     assert run.status == "FAILED"
     assert run.path == ["Transform", "VerifyOutputs", "TransformOutcome", "FileRejected", "NotifyFailure", "IngestFailed"]
-    assert payloads(stack, "start-crawler") == [] and payloads(stack, "redshift-load") == []
+    assert payloads(stack, "transform", "register") == [] and payloads(stack, "redshift-load") == []
     error, cause = run.failure()
     assert error == "FileRejected"
     assert TRANSFORM_OK["manifest"] in cause
@@ -303,7 +265,7 @@ def test_zero_rows_ok_notifies_success_without_catalog_or_load(stack: MotoStack)
 
     assert run.status == "SUCCEEDED", run.failure()
     assert run.path == ["Transform", "VerifyOutputs", "TransformOutcome", "NotifySuccess", "Ingested"]
-    assert payloads(stack, "start-crawler") == [] and payloads(stack, "redshift-load") == []
+    assert payloads(stack, "transform", "register") == [] and payloads(stack, "redshift-load") == []
     [note] = run.notifications
     assert (note["event"], note["rows_ok"], note["rows_rejected"]) == ("IngestSucceeded", 0, 100)
 
@@ -317,7 +279,7 @@ def test_retryable_error_is_retried_then_succeeds(stack: MotoStack) -> None:
 
     # THEN the Task is retried (not caught) and the execution goes on to succeed
     assert run.status == "SUCCEEDED", run.failure()
-    assert payloads(stack, "transform") == [EXECUTION_INPUT, EXECUTION_INPUT, {"action": "verify", "manifest": TRANSFORM_OK["manifest"]}]
+    assert payloads(stack, "transform", None)[:3] == [EXECUTION_INPUT, EXECUTION_INPUT, {"action": "verify", "manifest": TRANSFORM_OK["manifest"]}]
     assert run.task_failures() == ["Retryable"]
     assert run.path.count("Transform") == 1  # a retry stays inside the state
     assert "NotifyFailure" not in run.path
@@ -349,7 +311,7 @@ def test_outputs_that_do_not_match_their_manifest_fail_before_catalog_or_load(st
     assert run.path == ["Transform", "VerifyOutputs", "NotifyFailure", "IngestFailed"]
     assert payloads(stack, "transform", "verify") == [{"action": "verify", "manifest": TRANSFORM_OK["manifest"]}] * 2
     assert run.failure()[0] == "ChecksumMismatch"
-    assert payloads(stack, "start-crawler") == [] and payloads(stack, "redshift-load") == []
+    assert payloads(stack, "transform", "register") == [] and payloads(stack, "redshift-load") == []
     [note] = run.notifications
     assert note["event"] == "IngestFailed" and note["error"] == "ChecksumMismatch"
     assert TRANSFORM_OK["manifest"] in note["cause"]
@@ -370,7 +332,7 @@ def test_a_mismatch_that_does_not_repeat_is_read_again_and_goes_on(stack: MotoSt
 
 def test_a_manifest_with_nothing_to_load_finishes_the_load_without_polling(stack: MotoStack) -> None:
     sm = deployed(stack)
-    script(stack, crawler_status=[READY_OK], submit=[NOTHING_TO_LOAD])
+    script(stack, submit=[NOTHING_TO_LOAD])
 
     run = sm.run(EXECUTION_INPUT)
 
@@ -381,7 +343,7 @@ def test_a_manifest_with_nothing_to_load_finishes_the_load_without_polling(stack
 
 def test_without_a_warehouse_the_load_branch_is_skipped(stack: MotoStack) -> None:
     sm = deployed(stack, warehouse=False)
-    script(stack, crawler_status=[READY_OK])
+    script(stack)
 
     run = sm.run(EXECUTION_INPUT)
 
@@ -394,8 +356,7 @@ def test_without_a_warehouse_the_load_branch_is_skipped(stack: MotoStack) -> Non
 SENT = {
     ("transform", None): set(EXECUTION_INPUT),
     ("transform", "verify"): {"action", "manifest"},
-    ("start-crawler", "start"): {"action", "dataset", "zone"},
-    ("start-crawler", "status"): {"action", "dataset", "zone", "since"},
+    ("transform", "register"): {"action", "manifest"},
     ("redshift-load", "submit"): {"action", "dataset", "manifest"},
     ("redshift-load", "status"): {"action", "statement_id"},
     # the trades-history state machine's load
@@ -410,7 +371,7 @@ def sample_key(path) -> tuple[str, str | None]:
 
 def task_input_samples() -> list:
     """The samples of the task inputs the state machine sends (redshift-load's setup is run by hand)."""
-    found = (p for fn in ("transform", "start-crawler", "redshift-load") for p in (EVENTS / fn).glob("*.json"))
+    found = (p for fn in ("transform", "redshift-load") for p in (EVENTS / fn).glob("*.json"))
     return sorted(p for p in found if sample_key(p) in SENT)
 
 

@@ -29,6 +29,7 @@ import pytest
 from support import (
     FUNCTIONS,
     ROOT,
+    STATEMACHINES,
     TEMPLATE,
     asl_files,
     load_asl,
@@ -1168,3 +1169,29 @@ def test_the_event_source_gives_up_while_the_stream_still_holds_the_batch() -> N
     # The alarm on the failure queue says how long the stream keeps the records.
     alarm = resources()["TradesStreamFailuresDepthAlarm"]["Properties"]["AlarmDescription"]["Fn::Sub"]
     assert "${TradesStreamRetentionHours}" in alarm and "redrive" in alarm
+
+
+def test_files_reach_the_catalog_without_a_crawler_on_their_path() -> None:
+    """The ingest state machine registers each file's partition through the transform (which may
+    add partitions to the four declared tables, nothing else) and never starts or polls a
+    crawler; the processed crawlers run only on their optional schedule, for schema drift."""
+    asl = (STATEMACHINES / "ingest.asl.json").read_text(encoding="utf-8")
+    assert "StartCrawlerFunctionArn" not in asl and "Crawler" not in asl
+    machine = resources()["IngestStateMachine"]["Properties"]
+    assert "StartCrawlerFunctionArn" not in machine["DefinitionSubstitutions"]
+    invoked = _as_list(_statement("IngestStateMachineRole", "InvokeIngestFunctions")["Resource"])
+    assert {"Fn::GetAtt": ["StartCrawlerFunction", "Arn"]} not in invoked
+    register = _statement("TransformRole", "RegisterPartitions")
+    assert _as_list(register["Action"]) == ["glue:BatchCreatePartition"]
+    tables = sorted(r["Fn::Sub"].rsplit("/", 1)[1] for r in register["Resource"] if "table/" in r["Fn::Sub"])
+    assert tables == sorted(DATASETS)
+    variables = resources()["TransformFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["GLUE_DATABASE"] == {"Ref": "ProcessedDatabase"}
+    # Under Lake Formation: INSERT on each declared table, one grant each, no wildcard.
+    grants = [r["Properties"] for r in resources("AWS::LakeFormation::PrincipalPermissions").values()]
+    transform = [g for g in grants if g["Principal"]["DataLakePrincipalIdentifier"] == {"Fn::GetAtt": ["TransformRole", "Arn"]}]
+    on_tables = {g["Resource"]["Table"]["Name"]["Ref"]: g["Permissions"] for g in transform if "Table" in g["Resource"]}
+    assert on_tables == {t: ["DESCRIBE", "INSERT"] for t in ("ClientesTable", "ProveedoresTable", "TransaccionesTable", "TrmTable")}
+    for name, crawler in resources("AWS::Glue::Crawler").items():
+        if name.startswith("Processed"):
+            assert crawler["Properties"]["Schedule"]["Fn::If"][0] == "CrawlsProcessed", name

@@ -2,13 +2,16 @@
 //! per container, runs the synchronous transform engine on a blocking thread against S3 (or the
 //! in-memory lake in tests) within the invocation's deadline, and maps the manifest to the task
 //! output. With `{"action": "verify", "manifest": "s3://…"}` it instead recomputes the checksum
-//! of every output that manifest lists ([`verify`]), the state machine's integrity step.
+//! of every output that manifest lists ([`verify`]), the state machine's integrity step; with
+//! `{"action": "register", "manifest": "s3://…"}` it registers the Glue partitions that
+//! manifest's Parquet went to ([`register`]), so the data is queryable with no crawler.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lago::aws::s3::{S3Error, S3Lake, S3Source};
+use lago::catalog::{CatalogError, PartitionCatalog, PartitionSpec, Registered};
 use lago::ingest::task::S3Uri;
 use lago::ingest::task::{
     pii_salt, ExecutionInput, SecretError, SecretSource, TaskInputError, TransformOutput,
@@ -39,6 +42,9 @@ pub struct Config {
     /// `DEADLINE_MARGIN_SECONDS` (2–120, default 10): time kept back from the invocation's
     /// deadline to stop cleanly and report instead of being killed.
     pub deadline_margin: Duration,
+    /// `GLUE_DATABASE` (optional): the processed zone's Glue database, where `register` adds
+    /// partitions.
+    pub glue_database: Option<String>,
 }
 
 impl Config {
@@ -59,6 +65,7 @@ impl Config {
                 10u64,
                 2..=120,
             )?),
+            glue_database: env.optional("GLUE_DATABASE"),
         })
     }
 }
@@ -135,11 +142,36 @@ impl Storage for S3Storage {
 }
 
 /// What the handler needs, built once per container.
-pub struct Deps<St, Sec> {
+pub struct Deps<St, Sec, Cat = NoCatalog> {
     pub storage: St,
     pub secrets: Sec,
     pub config: Config,
+    /// Where `register` adds partitions (Glue in AWS); `None` without `GLUE_DATABASE`.
+    pub catalog: Option<Cat>,
     salt: OnceCell<Vec<u8>>,
+}
+
+/// The catalog of a function built without one: `register` says so instead of registering.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCatalog;
+
+impl PartitionCatalog for NoCatalog {
+    async fn register(
+        &self,
+        database: &str,
+        partitions: &[PartitionSpec],
+    ) -> Result<Registered, CatalogError> {
+        Err(CatalogError {
+            database: database.to_string(),
+            table: partitions
+                .first()
+                .map(|p| p.dataset.name().to_string())
+                .unwrap_or_default(),
+            code: "NoCatalog".into(),
+            transient: false,
+            source: None,
+        })
+    }
 }
 
 impl<St: Storage, Sec: SecretSource> Deps<St, Sec> {
@@ -148,7 +180,21 @@ impl<St: Storage, Sec: SecretSource> Deps<St, Sec> {
             storage,
             secrets,
             config,
+            catalog: None,
             salt: OnceCell::new(),
+        }
+    }
+}
+
+impl<St: Storage, Sec: SecretSource, Cat> Deps<St, Sec, Cat> {
+    /// The same, registering partitions in `catalog` (under `GLUE_DATABASE`).
+    pub fn with_catalog<C: PartitionCatalog>(self, catalog: C) -> Deps<St, Sec, C> {
+        Deps {
+            storage: self.storage,
+            secrets: self.secrets,
+            config: self.config,
+            catalog: Some(catalog),
+            salt: self.salt,
         }
     }
 
@@ -213,6 +259,18 @@ pub enum TransformTaskError {
         manifest: String,
         problems: Vec<Problem>,
     },
+    #[error("the manifest {manifest} cannot be read")]
+    ManifestUnreadable {
+        manifest: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the partitions of {manifest} are not where its load date puts them: {detail}")]
+    PartitionMismatch { manifest: String, detail: String },
+    #[error("GLUE_DATABASE is not set: there is no catalog to register partitions in")]
+    NoCatalog,
+    #[error("the partitions could not be registered")]
+    Catalog(#[source] CatalogError),
 }
 
 /// The first problems, one phrase each (the full list is in the log).
@@ -244,6 +302,15 @@ impl Classified for TransformTaskError {
             E::Input(_) | E::InvalidTask(_) | E::WrongBucket { .. } | E::VerifyInput(_) => {
                 ErrorKind::InvalidInput
             }
+            E::ManifestUnreadable { source, .. } => match source.downcast_ref::<LakeError>() {
+                Some(LakeError::Io { source, .. }) => io_kind(source),
+                Some(other) => S3Error::kind_in_chain(other).unwrap_or(ErrorKind::Retryable),
+                None => ErrorKind::Internal,
+            },
+            E::PartitionMismatch { .. } | E::NoCatalog => ErrorKind::Internal,
+            E::Catalog(e) if e.transient => ErrorKind::Retryable,
+            E::Catalog(e) if e.code == "EntityNotFoundException" => ErrorKind::NotFound,
+            E::Catalog(_) => ErrorKind::Internal,
             E::Mismatch { .. } => ErrorKind::ChecksumMismatch,
             E::VerifyRead { source, .. } => match source {
                 LakeError::Io { source, .. } => io_kind(source),
@@ -267,27 +334,109 @@ impl Classified for TransformTaskError {
     }
 }
 
-/// One invocation: `{"action": "verify", …}` verifies a manifest's outputs, anything else is
-/// a transform task.
-pub async fn dispatch<St: Storage, Sec: SecretSource>(
-    deps: &Deps<St, Sec>,
+/// One invocation: `{"action": "verify", …}` verifies a manifest's outputs,
+/// `{"action": "register", …}` registers its partitions, anything else is a transform task.
+pub async fn dispatch<St: Storage, Sec: SecretSource, Cat: PartitionCatalog>(
+    deps: &Deps<St, Sec, Cat>,
     event: LambdaEvent<Value>,
 ) -> Result<Value, TransformTaskError> {
     let to_value = |v: Result<Value, serde_json::Error>| v.map_err(TransformTaskError::Input);
-    if event.payload.get("action").and_then(Value::as_str) == Some("verify") {
-        to_value(serde_json::to_value(verify(deps, event.payload).await?))
-    } else {
-        to_value(serde_json::to_value(handle(deps, event).await?))
+    match event.payload.get("action").and_then(Value::as_str) {
+        Some("verify") => to_value(serde_json::to_value(verify(deps, event.payload).await?)),
+        Some("register") => to_value(serde_json::to_value(register(deps, event.payload).await?)),
+        _ => to_value(serde_json::to_value(handle(deps, event).await?)),
     }
 }
 
-/// `{"action": "verify", "manifest": "s3://<lake>/manifests/…"}`: reads every output the
-/// manifest lists back from the lake and recomputes its checksum. Any output changed, missing or
-/// unreadable fails the task with `ChecksumMismatch`, naming them.
-pub async fn verify<St: Storage, Sec: SecretSource>(
-    deps: &Deps<St, Sec>,
+/// What `register` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RegisterOutput {
+    pub database: Option<String>,
+    pub table: String,
+    /// `[year, month, day]` of each partition.
+    pub partitions: Vec<[String; 3]>,
+    pub created: u32,
+    pub existed: u32,
+    /// Nothing to register: a rejected file, or no row ok.
+    pub skipped: bool,
+}
+
+/// `{"action": "register", "manifest": "s3://<lake>/manifests/…"}`: registers, in the processed
+/// database (`GLUE_DATABASE`), the partition of the load date the manifest's Parquet went to —
+/// already registered is fine (an earlier file of the same day, a retry). The table is the
+/// template's, declared from the contract; so is the partition's storage. A manifest with no
+/// Parquet (a rejected file) registers nothing.
+pub async fn register<St: Storage, Sec: SecretSource, Cat: PartitionCatalog>(
+    deps: &Deps<St, Sec, Cat>,
     payload: Value,
-) -> Result<VerifyReport, TransformTaskError> {
+) -> Result<RegisterOutput, TransformTaskError> {
+    let uri = manifest_uri(deps, &payload)?;
+    let lake = deps.storage.objects();
+    let key = uri.key.clone();
+    let manifest = tokio::task::spawn_blocking(
+        move || -> Result<engine::Manifest, Box<dyn std::error::Error + Send + Sync>> {
+            let body = lake.read_all(&key)?;
+            Ok(serde_json::from_slice(&body)?)
+        },
+    )
+    .await
+    .map_err(TransformTaskError::Panicked)?
+    .map_err(|source| TransformTaskError::ManifestUnreadable {
+        manifest: uri.to_string(),
+        source,
+    })?;
+    let spec = PartitionSpec::processed(manifest.dataset, &uri.bucket, manifest.load_date);
+    let mut out = RegisterOutput {
+        database: deps.config.glue_database.clone(),
+        table: manifest.dataset.name().to_string(),
+        partitions: Vec::new(),
+        created: 0,
+        existed: 0,
+        skipped: manifest.outputs.processed.is_empty(),
+    };
+    if out.skipped {
+        tracing::info!(manifest = %uri, "no Parquet: no partition to register");
+        return Ok(out);
+    }
+    let folder = spec
+        .location
+        .strip_prefix(&format!("s3://{}/", uri.bucket))
+        .unwrap_or_default()
+        .to_string();
+    if let Some(outside) = manifest
+        .outputs
+        .processed
+        .iter()
+        .find(|p| !p.key.starts_with(&folder))
+    {
+        return Err(TransformTaskError::PartitionMismatch {
+            manifest: uri.to_string(),
+            detail: format!("{} is not under {folder}", outside.key),
+        });
+    }
+    let (Some(catalog), Some(database)) = (&deps.catalog, &deps.config.glue_database) else {
+        return Err(TransformTaskError::NoCatalog);
+    };
+    let registered = catalog
+        .register(database, std::slice::from_ref(&spec))
+        .await
+        .map_err(TransformTaskError::Catalog)?;
+    out.partitions.push(spec.values.clone());
+    out.created = registered.created;
+    out.existed = registered.existed;
+    Emf::for_function("transform")
+        .metric("PartitionsCreated", Unit::Count, registered.created.into())
+        .property("table", out.table.clone())
+        .emit();
+    tracing::info!(manifest = %uri, database = %database, table = %out.table, partition = ?spec.values, created = registered.created, existed = registered.existed, "partition registered");
+    Ok(out)
+}
+
+/// The `manifest` of an action's payload: an `s3://` URI of a manifest in the lake bucket.
+fn manifest_uri<St, Sec, Cat>(
+    deps: &Deps<St, Sec, Cat>,
+    payload: &Value,
+) -> Result<S3Uri, TransformTaskError> {
     let uri = payload
         .get("manifest")
         .and_then(Value::as_str)
@@ -308,6 +457,17 @@ pub async fn verify<St: Storage, Sec: SecretSource>(
             "{uri} is not a manifest (manifests/….json)"
         )));
     }
+    Ok(uri)
+}
+
+/// `{"action": "verify", "manifest": "s3://<lake>/manifests/…"}`: reads every output the
+/// manifest lists back from the lake and recomputes its checksum. Any output changed, missing or
+/// unreadable fails the task with `ChecksumMismatch`, naming them.
+pub async fn verify<St: Storage, Sec: SecretSource, Cat>(
+    deps: &Deps<St, Sec, Cat>,
+    payload: Value,
+) -> Result<VerifyReport, TransformTaskError> {
+    let uri = manifest_uri(deps, &payload)?;
     let lake = deps.storage.objects();
     let key = uri.key.clone();
     let report = tokio::task::spawn_blocking(move || {
@@ -343,8 +503,8 @@ pub async fn verify<St: Storage, Sec: SecretSource>(
 }
 
 /// One task: transform one raw object.
-pub async fn handle<St: Storage, Sec: SecretSource>(
-    deps: &Deps<St, Sec>,
+pub async fn handle<St: Storage, Sec: SecretSource, Cat>(
+    deps: &Deps<St, Sec, Cat>,
     event: LambdaEvent<Value>,
 ) -> Result<TransformOutput, TransformTaskError> {
     let started = Instant::now();
@@ -490,6 +650,7 @@ mod tests {
             parquet_part_size: 128 << 20,
             threads: 2,
             deadline_margin: Duration::from_secs(10),
+            glue_database: Some("energy_processed_db_dev".into()),
         }
     }
 
@@ -630,6 +791,65 @@ mod tests {
             "{err}"
         );
         Ok(())
+    }
+
+    const REGISTER: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/transform/register.json"
+    ));
+
+    #[tokio::test]
+    async fn the_sample_register_adds_the_partition_the_sample_task_wrote_once(
+    ) -> anyhow::Result<()> {
+        // GIVEN the sample task transformed, and a catalog
+        let deps = deps().with_catalog(lago::catalog::MemoryPartitions::default());
+        let task: ExecutionInput = serde_json::from_str(TASK)?;
+        deps.storage.lake.insert(&task.key, CLIENTES.as_bytes());
+        handle(&deps, event_with_deadline(TASK, 60)?).await?;
+        // WHEN the sample register runs on its manifest, twice (a retry)
+        let first = dispatch(&deps, event_with_deadline(REGISTER, 60)?).await?;
+        let again = dispatch(&deps, event_with_deadline(REGISTER, 60)?).await?;
+        // THEN the load date's partition is in the catalog once, where the Parquet is
+        assert_eq!(
+            (first["created"].as_u64(), first["existed"].as_u64()),
+            (Some(1), Some(0)),
+            "{first}"
+        );
+        assert_eq!(
+            (again["created"].as_u64(), again["existed"].as_u64()),
+            (Some(0), Some(1)),
+            "{again}"
+        );
+        let catalog = deps.catalog.as_ref().expect("a catalog");
+        assert_eq!(
+            catalog.partitions(),
+            vec![(
+                "energy_processed_db_dev".to_string(),
+                "clientes".to_string(),
+                ["2025".to_string(), "05".into(), "10".into()],
+                "s3://lago-lake-dev/processed/clientes/year=2025/month=05/day=10/".to_string()
+            )]
+        );
+        // AND without a catalog it says so rather than pretend
+        let bare = deps_with_lake_of(&deps);
+        let err = dispatch(&bare, event_with_deadline(REGISTER, 60)?)
+            .await
+            .expect_err("no catalog");
+        assert!(err.to_string().contains("GLUE_DATABASE"), "{err}");
+        Ok(())
+    }
+
+    /// Deps without a catalog, over a copy of `deps`' lake.
+    fn deps_with_lake_of<C>(
+        deps: &Deps<MemoryStorage, MemorySecrets, C>,
+    ) -> Deps<MemoryStorage, MemorySecrets> {
+        let bare = self::deps();
+        for key in deps.storage.lake.keys() {
+            bare.storage
+                .lake
+                .insert(&key, &deps.storage.lake.get(&key).unwrap_or_default());
+        }
+        bare
     }
 
     #[tokio::test]

@@ -2,9 +2,10 @@
 //! `{bucket, key, version_id, etag, size, dataset, load_date}`; streams that raw object from S3
 //! through the transform engine into `processed/` (Parquet, multipart-uploaded), `rejected/` and
 //! `manifests/`, and returns the counts and output URIs. Invoked with `{"action": "verify",
-//! "manifest": "s3://…"}`, recomputes the checksums of that manifest's outputs. See
-//! `docs/functions.md`.
+//! "manifest": "s3://…"}`, recomputes the checksums of that manifest's outputs; with
+//! `{"action": "register", …}`, registers its Glue partition. See `docs/functions.md`.
 
+use lago::aws::glue::GluePartitions;
 use lago::aws::secrets::SecretsManager;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
@@ -21,11 +22,13 @@ async fn main() -> Result<(), Error> {
         &config,
     );
     storage.warm().await;
+    // Partitions are registered under GLUE_DATABASE; the client costs nothing until used.
     let deps = Deps::new(
         storage,
         SecretsManager::new(aws_sdk_secretsmanager::Client::new(&sdk)),
         config,
-    );
+    )
+    .with_catalog(GluePartitions::new(aws_sdk_glue::Client::new(&sdk)));
     // The salt is read once per container; reading it now also warms that connection. A failure
     // here is not fatal: the first invocation tries again and reports it.
     deps.warm_salt().await;

@@ -45,6 +45,7 @@ async fn deps_for(
         parquet_part_size: 128 * MIB as u64,
         threads,
         deadline_margin: Duration::from_secs(5),
+        glue_database: None,
     };
     let storage = S3Storage::new(s3.clone(), tokio::runtime::Handle::current(), &config);
     storage.warm().await;
@@ -286,5 +287,98 @@ async fn multipart_uploads_complete_and_abort_in_moto() -> anyhow::Result<()> {
         Ok(())
     })
     .await??;
+    Ok(())
+}
+
+/// The processed `clientes` table as the template declares it, in a new Glue database in moto;
+/// the database name.
+async fn processed_catalog(glue: &aws_sdk_glue::Client) -> anyhow::Result<String> {
+    use aws_sdk_glue::types::{Column, DatabaseInput, StorageDescriptor, TableInput};
+    let database = unique_name("energy_processed_db").replace('-', "_");
+    glue.create_database()
+        .database_input(DatabaseInput::builder().name(&database).build()?)
+        .send()
+        .await?;
+    let mut table = TableInput::builder()
+        .name("clientes")
+        .table_type("EXTERNAL_TABLE")
+        .storage_descriptor(
+            StorageDescriptor::builder()
+                .location("s3://lake/processed/clientes/")
+                .build(),
+        );
+    for key in ["year", "month", "day"] {
+        table = table.partition_keys(Column::builder().name(key).r#type("string").build()?);
+    }
+    glue.create_table()
+        .database_name(&database)
+        .table_input(table.build()?)
+        .send()
+        .await?;
+    Ok(database)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partition_a_file_went_to_is_queryable_right_after_the_transform_in_moto(
+) -> anyhow::Result<()> {
+    let Some(endpoint) = lago::aws::moto_endpoint(module_path!()) else {
+        return Ok(());
+    };
+    let sdk = lago::aws::sdk_config_for(Some(&endpoint)).await;
+    let s3 = lago::aws::s3::client(&sdk);
+    let glue = aws_sdk_glue::Client::new(&sdk);
+    // GIVEN the processed database with its declared table, and a raw file in the lake
+    let database = processed_catalog(&glue).await?;
+    let bucket = unique_name("lago-moto-catalog");
+    s3.create_bucket().bucket(&bucket).send().await?;
+    let key = "raw/clientes/year=2025/month=05/day=10/clientes.csv";
+    s3.put_object()
+        .bucket(&bucket)
+        .key(key)
+        .body(CLIENTES.as_bytes().to_vec().into())
+        .send()
+        .await?;
+    let mut deps = deps_for(&s3, aws_sdk_secretsmanager::Client::new(&sdk), &bucket, 1).await?;
+    deps.config.glue_database = Some(database.clone());
+    let deps = deps.with_catalog(lago::aws::glue::GluePartitions::new(glue.clone()));
+    let mut ctx = Context::default();
+    ctx.deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64
+        + 120_000;
+    let task = json!({
+        "bucket": bucket, "key": key, "version_id": null, "etag": null,
+        "size": CLIENTES.len(), "dataset": "clientes", "load_date": "2025-05-10"
+    });
+    let out = handle(&deps, LambdaEvent::new(task, ctx.clone())).await?;
+    // WHEN its partition is registered (twice: a retried state)
+    let register = json!({"action": "register", "manifest": out.manifest});
+    let first = dispatch(&deps, LambdaEvent::new(register.clone(), ctx.clone())).await?;
+    let again = dispatch(&deps, LambdaEvent::new(register, ctx)).await?;
+    // THEN GetPartitions lists it once, at the folder the Parquet is in, as Parquet
+    assert_eq!(
+        (first["created"].as_u64(), again["existed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let partitions = glue
+        .get_partitions()
+        .database_name(&database)
+        .table_name("clientes")
+        .send()
+        .await?;
+    let listed = partitions.partitions();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].values(), ["2025", "05", "10"]);
+    let sd = listed[0]
+        .storage_descriptor()
+        .expect("a storage descriptor");
+    let location = sd.location().unwrap_or_default();
+    assert_eq!(
+        location,
+        format!("s3://{bucket}/processed/clientes/year=2025/month=05/day=10/")
+    );
+    assert!(out.outputs[0].starts_with(location), "{}", out.outputs[0]);
+    assert_eq!(sd.input_format(), Some(lago::catalog::PARQUET_INPUT_FORMAT));
+    assert_eq!(sd.columns().first().map(|c| c.name()), Some("id_cliente"));
     Ok(())
 }

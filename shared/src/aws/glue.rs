@@ -105,3 +105,104 @@ impl CrawlerControl for GlueCrawlers {
         Ok(CrawlerInfo { state, last_crawl })
     }
 }
+
+/// The partitions the transform wrote, registered in the Glue catalog with
+/// `BatchCreatePartition` (storage and columns as the template declares the tables).
+#[derive(Clone)]
+pub struct GluePartitions {
+    client: Client,
+}
+
+impl GluePartitions {
+    pub fn new(client: Client) -> GluePartitions {
+        GluePartitions { client }
+    }
+}
+
+fn partition_input(
+    p: &crate::catalog::PartitionSpec,
+) -> Result<aws_sdk_glue::types::PartitionInput, aws_sdk_glue::error::BuildError> {
+    use aws_sdk_glue::types::{Column, PartitionInput, SerDeInfo, StorageDescriptor};
+    let mut sd = StorageDescriptor::builder()
+        .location(&p.location)
+        .input_format(crate::catalog::PARQUET_INPUT_FORMAT)
+        .output_format(crate::catalog::PARQUET_OUTPUT_FORMAT)
+        .serde_info(
+            SerDeInfo::builder()
+                .serialization_library(crate::catalog::PARQUET_SERDE)
+                .parameters("serialization.format", "1")
+                .build(),
+        );
+    for (name, ty) in &p.columns {
+        sd = sd.columns(Column::builder().name(name).r#type(ty).build()?);
+    }
+    Ok(PartitionInput::builder()
+        .set_values(Some(p.values.to_vec()))
+        .storage_descriptor(sd.build())
+        .build())
+}
+
+impl crate::catalog::PartitionCatalog for GluePartitions {
+    #[instrument(skip(self, partitions), fields(partitions = partitions.len()))]
+    async fn register(
+        &self,
+        database: &str,
+        partitions: &[crate::catalog::PartitionSpec],
+    ) -> Result<crate::catalog::Registered, crate::catalog::CatalogError> {
+        use crate::catalog::{CatalogError, Registered};
+        let Some(first) = partitions.first() else {
+            return Ok(Registered::default());
+        };
+        let table = first.dataset.name();
+        let error = |code: &str, transient, source| CatalogError {
+            database: database.to_string(),
+            table: table.to_string(),
+            code: code.to_string(),
+            transient,
+            source,
+        };
+        let mut request = self
+            .client
+            .batch_create_partition()
+            .database_name(database)
+            .table_name(table);
+        for p in partitions {
+            if p.dataset != first.dataset {
+                return Err(error("PartitionsOfSeveralTables", false, None));
+            }
+            let input = partition_input(p)
+                .map_err(|e| error("InvalidPartition", false, Some(Box::new(e))))?;
+            request = request.partition_input_list(input);
+        }
+        let out = request.send().await.map_err(|e| {
+            let code = aws_sdk_glue::error::ProvideErrorMetadata::code(&e)
+                .unwrap_or("BatchCreatePartition")
+                .to_string();
+            error(&code, is_transient(&e), Some(Box::new(e)))
+        })?;
+        let mut registered = Registered {
+            created: partitions.len() as u32,
+            existed: 0,
+        };
+        for failed in out.errors() {
+            let detail = failed.error_detail();
+            let code = detail.and_then(|d| d.error_code()).unwrap_or("Unknown");
+            registered.created -= 1;
+            if code == "AlreadyExistsException" {
+                registered.existed += 1;
+                continue;
+            }
+            let transient = matches!(
+                code,
+                "InternalServiceException" | "OperationTimeoutException" | "ThrottlingException"
+            );
+            let message = detail.and_then(|d| d.error_message()).unwrap_or_default();
+            return Err(error(
+                code,
+                transient,
+                Some(format!("partition {:?}: {message}", failed.partition_values()).into()),
+            ));
+        }
+        Ok(registered)
+    }
+}
