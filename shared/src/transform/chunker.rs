@@ -534,22 +534,23 @@ mod tests {
 
     #[test]
     fn an_endless_line_fails_naming_the_cap_and_holds_no_more_than_the_cap_and_a_chunk() {
-        // GIVEN one line of 1 MiB with a cap of 64 KiB and chunks of 4 KiB
-        let input = vec![b'x'; 1 << 20];
+        // GIVEN one line of 4 MiB with a cap of 1 MiB and chunks of 4 KiB
+        let input = vec![b'x'; 4 << 20];
         let mut reader = CountingReader {
             inner: &input[..],
             read: 0,
         };
-        let mut c = Chunker::new(&mut reader, b',', 4096, 2).with_max_record(64 * 1024);
+        let mut c = Chunker::new(&mut reader, b',', 4096, 2).with_max_record(1 << 20);
         // WHEN it is chunked THEN it fails, saying how long a record may be
         let Err(e) = c.next_chunk() else {
             panic!("an endless line was chunked");
         };
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-        assert!(e.to_string().contains("within 64 KiB"), "{e}");
-        // AND it read no more than the cap, a chunk and one read past them
+        assert!(e.to_string().contains("within 1 MiB"), "{e}");
+        // AND it read no more than the cap, a chunk and one read past them (growing by half
+        // each time regardless of the cap, it read 1.4 MiB)
         assert!(
-            reader.read <= 64 * 1024 + 4096 + MIN_READ,
+            reader.read <= (1 << 20) + 4096 + MIN_READ,
             "{}",
             reader.read
         );
