@@ -1159,3 +1159,74 @@ fn a_quoted_field_open_across_a_read_stays_one_record() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_record_longer_than_the_cap_rejects_the_file_whole_as_unreadable() -> Result<()> {
+    // GIVEN a good header, one good row, then a line of 3 MiB without a line feed
+    let mut body = String::from(TX_HEADER);
+    body.push_str("T1,2025-05-10,compra,Ana,10,2,solar\nT2,2025-05-10,compra,");
+    body.push_str(&"A".repeat(3 << 20));
+    for threads in [1, 2] {
+        let o = TransformOptions {
+            max_record: 1 << 20,
+            chunk_size: 64 * 1024,
+            ..opts(threads)
+        };
+        // WHEN it is transformed with records capped at 1 MiB
+        let run = run_bytes(Dataset::Transacciones, "endless.csv", body.as_bytes(), &o)?;
+        // THEN the file is rejected whole, saying why, with its bytes kept and no Parquet
+        let m = &run.manifest;
+        assert_eq!(m.status, Status::Rejected, "{threads} thread(s)");
+        assert_eq!(m.file_reason.as_deref(), Some("unreadable"));
+        let detail = m.file_detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.contains("no record boundary within 1 MiB"),
+            "{detail}"
+        );
+        assert!(m.outputs.processed.is_empty());
+        assert!(
+            !run.lake.join("processed").exists() || walk(&run.lake.join("processed"))?.is_empty()
+        );
+        let copy = m.outputs.rejected.as_ref().map(|r| run.lake.join(&r.key));
+        assert_eq!(
+            copy.map(fs::read).transpose()?,
+            Some(body.as_bytes().to_vec())
+        );
+        assert_eq!((m.rows_in, m.rows_ok), (m.rows_rejected, 0));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_file_of_nul_bytes_is_rejected_for_its_columns_with_a_detail_that_stays_short() -> Result<()> {
+    // GIVEN 3 MiB of NUL bytes, as a file allocated and never written leaves
+    let body = vec![0u8; 3 << 20];
+    // WHEN it is transformed
+    let run = run_bytes(Dataset::Transacciones, "zeros.csv", &body, &opts(2))?;
+    // THEN it is rejected whole: no header the contract knows
+    let m = &run.manifest;
+    assert_eq!(m.status, Status::Rejected);
+    assert_eq!(m.file_reason.as_deref(), Some("missing_columns"));
+    // AND the detail names the missing columns, and quotes the first 256 characters of the
+    // 1 MiB "header" and its length, not all of it
+    let detail = m.file_detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.starts_with("required columns missing: tipo_transaccion"),
+        "{detail}"
+    );
+    assert!(
+        detail.ends_with(&format!("… ({} bytes in all))", 1 << 20)),
+        "{detail}"
+    );
+    assert!(detail.len() < 512, "{}", detail.len());
+    // AND so does the manifest's list of the columns it ignored
+    assert_eq!(m.ignored_columns.len(), 1);
+    assert!(
+        m.ignored_columns[0].len() < 512,
+        "{}",
+        m.ignored_columns[0].len()
+    );
+    let copy = m.outputs.rejected.as_ref().map(|r| run.lake.join(&r.key));
+    assert_eq!(copy.map(fs::read).transpose()?, Some(body));
+    Ok(())
+}

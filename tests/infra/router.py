@@ -19,13 +19,19 @@ Handlers provided here:
 - `register_operation("RedshiftData.BatchExecuteStatement", fn)` — answers one operation of a
   JSON-protocol service (matched on `X-Amz-Target`) instead of moto, for APIs moto lacks; point a
   function's `AWS_ENDPOINT_URL` at the router to use it;
+- `on_request(hook)` — sees every request the router would forward, to inject faults: a hook
+  returns `None` (forward as usual), an `Answer` (sent instead of moto's), or `CutBody(after)`
+  (forward, then drop the connection after `after` bytes of moto's body); it may also act, e.g.
+  kill a function process when it sees one of its uploads. `s3_operation(request)` names the S3
+  operation of a path-style request (`GetObject`, `UploadPart`, …);
 - the **real-handler hook** for the end-to-end run with the Rust functions:
   `command_handler(argv)` runs a binary that reads the event on stdin and prints the result on
   stdout (a small test binary around the function's `handle`), and
   `http_invoke_handler(base_url)` forwards the invocation to a Lambda Invoke API emulator such as
   `cargo lambda watch` (`http://127.0.0.1:9000`), keeping its `X-Amz-Function-Error`, and
   `RuntimeApi(name, [bootstrap], env)` runs the function's real binary behind a Lambda Runtime API
-  (what the end-to-end test uses).
+  (what the end-to-end test uses), and `Pool([...])` spreads invocations over several of them, as
+  Lambda runs concurrent invocations in separate execution environments.
 """
 
 from __future__ import annotations
@@ -35,13 +41,16 @@ import json
 import os
 import queue
 import re
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
 
@@ -86,6 +95,75 @@ class Invocation:
     payload: Any
     result: Any = None
     error: FunctionError | None = None
+
+
+@dataclass
+class Request:
+    """One request the router is about to forward, as a fault-injection hook sees it."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Message
+    body: bytes
+
+    @property
+    def target(self) -> str | None:
+        """`X-Amz-Target` of a JSON-protocol call (`AWSStepFunctions.StartExecution`)."""
+        return self.headers.get("X-Amz-Target")
+
+    @property
+    def bucket_and_key(self) -> tuple[str, str]:
+        """The bucket and the (decoded) key of a path-style S3 request; the key may be empty."""
+        bucket, _, key = self.path.lstrip("/").partition("/")
+        return urllib.parse.unquote(bucket), urllib.parse.unquote(key)
+
+
+@dataclass
+class Answer:
+    """What the router answers instead of forwarding a request."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class CutBody:
+    """Forward the request, send moto's status, headers and only the first `after` bytes of its
+    body, then drop the connection: a stream that fails midway."""
+
+    after: int
+
+
+Hook = Callable[[Request], "Answer | CutBody | None"]
+
+
+def s3_operation(request: Request) -> str | None:
+    """The S3 operation of a path-style request to an object or a bucket (None otherwise)."""
+    if request.target is not None or request.path.startswith("/2015-03-31/"):
+        return None
+    bucket, key = request.bucket_and_key
+    q, m = request.query, request.method
+    if not bucket:
+        return None
+    if not key:
+        if "uploads" in q:
+            return "ListMultipartUploads"
+        return {"GET": "ListObjects", "HEAD": "HeadBucket", "PUT": "CreateBucket"}.get(m)
+    if "uploadId" in q:
+        if m == "PUT":
+            return "UploadPart"
+        return {"POST": "CompleteMultipartUpload", "DELETE": "AbortMultipartUpload", "GET": "ListParts"}.get(m)
+    if "uploads" in q and m == "POST":
+        return "CreateMultipartUpload"
+    return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject", "DELETE": "DeleteObject"}.get(m)
+
+
+def json_error(code: str, message: str = "", status: int = 400) -> Answer:
+    """A JSON-protocol service error (`ThrottlingException`, …) as AWS sends it."""
+    body = json.dumps({"__type": code, "message": message}).encode()
+    return Answer(status, {"Content-Type": "application/x-amz-json-1.0", "x-amzn-ErrorType": code}, body)
 
 
 def function_name(path_segment: str) -> str:
@@ -211,6 +289,19 @@ def http_invoke_handler(base_url: str, function: str | None = None, timeout: flo
 # --- the router ------------------------------------------------------------------------------
 
 
+class _Server(ThreadingHTTPServer):
+    """A threaded HTTP server that takes a peer dropping its connection (a killed function
+    process, a stream cut on purpose) as the fault it is, not as an error to print."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+
 @dataclass
 class LambdaRouter:
     """Serves on `127.0.0.1:<port>`; set `moto_url` before the first forwarded request."""
@@ -221,11 +312,11 @@ class LambdaRouter:
     # X-Amz-Target (e.g. "RedshiftData.BatchExecuteStatement") → request body → response body.
     operations: dict[str, Handler] = field(default_factory=dict)
     operation_calls: list[tuple[str, Any]] = field(default_factory=list)
+    hooks: list[Hook] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._request_handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._request_handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -246,12 +337,18 @@ class LambdaRouter:
     def register_operation(self, target: str, handler: Handler) -> None:
         self.operations[target] = handler
 
+    def on_request(self, hook: Hook) -> None:
+        """Shows every request to be forwarded to `hook` first (in the order hooks were added;
+        the first that answers wins)."""
+        self.hooks.append(hook)
+
     def reset(self) -> None:
         with self._lock:
             self.handlers.clear()
             self.invocations.clear()
             self.operations.clear()
             self.operation_calls.clear()
+            self.hooks.clear()
 
     def operation(self, target: str, request: Any) -> tuple[int, dict[str, str], bytes]:
         """What the router answers for a stubbed JSON-protocol operation."""
@@ -316,8 +413,8 @@ class LambdaRouter:
 
             def _route(self) -> None:
                 body = self._body()
-                path = urllib.parse.urlsplit(self.path).path
-                m = _INVOKE_PATH.match(path)
+                url = urllib.parse.urlsplit(self.path)
+                m = _INVOKE_PATH.match(url.path)
                 if self.command == "POST" and m:
                     name = function_name(m.group("name"))
                     if name in router.handlers:
@@ -328,18 +425,49 @@ class LambdaRouter:
                 if target in router.operations:
                     self._reply(*router.operation(target, json.loads(body) if body else {}))
                     return
-                self._reply(*self._forward(body))
+                request = Request(self.command, url.path, urllib.parse.parse_qs(url.query, keep_blank_values=True), self.headers, body)
+                cut = None
+                for hook in list(router.hooks):
+                    done = hook(request)
+                    if isinstance(done, Answer):
+                        self._reply(done.status, done.headers, done.body)
+                        return
+                    if isinstance(done, CutBody):
+                        cut = done.after
+                        break
+                self._forward(body, cut)
 
-            def _forward(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+            def _forward(self, body: bytes, cut: int | None) -> None:
+                """Sends the request to moto and streams its answer back (a 200 MB object is never
+                held whole); with `cut`, only that many bytes of the body, then the connection drops."""
                 target = urllib.parse.urlsplit(router.moto_url)
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=300)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                     if body:
                         headers["Content-Length"] = str(len(body))
                     conn.request(self.command, self.path, body=body or None, headers=headers)
                     resp = conn.getresponse()
-                    return resp.status, dict(resp.getheaders()), resp.read()
+                    length = resp.getheader("Content-Length")
+                    if self.command == "HEAD" or length is None:
+                        self._reply(resp.status, dict(resp.getheaders()), resp.read())
+                        return
+                    self.send_response(resp.status)
+                    for k, v in resp.getheaders():
+                        if k.lower() not in _HOP_BY_HOP:
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", length)
+                    self.end_headers()
+                    left = int(length) if cut is None else min(cut, int(length))
+                    while left > 0:
+                        chunk = resp.read(min(left, 1 << 20))
+                        if not chunk:
+                            break
+                        self.wfile.write(chunk)
+                        left -= len(chunk)
+                    if cut is not None:
+                        self.wfile.flush()
+                        self.close_connection = True
                 finally:
                     conn.close()
 
@@ -358,7 +486,8 @@ class RuntimeApi:
     it: it long-polls `GET …/invocation/next`, and answers `POST …/invocation/<id>/response` or
     `…/error`. `invoke(payload)` queues an event and waits for that answer, so the router can use
     a `RuntimeApi` as the handler of a function name. An init error or an exit of the process
-    fails the pending invocation with its message instead of hanging the test."""
+    fails the pending invocation with its message instead of hanging the test; the next
+    invocation starts the binary again, as Lambda starts a new execution environment."""
 
     _PREFIX = "/2018-06-01/runtime"
 
@@ -368,11 +497,11 @@ class RuntimeApi:
         self._events: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         self._answers: dict[str, "queue.Queue[tuple[bool, Any]]"] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._request_handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._request_handler())
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.log = tempfile.NamedTemporaryFile(prefix=f"lago-{name}-", suffix=".log", delete=False)
-        full_env = {
+        self._argv = argv
+        self._env = {
             **os.environ,
             **env,
             "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self._server.server_address[1]}",
@@ -382,13 +511,40 @@ class RuntimeApi:
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
             "AWS_LAMBDA_LOG_STREAM_NAME": "local",
         }
-        self.proc = subprocess.Popen(argv, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.starts = 0
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen(self._argv, env=self._env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.starts += 1
+
+    def kill(self) -> None:
+        """Kills the function's process at once (SIGKILL: no clean-up runs), as an out-of-memory
+        kill or a lost host would. The invocation it was running fails with `Runtime.ExitError`."""
+        self.proc.send_signal(signal.SIGKILL)
+
+    def peak_rss(self) -> int:
+        """The process's peak resident set size in bytes (`VmHWM`) since it started or since
+        `reset_peak_rss`."""
+        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmHWM for {self.name} (pid {self.proc.pid})")
+
+    def reset_peak_rss(self) -> None:
+        """Resets `VmHWM` to the current resident set size (Linux: `5` into `clear_refs`)."""
+        with open(f"/proc/{self.proc.pid}/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
 
     def logs(self) -> str:
         with open(self.log.name, encoding="utf-8", errors="replace") as f:
             return f.read()
 
     def __call__(self, payload: Any) -> Any:
+        if self.proc.poll() is not None:
+            # The process exited (killed, crashed): Lambda starts a new execution environment.
+            self._spawn()
         request_id = str(uuid.uuid4())
         answer: "queue.Queue[tuple[bool, Any]]" = queue.Queue()
         with self._lock:
@@ -483,3 +639,28 @@ class RuntimeApi:
                 self._reply(202, b'{"status":"OK"}')
 
         return RequestHandler
+
+
+class Pool:
+    """Several execution environments of one function: each invocation goes to a free one, so up
+    to `len(runtimes)` run at once, as Lambda scales a function out."""
+
+    def __init__(self, runtimes: list[RuntimeApi]):
+        self.runtimes = runtimes
+        self._free: "queue.Queue[RuntimeApi]" = queue.Queue()
+        for runtime in runtimes:
+            self._free.put(runtime)
+
+    def __call__(self, payload: Any) -> Any:
+        runtime = self._free.get()
+        try:
+            return runtime(payload)
+        finally:
+            self._free.put(runtime)
+
+    def logs(self) -> str:
+        return "\n".join(r.logs() for r in self.runtimes)
+
+    def stop(self) -> None:
+        for runtime in self.runtimes:
+            runtime.stop()

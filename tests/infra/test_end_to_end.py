@@ -18,24 +18,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import threading
-import time
-import uuid
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.parquet as pq
-import pytest
 
-from conftest import ACCOUNT, MotoStack
-from router import RuntimeApi, ServiceError
-from support import EVENTS
+from conftest import MotoStack
 from executions import Deployed
-from test_state_machine import FN, deployed
+from real_functions import Lake, functions, functions_dir, launch, object_created, wait_for_execution  # noqa: F401 (fixtures)
+from router import RuntimeApi
 
-FUNCTIONS = ("s3-landing", "transform", "start-crawler", "redshift-load")
 KEY = "raw/transacciones/year=2026/month=11/day=28/ventas energía.csv"
 CSV = (
     "id_transaccion;fecha_transaccion;tipo_transaccion;nombre_cliente_proveedor;cantidad_comprada;precio;tipo_energia\r\n"
@@ -44,143 +35,6 @@ CSV = (
     "T-3;2026-11-27;trueque;Cliente Dos;10;1;eolica\r\n"
     "T-1;2026-11-28;compra;Otro;1;1;nuclear\r\n"
 ).encode("utf-8")
-
-
-@pytest.fixture(scope="module")
-def functions_dir() -> Path:
-    where = os.environ.get("LAGO_FUNCTIONS_DIR")
-    if not where:
-        pytest.skip("set LAGO_FUNCTIONS_DIR to the directory of the built function binaries (make test does)")
-    path = Path(where)
-    missing = [f for f in FUNCTIONS if not (path / f).is_file()]
-    assert not missing, f"function binaries missing in {path}: {missing} (cargo build --workspace --bins)"
-    return path
-
-
-class Lake:
-    """The AWS side of one run: bucket, salt secret, Glue database and crawler, Data API stubs."""
-
-    def __init__(self, stack: MotoStack):
-        suffix = uuid.uuid4().hex[:8]
-        self.stack = stack
-        self.s3 = stack.client("s3")
-        self.glue = stack.client("glue")
-        self.bucket = f"lago-e2e-{suffix}"
-        self.s3.create_bucket(Bucket=self.bucket)
-        self.salt_arn = stack.client("secretsmanager").create_secret(
-            Name=f"lago-e2e-salt-{suffix}", SecretString=f"salt-{uuid.uuid4().hex}"
-        )["ARN"]
-        self.crawler_prefix = f"lago-e2e-{suffix}"
-        self.crawler = f"{self.crawler_prefix}-processed-transacciones"
-        self.glue.create_database(DatabaseInput={"Name": f"energy_processed_{suffix}"})
-        self.glue.create_crawler(
-            Name=self.crawler,
-            Role=f"arn:aws:iam::{ACCOUNT}:role/lago-e2e-crawler",
-            DatabaseName=f"energy_processed_{suffix}",
-            Targets={"S3Targets": [{"Path": f"s3://{self.bucket}/processed/transacciones/"}]},
-        )
-        self.crawler_states_seen: list[str] = []
-        self.batches: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        router = stack.router
-        router.register_operation("AWSGlue.GetCrawler", self._get_crawler)
-        router.register_operation("RedshiftData.BatchExecuteStatement", self._batch_execute)
-        router.register_operation("RedshiftData.DescribeStatement", self._describe)
-
-    def _get_crawler(self, request: dict[str, Any]) -> dict[str, Any]:
-        # What moto says first (RUNNING once start-crawler started it), then the crawl finished.
-        # Other crawlers (the function's warm-up asks for one at start) get moto's own answer.
-        try:
-            crawler = self.glue.get_crawler(Name=request["Name"])["Crawler"]
-        except self.glue.exceptions.EntityNotFoundException as e:
-            raise ServiceError("EntityNotFoundException", str(e)) from e
-        if request["Name"] != self.crawler:
-            return {"Crawler": crawler}
-        with self._lock:
-            self.crawler_states_seen.append(crawler["State"])
-        now = datetime.now(timezone.utc).timestamp()
-        return {
-            "Crawler": {
-                "Name": crawler["Name"],
-                "State": "READY",
-                "LastCrawl": {"Status": "SUCCEEDED", "StartTime": now, "LogGroup": "/aws-glue/crawlers"},
-            }
-        }
-
-    def _batch_execute(self, request: dict[str, Any]) -> dict[str, Any]:
-        statement_id = str(uuid.uuid4())
-        with self._lock:
-            self.batches.append({**request, "Id": statement_id})
-        return {"Id": statement_id, "CreatedAt": time.time(), "Database": request.get("Database")}
-
-    def _describe(self, request: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            batch = next((b for b in self.batches if b["Id"] == request["Id"]), None)
-        assert batch is not None, f"DescribeStatement of an unknown statement {request['Id']}"
-        return {"Id": batch["Id"], "Status": "FINISHED", "HasResultSet": False, "QueryString": ""}
-
-    def keys(self, prefix: str) -> list[str]:
-        out = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
-        return sorted(o["Key"] for o in out.get("Contents", []))
-
-    def get(self, key: str) -> bytes:
-        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-
-
-@pytest.fixture
-def functions(stack: MotoStack, functions_dir: Path) -> Iterator[dict[str, Any]]:
-    """Everything one run needs; the function processes are stopped afterwards."""
-    lake = Lake(stack)
-    machine = deployed(stack)
-    env = {
-        # Every AWS call goes to the router: it answers the stubbed operations, moto the rest.
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{stack.router.port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_LAMBDA_LOG_LEVEL": "INFO",
-        "AWS_LAMBDA_LOG_FORMAT": "JSON",  # as the template's LoggingConfig sets it
-        "LAKE_BUCKET": lake.bucket,
-        "STATE_MACHINE_ARN": machine.arn,
-        "PII_SALT_SECRET_ARN": lake.salt_arn,
-        "CRAWLER_PREFIX": lake.crawler_prefix,
-        "REDSHIFT_WORKGROUP": "lago-e2e",
-        "REDSHIFT_DATABASE": "dev",
-        "REDSHIFT_SCHEMA": "energy",
-        "REDSHIFT_COPY_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/lago-e2e-copy",
-    }
-    runtimes = {name: RuntimeApi(FN.get(name, name), [str(functions_dir / name)], env) for name in FUNCTIONS}
-    for name in ("transform", "start-crawler", "redshift-load"):
-        stack.router.register(FN[name], runtimes[name])
-    try:
-        yield {"lake": lake, "machine": machine, "runtimes": runtimes}
-    finally:
-        for rt in runtimes.values():
-            rt.stop()
-
-
-def object_created(bucket: str, key: str, size: int, etag: str) -> dict[str, Any]:
-    """The EventBridge event of the sample in events/, for this object (key URL-encoded as S3 does)."""
-    from urllib.parse import quote_plus
-
-    event = json.loads((EVENTS / "s3-landing" / "eventbridge-object-created.json").read_text(encoding="utf-8"))
-    event["time"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event["resources"] = [f"arn:aws:s3:::{bucket}"]
-    event["detail"]["bucket"]["name"] = bucket
-    event["detail"]["object"].update({"key": quote_plus(key, safe="/="), "size": size, "etag": etag})
-    event["detail"]["object"].pop("version-id", None)
-    return event
-
-
-def wait_for_execution(machine: Deployed, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        executions = machine.sfn.list_executions(stateMachineArn=machine.arn)["executions"]
-        done = [e for e in executions if e["status"] != "RUNNING"]
-        if executions and len(done) == len(executions):
-            return {"executions": executions, "desc": machine.sfn.describe_execution(executionArn=executions[0]["executionArn"])}
-        time.sleep(0.1)
-    raise AssertionError(f"the ingest execution did not finish in {timeout}s")
 
 
 def test_a_csv_in_raw_becomes_parquet_a_crawl_a_copy_and_a_notification(stack: MotoStack, functions: dict[str, Any]) -> None:

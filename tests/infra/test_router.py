@@ -12,7 +12,7 @@ import pytest
 from botocore.config import Config
 
 from conftest import REGION, MotoStack
-from router import FunctionError, LambdaRouter, ServiceError, command_handler, function_name, http_invoke_handler, scripted
+from router import Answer, CutBody, FunctionError, LambdaRouter, Request, ServiceError, command_handler, function_name, http_invoke_handler, json_error, s3_operation, scripted
 
 
 def client(service: str, port: int):
@@ -108,3 +108,31 @@ def test_the_http_hook_forwards_to_a_lambda_invoke_api(stack: MotoStack) -> None
         assert [c.function for c in emulator.invocations] == ["transform", "transform"]
     finally:
         emulator.stop()
+
+
+def test_hooks_see_each_forwarded_request_and_may_answer_or_cut_it(stack: MotoStack) -> None:
+    s3 = client("s3", stack.router.port)
+    s3.create_bucket(Bucket="hooked")
+    s3.put_object(Bucket="hooked", Key="dir/a b.bin", Body=bytes(range(256)) * 4096)
+    seen: list[tuple[str | None, str, str]] = []
+
+    def hook(request: Request) -> Answer | CutBody | None:
+        seen.append((s3_operation(request), *request.bucket_and_key))
+        if request.target == "AWSStepFunctions.ListStateMachines":
+            return json_error("ThrottlingException", "Rate exceeded")
+        if s3_operation(request) == "GetObject":
+            return CutBody(1000)
+        return None
+
+    stack.router.on_request(hook)
+    # A GetObject cut after 1000 bytes: the client sees the connection drop mid-body.
+    body = s3.get_object(Bucket="hooked", Key="dir/a b.bin")["Body"]
+    with pytest.raises(Exception):
+        body.read()
+    # An answer of the hook's instead of moto's.
+    with pytest.raises(Exception, match="ThrottlingException"):
+        client("stepfunctions", stack.router.port).list_state_machines()
+    # Everything else reaches moto, seen by the hook first.
+    assert s3.head_object(Bucket="hooked", Key="dir/a b.bin")["ContentLength"] == 256 * 4096
+    assert seen[0] == ("GetObject", "hooked", "dir/a b.bin")
+    assert seen[-1] == ("HeadObject", "hooked", "dir/a b.bin")

@@ -52,6 +52,19 @@ async fn deps_for(
     Ok(Deps::new(storage, SecretsManager::new(sm), config))
 }
 
+/// An S3 client of the moto server and a new bucket named after `name`; `None` (the test is
+/// skipped, saying so) without a moto server.
+async fn moto_bucket(name: &str) -> anyhow::Result<Option<(aws_sdk_s3::Client, String)>> {
+    let Some(endpoint) = lago::aws::moto_endpoint(module_path!()) else {
+        return Ok(None);
+    };
+    let sdk = lago::aws::sdk_config_for(Some(&endpoint)).await;
+    let s3 = lago::aws::s3::client(&sdk);
+    let bucket = unique_name(name);
+    s3.create_bucket().bucket(&bucket).send().await?;
+    Ok(Some((s3, bucket)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_handler_reads_s3_and_writes_the_lake_in_moto() -> anyhow::Result<()> {
     let Some(endpoint) = lago::aws::moto_endpoint(module_path!()) else {
@@ -223,13 +236,9 @@ async fn a_raw_object_whose_bytes_do_not_match_its_stored_checksum_is_not_transf
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_uploads_complete_and_abort_in_moto() -> anyhow::Result<()> {
-    let Some(endpoint) = lago::aws::moto_endpoint(module_path!()) else {
+    let Some((s3, bucket)) = moto_bucket("lago-moto-mpu").await? else {
         return Ok(());
     };
-    let sdk = lago::aws::sdk_config_for(Some(&endpoint)).await;
-    let s3 = lago::aws::s3::client(&sdk);
-    let bucket = unique_name("lago-moto-mpu");
-    s3.create_bucket().bucket(&bucket).send().await?;
     let lake =
         S3Lake::new(s3.clone(), &bucket, tokio::runtime::Handle::current()).with_part_size(5 * MIB);
     // An 11 MiB object written through the sink: three parts, completed.
@@ -287,6 +296,64 @@ async fn multipart_uploads_complete_and_abort_in_moto() -> anyhow::Result<()> {
         Ok(())
     })
     .await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_write_aborts_the_upload_an_interrupted_write_left_on_its_key(
+) -> anyhow::Result<()> {
+    let Some((s3, bucket)) = moto_bucket("lago-moto-orphan").await? else {
+        return Ok(());
+    };
+    let key = "processed/clientes/year=2025/month=05/day=10/c-1a2b3c4d-00000.parquet";
+    let longer = format!("{key}.other");
+    // GIVEN uploads left open by writers killed mid-upload: one on the key, with a part, and
+    // one on a longer key the key is a prefix of
+    let mut open = Vec::new();
+    for k in [key, longer.as_str()] {
+        let up = s3
+            .create_multipart_upload()
+            .bucket(&bucket)
+            .key(k)
+            .send()
+            .await?;
+        let id = up.upload_id().unwrap_or_default().to_string();
+        s3.upload_part()
+            .bucket(&bucket)
+            .key(k)
+            .upload_id(&id)
+            .part_number(1)
+            .body(vec![7u8; 5 * MIB].into())
+            .send()
+            .await?;
+        open.push((k.to_string(), id));
+    }
+    // WHEN the key is written again, in parts
+    let lake =
+        S3Lake::new(s3.clone(), &bucket, tokio::runtime::Handle::current()).with_part_size(5 * MIB);
+    let data: Vec<u8> = (0..6 * MIB).map(|i| (i % 253) as u8).collect();
+    let expected = data.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Written> {
+        let mut sink = lake.create(key)?;
+        sink.write_all(&data)?;
+        Ok(sink.finish()?)
+    })
+    .await??;
+    // THEN the key's interrupted upload is gone, the other key's is left alone
+    let uploads = s3.list_multipart_uploads().bucket(&bucket).send().await?;
+    let left: Vec<(String, String)> = uploads
+        .uploads()
+        .iter()
+        .map(|u| {
+            (
+                u.key().unwrap_or_default().to_string(),
+                u.upload_id().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(left, vec![open[1].clone()]);
+    // AND the object is what was written this time
+    assert_eq!(object_bytes(&s3, &bucket, key).await?, expected);
     Ok(())
 }
 

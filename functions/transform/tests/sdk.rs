@@ -8,6 +8,7 @@ use aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadOutput;
 use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
 use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsOutput;
 use aws_sdk_s3::operation::put_object::PutObjectOutput;
 use aws_sdk_s3::operation::upload_part::UploadPartOutput;
 use aws_sdk_s3::primitives::ByteStream;
@@ -87,22 +88,21 @@ fn multipart_rules(parts_seen: Arc<Mutex<Vec<i32>>>) -> (Rule, Rule, Rule, Rule)
     (create, upload, complete, abort)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_object_is_uploaded_in_ordered_parts() -> anyhow::Result<()> {
-    let seen: Arc<Mutex<Vec<i32>>> = Arc::default();
-    let (create, upload, complete, abort) = multipart_rules(seen.clone());
-    let put =
-        mock!(aws_sdk_s3::Client::put_object).then_output(|| PutObjectOutput::builder().build());
-    let lake = S3Lake::new(
-        s3(&[&create, &upload, &complete, &abort, &put]),
-        "lake",
-        tokio::runtime::Handle::current(),
-    )
-    .with_part_size(5 * MIB);
-    // GIVEN 12 MiB written in odd-sized writes
-    let l = lake.clone();
-    let written = tokio::task::spawn_blocking(move || -> anyhow::Result<Written> {
-        let mut sink = l.create("processed/big.parquet")?;
+/// No upload that an interrupted write left open on the key.
+fn none_left_open() -> Rule {
+    mock!(aws_sdk_s3::Client::list_multipart_uploads)
+        .match_requests(|r| {
+            r.bucket() == Some("lake") && r.prefix() == Some("processed/big.parquet")
+        })
+        .then_output(|| ListMultipartUploadsOutput::builder().build())
+}
+
+/// Writes 12 MiB of sevens to `processed/big.parquet` in odd-sized writes, in parts of 5 MiB.
+async fn write_twelve_mib(client: aws_sdk_s3::Client) -> anyhow::Result<Written> {
+    let lake =
+        S3Lake::new(client, "lake", tokio::runtime::Handle::current()).with_part_size(5 * MIB);
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Written> {
+        let mut sink = lake.create("processed/big.parquet")?;
         let chunk = vec![7u8; 300_001];
         let mut n = 0;
         while n < 12 * MIB {
@@ -112,9 +112,23 @@ async fn a_large_object_is_uploaded_in_ordered_parts() -> anyhow::Result<()> {
         }
         Ok(sink.finish()?)
     })
-    .await??;
-    // THEN three parts (5 + 5 + 2 MiB) were uploaded and completed in order, nothing aborted
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_object_is_uploaded_in_ordered_parts() -> anyhow::Result<()> {
+    let seen: Arc<Mutex<Vec<i32>>> = Arc::default();
+    let (create, upload, complete, abort) = multipart_rules(seen.clone());
+    let put =
+        mock!(aws_sdk_s3::Client::put_object).then_output(|| PutObjectOutput::builder().build());
+    let listed = none_left_open();
+    // GIVEN 12 MiB written in odd-sized writes
+    let client = s3(&[&create, &upload, &complete, &abort, &put, &listed]);
+    let written = write_twelve_mib(client).await?;
+    // THEN the key's interrupted uploads were looked for once, and three parts (5 + 5 + 2 MiB)
+    // were uploaded and completed in order, nothing aborted
     assert_eq!(written, twelve_mib_of_sevens());
+    assert_eq!(listed.num_calls(), 1);
     assert_eq!(create.num_calls(), 1);
     assert_eq!(upload.num_calls(), 3);
     assert_eq!(complete.num_calls(), 1);
@@ -123,6 +137,26 @@ async fn a_large_object_is_uploaded_in_ordered_parts() -> anyhow::Result<()> {
     let mut parts = seen.lock().map(|p| p.clone()).unwrap_or_default();
     parts.sort_unstable();
     assert_eq!(parts, [1, 2, 3]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_look_for_interrupted_uploads_does_not_stop_the_write() -> anyhow::Result<()> {
+    // GIVEN a role that may not list multipart uploads
+    let (create, upload, complete, abort) = multipart_rules(Arc::default());
+    let refused = mock!(aws_sdk_s3::Client::list_multipart_uploads)
+        .sequence()
+        .http_status(403, None)
+        .repeatedly()
+        .build();
+    // WHEN a large object is written
+    let client = s3(&[&create, &upload, &complete, &abort, &refused]);
+    let written = write_twelve_mib(client).await?;
+    // THEN it is written all the same, the refusal asked once (not retried)
+    assert_eq!(written, twelve_mib_of_sevens());
+    assert_eq!(refused.num_calls(), 1);
+    assert_eq!((create.num_calls(), complete.num_calls()), (1, 1));
+    assert_eq!(abort.num_calls(), 0);
     Ok(())
 }
 
@@ -169,8 +203,9 @@ async fn a_failed_part_aborts_the_upload() -> anyhow::Result<()> {
             r.upload_id() == Some("up-1") && r.key() == Some("processed/big.parquet")
         })
         .then_output(|| AbortMultipartUploadOutput::builder().build());
+    let listed = none_left_open();
     let lake = S3Lake::new(
-        s3(&[&create, &upload, &abort]),
+        s3(&[&create, &upload, &abort, &listed]),
         "lake",
         tokio::runtime::Handle::current(),
     )

@@ -278,6 +278,9 @@ struct Multipart {
 /// that, else a multipart upload with up to [`PARTS_IN_FLIGHT`] parts uploading while the next
 /// fills. Memory stays at most `part_size × (PARTS_IN_FLIGHT + 1)` whatever the object's size.
 ///
+/// Before its multipart upload starts, uploads of the same key an interrupted earlier write left
+/// open are aborted ([`S3Sink::abort_interrupted_uploads`]).
+///
 /// Every request carries the CRC64NVME of its bytes, computed here as they are written: S3
 /// refuses a PutObject or a part whose bytes it received differently, and a multipart upload is
 /// completed with the full-object CRC64NVME (`ChecksumType::FullObject`), which S3 checks against
@@ -305,7 +308,73 @@ impl S3Sink {
         S3Error::new(op, &self.lake.bucket, &self.key, e)
     }
 
+    /// Aborts the multipart uploads of exactly this key that an earlier write left open: a
+    /// process killed mid-upload (out of memory, a lost host) never reaches its own abort, and
+    /// its parts would stay billed and listed until the bucket's lifecycle rule. Outputs are
+    /// named after their source, so the re-run of a file writes the keys its interrupted run
+    /// was writing, and is the one to clean up after it. Best effort: a failure to list or
+    /// abort is logged and the write goes on (the lifecycle rule still removes them).
+    #[instrument(skip(self), fields(bucket = %self.lake.bucket, key = %self.key))]
+    fn abort_interrupted_uploads(&self) -> u32 {
+        let l = &self.lake;
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        let mut aborted = 0;
+        loop {
+            let page = match l.handle.block_on(
+                l.client
+                    .list_multipart_uploads()
+                    .bucket(&l.bucket)
+                    .prefix(&self.key)
+                    .set_key_marker(key_marker.take())
+                    .set_upload_id_marker(id_marker.take())
+                    .send(),
+            ) {
+                Ok(page) => page,
+                Err(e) => {
+                    let e = self.err("ListMultipartUploads", e);
+                    warn!(key = %self.key, error = %crate::runtime::error_chain(&e), "could not list interrupted multipart uploads; the bucket's lifecycle rule removes them");
+                    return aborted;
+                }
+            };
+            // The prefix also matches longer keys (`…-00000.parquet.tmp`): only this one's.
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                if key != self.key {
+                    continue;
+                }
+                match l.handle.block_on(
+                    l.client
+                        .abort_multipart_upload()
+                        .bucket(&l.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send(),
+                ) {
+                    Ok(_) => {
+                        aborted += 1;
+                        warn!(key = %self.key, upload_id = %id, initiated = ?upload.initiated(), "aborted a multipart upload an interrupted write left open");
+                    }
+                    Err(e) => {
+                        let e = self.err("AbortMultipartUpload", e);
+                        warn!(key = %self.key, upload_id = %id, error = %crate::runtime::error_chain(&e), "could not abort an interrupted multipart upload");
+                    }
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return aborted;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                return aborted;
+            }
+        }
+    }
+
     fn start_upload(&mut self) -> Result<(), S3Error> {
+        self.abort_interrupted_uploads();
         let l = &self.lake;
         let out = l
             .handle

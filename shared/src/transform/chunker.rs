@@ -233,13 +233,17 @@ impl<R: Read> Chunker<R> {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "no record boundary within {} MiB (an unclosed quote?)",
-                        self.max_record >> 20
+                        "no record boundary within {} (a record longer than that, an unclosed \
+                         quote, or not a CSV file)",
+                        size_label(self.max_record)
                     ),
                 ));
             }
-            let want = self.target.max(filled / 2).max(MIN_READ);
-            let need = filled + want;
+            // Grow by half (few reallocations), but never past the largest record and a chunk
+            // after it: a file of one endless line holds at most that much, whatever its size.
+            let grow = self.target.max(filled / 2).max(MIN_READ);
+            let need = (filled + grow).min(self.max_record + self.target + MIN_READ);
+            let want = need - filled;
             if buf.len() < need {
                 buf.reserve_exact(need - buf.len());
                 buf.resize(need, 0);
@@ -263,6 +267,17 @@ impl<R: Read> Chunker<R> {
         self.seq += 1;
         self.next_line += lines;
         chunk
+    }
+}
+
+/// `64 MiB`, `64 KiB` or `100 bytes`, as a size is said in a message.
+fn size_label(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
     }
 }
 
@@ -515,5 +530,42 @@ mod tests {
             }
         }
         assert!(result.is_err() || matches!(result, Ok(None)));
+    }
+
+    #[test]
+    fn an_endless_line_fails_naming_the_cap_and_holds_no_more_than_the_cap_and_a_chunk() {
+        // GIVEN one line of 4 MiB with a cap of 1 MiB and chunks of 4 KiB
+        let input = vec![b'x'; 4 << 20];
+        let mut reader = CountingReader {
+            inner: &input[..],
+            read: 0,
+        };
+        let mut c = Chunker::new(&mut reader, b',', 4096, 2).with_max_record(1 << 20);
+        // WHEN it is chunked THEN it fails, saying how long a record may be
+        let Err(e) = c.next_chunk() else {
+            panic!("an endless line was chunked");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("within 1 MiB"), "{e}");
+        // AND it read no more than the cap, a chunk and one read past them (growing by half
+        // each time regardless of the cap, it read 1.4 MiB)
+        assert!(
+            reader.read <= (1 << 20) + 4096 + MIN_READ,
+            "{}",
+            reader.read
+        );
+    }
+
+    struct CountingReader<'a> {
+        inner: &'a [u8],
+        read: usize,
+    }
+
+    impl Read for CountingReader<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n;
+            Ok(n)
+        }
     }
 }

@@ -141,6 +141,10 @@ pub struct TransformOptions {
     pub chunk_size: usize,
     /// Keys kept in memory before the key set spills to disk.
     pub key_memory: usize,
+    /// The longest record accepted: a file with a longer one (an unclosed quote, one endless
+    /// line, not a CSV at all) is rejected whole as `unreadable` after reading this much of it,
+    /// so memory stays bounded whatever the file holds.
+    pub max_record: usize,
     /// Salt for hashing PII.
     pub pii_salt: Vec<u8>,
     /// Fail with [`TransformError::DeadlineExceeded`] rather than run past this.
@@ -157,6 +161,7 @@ impl Default for TransformOptions {
             // The most keys a 2^18-slot table holds (4 MiB of fingerprints, five eighths
             // full): one more and the table would double to 8 MiB.
             key_memory: 163_840,
+            max_record: 64 << 20,
             pii_salt: Vec::new(),
             deadline: None,
         }
@@ -500,7 +505,8 @@ impl<'a> Run<'a> {
         matched: &HeaderMatch,
         base: &mut Manifest,
     ) -> Result<Manifest, TransformError> {
-        let mut chunks = Chunker::new(input, delimiter, self.opts.chunk_size, 1);
+        let mut chunks = Chunker::new(input, delimiter, self.opts.chunk_size, 1)
+            .with_max_record(self.opts.max_record);
         let mut rows = 0u64;
         let mut first = true;
         loop {
@@ -517,10 +523,11 @@ impl<'a> Run<'a> {
                 Err(e) => return self.fail_read(e, base, rows),
             }
         }
+        let header = matched.header.join(&(delimiter as char).to_string());
         let detail = format!(
             "required columns missing: {} (header: {})",
             matched.missing.join(", "),
-            matched.header.join(&(delimiter as char).to_string())
+            clip(&header, MAX_HEADER_IN_DETAIL)
         );
         self.reject(base, FileReason::MissingColumns, detail, rows)
     }
@@ -656,6 +663,19 @@ impl<'a> Run<'a> {
     }
 }
 
+/// The most of a header a rejection's detail (or of a column name the manifest's ignored
+/// columns) quotes: a file that is no CSV (one endless line, NUL bytes) has a "header" up to
+/// [`MAX_SAMPLE`] long, which the manifest need not repeat.
+const MAX_HEADER_IN_DETAIL: usize = 256;
+
+/// `text`, cut to its first `max` characters with how long it was when longer.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes in all)", &text[..end], text.len()),
+    }
+}
+
 /// Whether `sample` (the start of a file) holds its header whole: a record, after any blank
 /// lines, that ends within it. Matching a header cut short would take its last column for
 /// another, or miss it.
@@ -697,7 +717,9 @@ fn match_header(contract: &Contract, sniffed: &Sniffed, base: &mut Manifest) -> 
     for (fi, h) in header.iter().enumerate() {
         match contract.match_header(h) {
             Some(ci) if col_field[ci].is_none() => col_field[ci] = Some(fi),
-            _ => base.ignored_columns.push(h.trim().to_string()),
+            _ => base
+                .ignored_columns
+                .push(clip(h.trim(), MAX_HEADER_IN_DETAIL)),
         }
     }
     let missing: Vec<&'static str> = contract
@@ -966,7 +988,9 @@ fn run_pipeline<R: Read + Send>(
     // As many buffers as chunks can be on their way (queued, parsed, waiting for the writer).
     let buffers = Buffers::new(threads + 2 * QUEUE_DEPTH + 2, opts.chunk_size);
     writer.recycle_into(buffers.clone());
-    let mut chunks = Chunker::new(input, ctx.delimiter, opts.chunk_size, 1).with_buffers(buffers);
+    let mut chunks = Chunker::new(input, ctx.delimiter, opts.chunk_size, 1)
+        .with_max_record(opts.max_record)
+        .with_buffers(buffers);
     // Time spent waiting on the source and cutting it into chunks.
     let mut reading = Duration::ZERO;
     let check = |rows: u64| -> Result<(), PipelineError> {
