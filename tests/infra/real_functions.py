@@ -1,8 +1,8 @@
 """The real Rust functions behind Lambda Runtime APIs, against moto: what the end-to-end and
 the fault tests share.
 
-`launch(...)` starts the four function binaries (`LAGO_FUNCTIONS_DIR`) and registers them with
-the router, beside a `Lake` (bucket, salt secret, Glue crawler, Data API stubs) and the real
+`launch(...)` starts the three function binaries (`LAGO_FUNCTIONS_DIR`) and registers them with
+the router, beside a `Lake` (bucket, salt secret, Glue database and tables, Data API stubs) and the real
 ingest ASL deployed in moto; `object_created` is the EventBridge event s3-landing gets, and
 `wait_for_executions` polls the state machine until its executions are done.
 """
@@ -22,11 +22,14 @@ import pytest
 
 from conftest import ACCOUNT, MotoStack
 from executions import Deployed
-from router import Pool, RuntimeApi, ServiceError
+from router import Pool, RuntimeApi
 from support import EVENTS
 from test_state_machine import FN, deployed
 
-FUNCTIONS = ("s3-landing", "transform", "start-crawler", "redshift-load")
+FUNCTIONS = ("s3-landing", "transform", "redshift-load")
+DATASETS = ("clientes", "proveedores", "transacciones", "trm")
+
+
 @pytest.fixture(scope="module")
 def functions_dir() -> Path:
     where = os.environ.get("LAGO_FUNCTIONS_DIR")
@@ -39,7 +42,8 @@ def functions_dir() -> Path:
 
 
 class Lake:
-    """The AWS side of one run: bucket, salt secret, Glue database and crawler, Data API stubs."""
+    """The AWS side of one run: bucket, salt secret, the processed Glue database with the four
+    tables partitioned by year/month/day (as the template declares them), Data API stubs."""
 
     def __init__(self, stack: MotoStack):
         suffix = uuid.uuid4().hex[:8]
@@ -51,42 +55,23 @@ class Lake:
         self.salt_arn = stack.client("secretsmanager").create_secret(
             Name=f"lago-e2e-salt-{suffix}", SecretString=f"salt-{uuid.uuid4().hex}"
         )["ARN"]
-        self.crawler_prefix = f"lago-e2e-{suffix}"
-        self.crawler = f"{self.crawler_prefix}-processed-transacciones"
-        self.glue.create_database(DatabaseInput={"Name": f"energy_processed_{suffix}"})
-        self.glue.create_crawler(
-            Name=self.crawler,
-            Role=f"arn:aws:iam::{ACCOUNT}:role/lago-e2e-crawler",
-            DatabaseName=f"energy_processed_{suffix}",
-            Targets={"S3Targets": [{"Path": f"s3://{self.bucket}/processed/transacciones/"}]},
-        )
-        self.crawler_states_seen: list[str] = []
+        self.database = f"energy_processed_{suffix}"
+        self.glue.create_database(DatabaseInput={"Name": self.database})
+        for dataset in DATASETS:
+            self.glue.create_table(
+                DatabaseName=self.database,
+                TableInput={
+                    "Name": dataset,
+                    "TableType": "EXTERNAL_TABLE",
+                    "StorageDescriptor": {"Location": f"s3://{self.bucket}/processed/{dataset}/"},
+                    "PartitionKeys": [{"Name": k, "Type": "string"} for k in ("year", "month", "day")],
+                },
+            )
         self.batches: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         router = stack.router
-        router.register_operation("AWSGlue.GetCrawler", self._get_crawler)
         router.register_operation("RedshiftData.BatchExecuteStatement", self._batch_execute)
         router.register_operation("RedshiftData.DescribeStatement", self._describe)
-
-    def _get_crawler(self, request: dict[str, Any]) -> dict[str, Any]:
-        # What moto says first (RUNNING once start-crawler started it), then the crawl finished.
-        # Other crawlers (the function's warm-up asks for one at start) get moto's own answer.
-        try:
-            crawler = self.glue.get_crawler(Name=request["Name"])["Crawler"]
-        except self.glue.exceptions.EntityNotFoundException as e:
-            raise ServiceError("EntityNotFoundException", str(e)) from e
-        if request["Name"] != self.crawler:
-            return {"Crawler": crawler}
-        with self._lock:
-            self.crawler_states_seen.append(crawler["State"])
-        now = datetime.now(timezone.utc).timestamp()
-        return {
-            "Crawler": {
-                "Name": crawler["Name"],
-                "State": "READY",
-                "LastCrawl": {"Status": "SUCCEEDED", "StartTime": now, "LogGroup": "/aws-glue/crawlers"},
-            }
-        }
 
     def _batch_execute(self, request: dict[str, Any]) -> dict[str, Any]:
         statement_id = str(uuid.uuid4())
@@ -99,6 +84,11 @@ class Lake:
             batch = next((b for b in self.batches if b["Id"] == request["Id"]), None)
         assert batch is not None, f"DescribeStatement of an unknown statement {request['Id']}"
         return {"Id": batch["Id"], "Status": "FINISHED", "HasResultSet": False, "QueryString": ""}
+
+    def partitions(self, table: str) -> list[tuple[list[str], str]]:
+        """The (values, location) of the table's partitions in the Glue catalog."""
+        out = self.glue.get_partitions(DatabaseName=self.database, TableName=table)
+        return sorted((p["Values"], p["StorageDescriptor"]["Location"]) for p in out["Partitions"])
 
     def keys(self, prefix: str) -> list[str]:
         out = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
@@ -133,7 +123,7 @@ def launch(stack: MotoStack, functions_dir: Path) -> Iterator[Launch]:
             "LAKE_BUCKET": lake.bucket,
             "STATE_MACHINE_ARN": machine.arn,
             "PII_SALT_SECRET_ARN": lake.salt_arn,
-            "CRAWLER_PREFIX": lake.crawler_prefix,
+            "GLUE_DATABASE": lake.database,
             "REDSHIFT_WORKGROUP": "lago-e2e",
             "REDSHIFT_DATABASE": "dev",
             "REDSHIFT_SCHEMA": "energy",
@@ -146,7 +136,7 @@ def launch(stack: MotoStack, functions_dir: Path) -> Iterator[Launch]:
             one = [RuntimeApi(FN.get(name, name), argv, config) for _ in range(n)]
             runtimes[name] = one[0] if n == 1 else Pool(one)
             started.append(runtimes[name])
-        for name in ("transform", "start-crawler", "redshift-load"):
+        for name in ("transform", "redshift-load"):
             stack.router.register(FN[name], runtimes[name])
         return {"lake": lake, "machine": machine, "runtimes": runtimes}
 
@@ -159,7 +149,7 @@ def launch(stack: MotoStack, functions_dir: Path) -> Iterator[Launch]:
 
 @pytest.fixture
 def functions(launch: Launch) -> dict[str, Any]:
-    """The four functions, one execution environment each, with the warehouse configured."""
+    """The three functions, one execution environment each, with the warehouse configured."""
     return launch()
 
 

@@ -2,14 +2,13 @@
 
 A CSV is put in `raw/` of a bucket in moto; `s3-landing` (its real binary, behind a Lambda
 Runtime API) gets the EventBridge "Object Created" event and starts the ingest state machine in
-moto's interpreter, which invokes the real `transform`, `start-crawler` and `redshift-load`
-binaries through the router. The test then reads what each of them left behind: Parquet in
-`processed/` (read back with pyarrow), the manifest, the crawler run, the COPY batch and the SNS
-notification.
+moto's interpreter, which invokes the real `transform` (transform, verify, register) and
+`redshift-load` binaries through the router. The test then reads what each of them left behind:
+Parquet in `processed/` (read back with pyarrow), the manifest, the partition in moto's Glue
+catalog, the COPY batch and the SNS notification.
 
-moto's Glue crawlers stay RUNNING forever and its Redshift Data API has no
-BatchExecuteStatement, so the router answers `GetCrawler` (after checking the crawler really is
-running in moto) and the two Data API calls; everything else is moto's.
+moto's Redshift Data API has no BatchExecuteStatement, so the router answers the two Data API
+calls; everything else is moto's.
 
 Needs the function binaries: `LAGO_FUNCTIONS_DIR` (the test command builds them and sets it).
 """
@@ -37,7 +36,7 @@ CSV = (
 ).encode("utf-8")
 
 
-def test_a_csv_in_raw_becomes_parquet_a_crawl_a_copy_and_a_notification(stack: MotoStack, functions: dict[str, Any]) -> None:
+def test_a_csv_in_raw_becomes_parquet_a_partition_a_copy_and_a_notification(stack: MotoStack, functions: dict[str, Any]) -> None:
     lake: Lake = functions["lake"]
     machine: Deployed = functions["machine"]
     landing: RuntimeApi = functions["runtimes"]["s3-landing"]
@@ -78,8 +77,11 @@ def test_a_csv_in_raw_becomes_parquet_a_crawl_a_copy_and_a_notification(stack: M
     manifest = json.loads(lake.get(manifest_key))
     assert (manifest["rows_in"], manifest["rows_ok"], manifest["rows_rejected"]) == (4, 2, 2), manifest
 
-    # … the crawler was really started in moto before its status was asked
-    assert lake.crawler_states_seen and lake.crawler_states_seen[0] == "RUNNING", lake.crawler_states_seen
+    # … its partition is in the Glue catalog, where the Parquet is, with no crawler run
+    assert lake.partitions("transacciones") == [
+        (["2026", "11", "28"], f"s3://{lake.bucket}/processed/transacciones/year=2026/month=11/day=28/")
+    ]
+    assert all(lake.partitions(t) == [] for t in ("clientes", "proveedores", "trm"))
 
     # … one COPY batch was submitted, loading exactly the Parquet parts the transform wrote
     assert len(lake.batches) == 1, lake.batches

@@ -256,12 +256,10 @@ def test_a_throttled_start_is_retried_and_past_the_sdk_attempts_the_redelivery_s
 
 
 def test_a_burst_of_200_files_each_announced_twice_runs_200_executions_and_writes_each_output_once(stack: MotoStack, launch: Any) -> None:
-    # GIVEN four landing and two transform execution environments (Lambda scales out), and
-    # crawls that finish at once (moto's never do): the burst is about the ingest, not Glue
-    run = launch(warehouse=False, concurrency={"s3-landing": 4, "transform": 2, "start-crawler": 2})
+    # GIVEN four landing and two transform execution environments (Lambda scales out)
+    run = launch(warehouse=False, concurrency={"s3-landing": 4, "transform": 2})
     lake: Lake = run["lake"]
     machine: Deployed = run["machine"]
-    stack.router.register_operation("AWSGlue.StartCrawler", lambda _request: {})
     writes: Counter[str] = Counter()
     lock = threading.Lock()
 
