@@ -6,12 +6,11 @@
 //!
 //! Features: `aws` — the AWS adapters of the ports and the functions' runtime plumbing (the
 //! Lambda functions); `local` — the local twin and what tests need: in-memory and local-folder
-//! adapters, the data generators, the trade replay and benchmark, the local catalog and the moto
-//! helper (the CLI and every crate's tests). Neither is in the other's binaries.
+//! adapters, the data generators, the trade replay and benchmark, the in-memory catalog and the
+//! moto helper (the CLI and every crate's tests). Neither is in the other's binaries.
 
 #[cfg(feature = "aws")]
 pub mod aws;
-#[cfg(any(test, feature = "local"))]
 pub mod catalog;
 pub mod contract;
 pub mod dialect;
