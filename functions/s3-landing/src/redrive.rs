@@ -3,7 +3,9 @@
 //! exists already (the event did get through, or a redrive ran before) is not started again.
 //! `lago redrive landing` runs this same code.
 
-use lago::ingest::landing::{classify, land, ExecutionStarter};
+use lago::ingest::landing::{
+    classify, land, ExecutionStarter, IgnoreReason, InvalidRecord, LandedObject, StartError,
+};
 use lago::redrive::{landing_event, MessageRedrive, MessageReport, QueueMessage};
 use lago::runtime::error_chain;
 use serde_json::{json, Value};
@@ -33,12 +35,13 @@ impl<S: ExecutionStarter> MessageRedrive for LandingRedrive<'_, S> {
         let mut pending = Vec::new();
         for record in records {
             if let Ok(obj) = &record {
-                if let Ok(accepted) = classify(obj, self.lake_bucket) {
-                    let name = accepted.execution_name;
-                    if let Ok(true) = self.starter.execution_exists(&name).await {
-                        existing.push(json!({"key": obj.key, "outcome": "already_started", "execution_name": name}));
-                        continue;
-                    }
+                if let Ok(Execution {
+                    name,
+                    exists: Ok(true),
+                }) = self.execution(obj).await
+                {
+                    existing.push(json!({"key": obj.key, "outcome": "already_started", "execution_name": name}));
+                    continue;
                 }
             }
             pending.push(record);
@@ -76,14 +79,25 @@ impl<S: ExecutionStarter> MessageRedrive for LandingRedrive<'_, S> {
     }
 }
 
+/// The execution an accepted object's landing would start, and whether it exists already.
+struct Execution {
+    name: String,
+    exists: Result<bool, StartError>,
+}
+
 impl<S: ExecutionStarter> LandingRedrive<'_, S> {
+    /// The execution `obj` lands as, or why the landing function ignores it.
+    async fn execution(&self, obj: &LandedObject) -> Result<Execution, IgnoreReason> {
+        let name = classify(obj, self.lake_bucket)?.execution_name;
+        let exists = self.starter.execution_exists(&name).await;
+        Ok(Execution { name, exists })
+    }
+
     /// What a redrive of the message would do, starting nothing.
     async fn plan(
         &self,
         message: &QueueMessage,
-        records: Vec<
-            Result<lago::ingest::landing::LandedObject, lago::ingest::landing::InvalidRecord>,
-        >,
+        records: Vec<Result<LandedObject, InvalidRecord>>,
     ) -> MessageReport {
         let (mut would_start, mut exist, mut errors) = (0u64, 0u64, 0u64);
         let mut subject = Vec::new();
@@ -96,16 +110,15 @@ impl<S: ExecutionStarter> LandingRedrive<'_, S> {
                     continue;
                 }
             };
-            let accepted = match classify(&obj, self.lake_bucket) {
-                Ok(a) => a,
+            let Execution { name, exists } = match self.execution(&obj).await {
+                Ok(execution) => execution,
                 Err(why) => {
                     subject
                         .push(json!({"key": obj.key, "outcome": "ignored", "reason": why.code()}));
                     continue;
                 }
             };
-            let name = accepted.execution_name;
-            let outcome = match self.starter.execution_exists(&name).await {
+            let outcome = match exists {
                 Ok(true) => {
                     exist += 1;
                     "already_started"
