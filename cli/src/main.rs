@@ -82,6 +82,16 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Replay a failure queue in AWS: the landing DLQ, or the trades stream's on-failure records.
     Redrive(redrive::RedriveArgs),
+    /// Print the Glue tables of the processed zone, generated from the contracts, as the
+    /// template declares them (CloudFormation `TableInput`, JSON).
+    Catalog(CatalogArgs),
+}
+
+#[derive(Parser)]
+struct CatalogArgs {
+    /// Only this dataset's table (default: every processed table, by dataset name).
+    #[arg(long)]
+    dataset: Option<Dataset>,
 }
 
 #[derive(Parser)]
@@ -175,6 +185,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => run_verify(args),
         Command::Sweep(args) => sweep::run(args).map(|_| ExitCode::SUCCESS),
         Command::Redrive(args) => redrive::run(args),
+        Command::Catalog(args) => run_catalog(args),
     };
     match result {
         Ok(code) => code,
@@ -475,6 +486,20 @@ pub(crate) fn generate_to(opts: &GenerateOptions, out: &Path) -> Result<Generate
         r
     };
     Ok(report)
+}
+
+fn run_catalog(args: CatalogArgs) -> Result<ExitCode> {
+    let out = match args.dataset {
+        Some(d) => lago::catalog::table_input(d),
+        None => serde_json::Value::Object(
+            Dataset::ALL
+                .iter()
+                .map(|d| (d.name().to_string(), lago::catalog::table_input(*d)))
+                .collect(),
+        ),
+    };
+    writeln!(io::stdout(), "{}", serde_json::to_string_pretty(&out)?)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_verify(args: VerifyArgs) -> Result<ExitCode> {

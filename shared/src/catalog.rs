@@ -60,6 +60,55 @@ impl PartitionSpec {
     }
 }
 
+/// The Glue table of a processed dataset, generated from its contract in the shape of
+/// CloudFormation's `TableInput` — what `template.yaml` declares for it (a test holds the
+/// template to this): an external Parquet table partitioned by the load date's `year`, `month`
+/// and `day`, the contract's output columns in the Parquet order with their Hive types, the
+/// PII-derived ones commented as such (the analysts' grant leaves them out). `Location` is the
+/// template's `!Sub` text, with `${LakeBucket}` left for CloudFormation.
+pub fn table_input(dataset: Dataset) -> serde_json::Value {
+    let columns: Vec<serde_json::Value> = dataset
+        .contract()
+        .output_columns()
+        .into_iter()
+        .map(|c| {
+            let mut col = serde_json::json!({"Name": c.name, "Type": c.ty.hive()});
+            if c.pii {
+                let what = if c.name.ends_with("_hash") {
+                    "PII-derived: hex SHA-256 of salt + value"
+                } else {
+                    "PII-derived: masked address"
+                };
+                col["Comment"] = what.into();
+            }
+            col
+        })
+        .collect();
+    let partition_keys: Vec<serde_json::Value> = PARTITION_KEYS
+        .iter()
+        .map(|k| serde_json::json!({"Name": k, "Type": "string"}))
+        .collect();
+    serde_json::json!({
+        "Name": dataset.name(),
+        "TableType": "EXTERNAL_TABLE",
+        "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE"},
+        "PartitionKeys": partition_keys,
+        "StorageDescriptor": {
+            "Location": format!("s3://${{LakeBucket}}/processed/{}/", dataset.name()),
+            "InputFormat": PARQUET_INPUT_FORMAT,
+            "OutputFormat": PARQUET_OUTPUT_FORMAT,
+            "SerdeInfo": {
+                "SerializationLibrary": PARQUET_SERDE,
+                "Parameters": {"serialization.format": "1"},
+            },
+            "Columns": columns,
+        },
+    })
+}
+
+/// The partition keys of every processed table, from the load date.
+pub const PARTITION_KEYS: [&str; 3] = ["year", "month", "day"];
+
 /// What registering partitions did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Registered {
@@ -183,7 +232,7 @@ pub fn scan(root: &Path) -> io::Result<Catalog> {
                     pii: c.pii,
                 })
                 .collect(),
-            partition_keys: vec!["year".into(), "month".into(), "day".into()],
+            partition_keys: PARTITION_KEYS.iter().map(|k| k.to_string()).collect(),
             partitions,
         });
     }
@@ -264,6 +313,54 @@ impl PartitionCatalog for MemoryPartitions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_table_is_declared_with_the_columns_its_partitions_are_registered_with() {
+        let day = NaiveDate::from_ymd_opt(2025, 5, 10).unwrap_or_default();
+        for d in Dataset::ALL {
+            let table = table_input(d);
+            assert_eq!(table["Name"], d.name());
+            let declared: Vec<(String, String)> = table["StorageDescriptor"]["Columns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    (
+                        c["Name"].as_str().unwrap_or_default().to_string(),
+                        c["Type"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                declared,
+                PartitionSpec::processed(d, "b", day).columns,
+                "{d:?}"
+            );
+            let parquet: Vec<String> = d
+                .contract()
+                .arrow_schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            let names: Vec<String> = declared.into_iter().map(|c| c.0).collect();
+            assert_eq!(names, parquet, "{d:?}: the Parquet's columns, in its order");
+            assert_eq!(
+                table["StorageDescriptor"]["Location"],
+                format!("s3://${{LakeBucket}}/processed/{}/", d.name())
+            );
+            assert_eq!(table["PartitionKeys"].as_array().map(Vec::len), Some(3));
+        }
+        let clientes = table_input(Dataset::Clientes);
+        let commented: Vec<&str> = clientes["StorageDescriptor"]["Columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c.get("Comment").is_some())
+            .filter_map(|c| c["Name"].as_str())
+            .collect();
+        assert_eq!(commented, ["numero_identificacion_hash", "email_masked"]);
+    }
 
     #[test]
     fn a_processed_partition_is_where_the_transform_writes_with_the_contracts_columns() {
