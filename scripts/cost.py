@@ -33,7 +33,8 @@ What it does
 5. Runs trades-stream's real binary on Kinesis batches of --trades records against DynamoDB, SQS,
    SNS and S3 in moto.
 6. Prices it all (list prices below, us-east-1, arm64), models each function's duration and cost
-   against MemorySize, and writes <out>/cost.json and prints the tables of docs/cost.md.
+   against MemorySize, prints the tables of docs/cost.md and writes them to <out>/cost.md, and
+   everything measured to <out>/cost.json.
 
 The measuring machine is not a Lambda: its CPU is not Graviton, its storage is moto on loopback
 (a Python process competing for the same cores, no network latency). docs/cost.md says what that
@@ -89,14 +90,19 @@ PRICES = {
     "dynamodb_write_unit": Decimal("0.625") / 1_000_000,  # on demand
     "dynamodb_read_unit": Decimal("0.125") / 1_000_000,
     "sqs_request": Decimal("0.40") / 1_000_000,
+    "logs_ingested_gb": Decimal("0.50"),
 }
+# The state machine logs every history event (level ALL, without execution data); moto writes no
+# such log, so its size is an assumption: an event's JSON without data, with the execution ARN.
+SFN_LOG_EVENT_BYTES = 400
 CRAWLER_DPU, CRAWLER_MINIMUM_SECONDS = 1, 600
 GLUE_JOB_DPU, GLUE_JOB_MINIMUM_SECONDS = 2, 60
 # Lambda gives one vCPU's worth of CPU time at 1,769 MB, in proportion below and above, up to
 # six at 10,240 MB.
 ONE_VCPU_MB, MAX_VCPUS = 1769, 6
-# Lambda's memory sizes shown in the curves (MB).
+# Lambda's memory sizes the curves are computed at (MB), and those the printed tables show.
 MEMORY_SIZES = (128, 256, 384, 512, 768, 1024, 1536, 1769, 2048, 3008, 3538, 4096, 5308, 7076, 10240)
+SHOWN_SIZES = (128, 256, 384, 512, 1024, 1769, 3008, 4096, 10240)
 
 # S3 operations by price class; DELETE and abort requests are free.
 S3_WRITES = {
@@ -218,6 +224,7 @@ class Metered:
             action = "event"
         label = f"{self.function}:{action}"
         pid = self.runtime.proc.pid
+        log0 = os.path.getsize(self.runtime.log.name)
         self.runtime.reset_peak_rss()
         cpu0, t0 = process_cpu_seconds(pid), time.perf_counter()
         self.running.add(label)
@@ -228,7 +235,7 @@ class Metered:
             self.running.discard(label)
             self.log.append({
                 "function": self.function, "action": action, "wall_s": wall, "cpu_s": cpu1 - cpu0,
-                "peak_rss": self.runtime.peak_rss(),
+                "peak_rss": self.runtime.peak_rss(), "log_bytes": os.path.getsize(self.runtime.log.name) - log0,
             })
 
 
@@ -396,7 +403,7 @@ class Pipeline:
         return {
             "size_mb": size_mb, "bytes": head["ContentLength"], "warehouse": run["warehouse"],
             "seconds": seconds, "invocations": list(self.invocations), "requests": dict(self.counter.reset()),
-            "transitions": transitions(events), "states": states_entered(events),
+            "transitions": transitions(events), "states": states_entered(events), "history_events": len(events),
             "rows_in": manifest["rows_in"], "rows_ok": manifest["rows_ok"],
             "output_bytes": sum(o["bytes"] for o in manifest["outputs"]["processed"]),
             "stages_ms": manifest.get("stages", {}),
@@ -550,7 +557,10 @@ def env_base(stack: Any) -> str:
 # every other call within a second.
 TRANSFORM_LATENCY_BOUND_S = 225.0
 CALL_LATENCY_BOUND_S = 1.0
-RSS_HEADROOM = 2.0
+# Peak RSS × this must fit the size: the transform's peak on the same 1 GB file varied by about
+# 10 % between runs (chunks and parts in flight), and the other datasets' wider rows were not
+# measured.
+RSS_HEADROOM = 2.5
 # trades-stream's wall time against moto is moto's DynamoDB (one Python process applying one
 # transaction at a time, copying the table to roll back), not DynamoDB's: its duration is modelled
 # as its CPU time plus one round trip of this length per wave of concurrent calls (transactions
@@ -608,8 +618,16 @@ def file_costs(run: dict[str, Any], memory: dict[str, int], transitions_n: int, 
     """The charges of one file's ingest, by service."""
     out = {"lambda": calls_cost(run["invocations"], memory, two_threads), "step_functions": PRICES["sfn_transition"] * transitions_n}
     out.update(requests_cost(run["requests"]))
+    out["logs"] = logs_cost(run)
     out["total"] = sum(out.values(), Decimal(0))
     return out
+
+
+def logs_cost(run: dict[str, Any]) -> Decimal:
+    """CloudWatch Logs ingestion: what the functions wrote (measured) and the state machine's
+    events (estimated)."""
+    written = sum(c.get("log_bytes", 0) for c in run["invocations"]) + SFN_LOG_EVENT_BYTES * run.get("history_events", 0)
+    return PRICES["logs_ingested_gb"] * written / 10**9
 
 
 def before_costs(now: dict[str, Decimal], run: dict[str, Any], memory: dict[str, int], transitions_n: int, crawler_polls: int) -> dict[str, Decimal]:
@@ -768,6 +786,7 @@ def main() -> int:
     results["seconds"] = time.monotonic() - started
     out.mkdir(parents=True, exist_ok=True)
     (out / "cost.json").write_text(json.dumps(jsonable(results), indent=2), encoding="utf-8")
+    (out / "cost.md").write_text(results["report"] + "\n", encoding="utf-8")
     print(results["report"])
     print(f"\nwrote {out / 'cost.json'} in {results['seconds']:.0f} s")
     return 0
@@ -798,7 +817,7 @@ def report(results: dict[str, Any], runs: dict[float, dict[str, Any]], bare: dic
         fn = next((c for c in runs[size]["invocations"] if c["action"] == "task"), None) if size in runs else None
         rows.append([f"{size:g} MB", f"{c1['rows_in']:,}", f"{c1['wall_s']:.2f}", f"{c1['cpu_s']:.2f}", f"{c1['peak_rss'] / MIB:.1f}",
                      f"{c2['wall_s']:.2f}", f"{c2['cpu_s']:.2f}", f"{c2['peak_rss'] / MIB:.1f}",
-                     f"{fn['cpu_s']:.2f}" if fn else "–", f"{fn['cpu_s'] / c1['cpu_s']:.2f}" if fn and c1["cpu_s"] else "–"])
+                     f"{fn['cpu_s']:.2f}" if fn else "–", f"{fn['cpu_s'] / c1['cpu_s']:.2f}" if fn and min(fn["cpu_s"], c1["cpu_s"]) >= 0.05 else "–"])
     parts.append("### `lago transform` beside the function's transform task\n\n" + md_table(
         ["file", "rows", "CLI 1 thread wall s", "CPU s", "peak RSS MiB", "CLI 2 threads wall s", "CPU s", "peak RSS MiB", "function 1 thread CPU s", "function ÷ CLI"], rows))
 
@@ -826,19 +845,25 @@ def report(results: dict[str, Any], runs: dict[float, dict[str, Any]], bare: dic
         now_bare = dict(now_w)
         now_bare.pop("total")
         load_calls = [c for c in run["invocations"] if c["function"] == "redshift-load"]
+        # Without the warehouse: no redshift-load calls, fewer transitions, history events and
+        # requests (the difference measured on the smallest file).
         now_bare["lambda"] -= calls_cost(load_calls, memory)
         now_bare["step_functions"] = PRICES["sfn_transition"] * bare_n
+        fewer = {k: n - bare["requests"].get(k, 0) for k, n in runs[min(runs)]["requests"].items()}
+        for service, saved in requests_cost(fewer).items():
+            now_bare[service] -= saved
+        now_bare["logs"] -= logs_cost({"invocations": load_calls, "history_events": run["history_events"] - bare["history_events"]})
         now_bare["total"] = sum(now_bare.values(), Decimal(0))
         before_w = before_costs(now_w, run, memory, before_n["true"], before_polls)
         costs[f"{size:g}"] = {"now_warehouse": now_w, "now_no_warehouse": now_bare, "before_warehouse": before_w, "glue_job_design_at_least": glue_design}
         previous = file_costs(run, {**memory, "transform": args.compare_transform_mb}, warehouse_n, two if size == largest else None)
         costs[f"{size:g}"]["now_warehouse_transform_at_compared_size"] = previous
         rows.append([f"{size:g} MB", usd(now_w["lambda"]), usd(previous["lambda"]), usd(now_w["step_functions"]), usd(now_w.get("s3", Decimal(0))),
-                     usd(now_w.get("glue", Decimal(0)) + now_w.get("sns", Decimal(0))), usd(now_w["total"]), usd(now_bare["total"]),
+                     usd(now_w.get("glue", Decimal(0)) + now_w.get("sns", Decimal(0))), usd(now_w["logs"]), usd(now_w["total"]), usd(now_bare["total"]),
                      usd(before_w["total"], 5), usd(glue_design, 5), f"{glue_job_run_cost() / now_w['total']:.0f}×"])
     results["costs"] = costs
     parts.append(f"### Cost per file (MemorySize as in template.yaml: {memory})\n\n" + md_table(
-        ["file", "Lambda", f"Lambda, transform at {args.compare_transform_mb} MB", "Step Functions", "S3 requests", "Glue catalog + SNS", "now, warehouse", "now, no warehouse",
+        ["file", "Lambda", f"Lambda, transform at {args.compare_transform_mb} MB", "Step Functions", "S3 requests", "Glue catalog + SNS", "logs", "now, warehouse", "now, no warehouse",
          f"before (crawler, {before_polls} polls)", "Glue-job design, at least", "one Glue job run ÷ now"], rows))
     hundred = costs.get("100")
     if hundred:
@@ -891,11 +916,12 @@ def report(results: dict[str, Any], runs: dict[float, dict[str, Any]], bare: dic
                 ["MB", "vCPUs", "1 thread: seconds", "cost", "2 threads: seconds", "cost", f"peak RSS × {RSS_HEADROOM:g} fits (1 thread)"],
                 [[r["memory_mb"], r["vcpus"], f"{o['seconds']:.3f}", usd(o["cost"], 8),
                   f"{r['seconds']:.3f}" if r["memory_mb"] > ONE_VCPU_MB else "–", usd(r["cost"], 8) if r["memory_mb"] > ONE_VCPU_MB else "–",
-                  "yes" if o["fits"] else "no"] for r, o in zip(rows_, one)]))
+                  "yes" if o["fits"] else "no"] for r, o in zip(rows_, one) if r["memory_mb"] in SHOWN_SIZES]))
             continue
         parts.append(f"### {name}: duration and cost by MemorySize\n\n" + md_table(
             ["MB", "vCPUs", "seconds", "cost", f"peak RSS × {RSS_HEADROOM:g} fits"],
-            [[r["memory_mb"], r["vcpus"], f"{r['seconds']:.3f}", usd(r["cost"], 8), "yes" if r["fits"] else "no"] for r in rows_]))
+            [[r["memory_mb"], r["vcpus"], f"{r['seconds']:.3f}", usd(r["cost"], 8), "yes" if r["fits"] else "no"]
+             for r in rows_ if r["memory_mb"] in SHOWN_SIZES]))
     parts.append("### MemorySize: the rule's choice beside template.yaml\n\n" + md_table(
         ["function", "chosen", "template.yaml"], [[f, m, memory.get(f, "–")] for f, m in chosen.items()]))
 
