@@ -52,7 +52,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -63,7 +62,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests" / "infra")]
+# The measurement reuses scripts/bench.py and the infrastructure tests' harness (tests/infra).
+HARNESS = [str(ROOT / "scripts"), str(ROOT / "tests" / "infra")]
 
 MB = 1_000_000
 MIB = 1 << 20
@@ -512,7 +512,7 @@ def trades_batches(stack: Any, functions_dir: Path, lago: str, sizes: list[int],
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
         "AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "WARN",
         **{k: v[0] for k, v in tables.items()},
-        "DEAD_LETTER_QUEUE_URL": sqs.create_queue(QueueName=f"lago-cost-dlq-{suffix}")["QueueUrl"].replace(stack.moto_url, env_base(stack)),
+        "DEAD_LETTER_QUEUE_URL": sqs.create_queue(QueueName=f"lago-cost-dlq-{suffix}")["QueueUrl"],
         "TRADES_TOPIC_ARN": sns.create_topic(Name=f"lago-cost-trade-events-{suffix}")["TopicArn"],
         "LAKE_BUCKET": bucket,
     }
@@ -543,9 +543,6 @@ def trades_batches(stack: Any, functions_dir: Path, lago: str, sizes: list[int],
         runtime.stop()
     return out
 
-
-def env_base(stack: Any) -> str:
-    return f"http://127.0.0.1:{stack.router.port}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -707,6 +704,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("bench-out"), help="results and work folder (default bench-out)")
     args = ap.parse_args()
 
+    sys.path[:0] = HARNESS
     lago, fdir = os.environ.get("LAGO_BIN"), os.environ.get("LAGO_FUNCTIONS_DIR")
     if not lago or not fdir:
         print("error: set LAGO_BIN (release lago) and LAGO_FUNCTIONS_DIR (release function binaries); scripts/cost.sh does", file=sys.stderr)
