@@ -137,7 +137,8 @@ class BenchError(RuntimeError):
 # this one would inherit this interpreter's resident set as the floor of its peak RSS (Linux
 # carries the high-water mark of the address space an exec replaces into the child's
 # ru_maxrss), which hid every figure below it. The launcher times the command itself and
-# reports "<seconds> <peak RSS KiB>" on the descriptor given as its first argument.
+# reports "<seconds> <peak RSS KiB> <CPU seconds, user + system>" on the descriptor given as its
+# first argument.
 LAUNCHER = """
 import os, sys, time
 report = int(sys.argv[1])
@@ -150,13 +151,13 @@ if pid == 0:
     finally:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
-os.write(report, f"{time.perf_counter() - t0} {usage.ru_maxrss}".encode())
+os.write(report, f"{time.perf_counter() - t0} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}".encode())
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
 def run_measured(cmd: list[str], env: dict | None = None, what: str = "") -> dict:
-    """Runs cmd, returns wall seconds, peak RSS (KiB), exit code, stdout and stderr."""
+    """Runs cmd, returns wall seconds, peak RSS (KiB), CPU seconds (user + system), stdout and stderr."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         rd, wr = os.pipe()
         try:
@@ -181,8 +182,8 @@ def run_measured(cmd: list[str], env: dict | None = None, what: str = "") -> dic
             f"{what or cmd[0]} failed with exit code {proc.returncode}\n"
             f"command: {' '.join(cmd)}\n--- stderr ---\n{stderr[-6000:]}\n--- stdout ---\n{stdout[-2000:]}"
         )
-    wall, rss = report.split()
-    return {"seconds": float(wall), "rss_kib": int(rss), "stdout": stdout, "stderr": stderr}
+    wall, rss, cpu = report.split()
+    return {"seconds": float(wall), "rss_kib": int(rss), "cpu_seconds": float(cpu), "stdout": stdout, "stderr": stderr}
 
 
 def lago_env() -> dict:

@@ -17,7 +17,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -67,13 +69,14 @@ class MotoStack:
         )
 
 
-@pytest.fixture(scope="session")
-def moto_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoStack]:
+@contextmanager
+def running_stack(log: Path) -> Iterator[MotoStack]:
+    """A moto server with its Step Functions interpreter on, behind a started router; moto's
+    output goes to `log`. Stops both on exit. (scripts/cost.py runs the pipeline on it too.)"""
     router = LambdaRouter().start()
     moto_port = _free_port()
     moto_url = f"http://127.0.0.1:{moto_port}"
     router.moto_url = moto_url
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
     env = {
         **os.environ,
         # The interpreter sends its service calls here: to the router.
@@ -109,6 +112,12 @@ def moto_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoStack]:
         except subprocess.TimeoutExpired:
             proc.kill()
         router.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoStack]:
+    with running_stack(tmp_path_factory.mktemp("moto") / "moto.log") as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -101,6 +101,47 @@ class Lake:
 Launch = Callable[..., dict[str, Any]]
 
 
+def start_functions(
+    stack: MotoStack,
+    functions_dir: Path,
+    *,
+    warehouse: bool = True,
+    concurrency: dict[str, int] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A lake, the ingest ASL deployed in moto and the three function binaries behind Runtime
+    APIs, registered with the router: `{"lake", "machine", "runtimes"}`. The caller stops the
+    runtimes. (scripts/cost.py measures a run of the pipeline with it.)"""
+    lake = Lake(stack)
+    machine = deployed(stack, warehouse=warehouse)
+    config = {
+        # Every AWS call goes to the router: it answers the stubbed operations, moto the rest.
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{stack.router.port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_LAMBDA_LOG_LEVEL": "INFO",
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",  # as the template's LoggingConfig sets it
+        "LAKE_BUCKET": lake.bucket,
+        "STATE_MACHINE_ARN": machine.arn,
+        "PII_SALT_SECRET_ARN": lake.salt_arn,
+        "GLUE_DATABASE": lake.database,
+        "REDSHIFT_WORKGROUP": "lago-e2e",
+        "REDSHIFT_DATABASE": "dev",
+        "REDSHIFT_SCHEMA": "energy",
+        "REDSHIFT_COPY_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/lago-e2e-copy",
+        **(env or {}),
+    }
+    runtimes: dict[str, RuntimeApi | Pool] = {}
+    for name in FUNCTIONS:
+        argv, n = [str(functions_dir / name)], (concurrency or {}).get(name, 1)
+        one = [RuntimeApi(FN.get(name, name), argv, config) for _ in range(n)]
+        runtimes[name] = one[0] if n == 1 else Pool(one)
+    for name in ("transform", "redshift-load"):
+        stack.router.register(FN[name], runtimes[name])
+    return {"lake": lake, "machine": machine, "runtimes": runtimes}
+
+
 @pytest.fixture
 def launch(stack: MotoStack, functions_dir: Path) -> Iterator[Launch]:
     """Starts everything one run needs, as `launch(warehouse=…, concurrency=…, env=…)`:
@@ -109,36 +150,10 @@ def launch(stack: MotoStack, functions_dir: Path) -> Iterator[Launch]:
     function process is stopped afterwards."""
     started: list[RuntimeApi | Pool] = []
 
-    def start(*, warehouse: bool = True, concurrency: dict[str, int] | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
-        lake = Lake(stack)
-        machine = deployed(stack, warehouse=warehouse)
-        config = {
-            # Every AWS call goes to the router: it answers the stubbed operations, moto the rest.
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{stack.router.port}",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-            "AWS_LAMBDA_LOG_LEVEL": "INFO",
-            "AWS_LAMBDA_LOG_FORMAT": "JSON",  # as the template's LoggingConfig sets it
-            "LAKE_BUCKET": lake.bucket,
-            "STATE_MACHINE_ARN": machine.arn,
-            "PII_SALT_SECRET_ARN": lake.salt_arn,
-            "GLUE_DATABASE": lake.database,
-            "REDSHIFT_WORKGROUP": "lago-e2e",
-            "REDSHIFT_DATABASE": "dev",
-            "REDSHIFT_SCHEMA": "energy",
-            "REDSHIFT_COPY_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/lago-e2e-copy",
-            **(env or {}),
-        }
-        runtimes: dict[str, RuntimeApi | Pool] = {}
-        for name in FUNCTIONS:
-            argv, n = [str(functions_dir / name)], (concurrency or {}).get(name, 1)
-            one = [RuntimeApi(FN.get(name, name), argv, config) for _ in range(n)]
-            runtimes[name] = one[0] if n == 1 else Pool(one)
-            started.append(runtimes[name])
-        for name in ("transform", "redshift-load"):
-            stack.router.register(FN[name], runtimes[name])
-        return {"lake": lake, "machine": machine, "runtimes": runtimes}
+    def start(**options: Any) -> dict[str, Any]:
+        run = start_functions(stack, functions_dir, **options)
+        started.extend(run["runtimes"].values())
+        return run
 
     try:
         yield start

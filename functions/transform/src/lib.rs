@@ -37,7 +37,8 @@ pub struct Config {
     pub s3_part_size: usize,
     /// `PARQUET_PART_MIB` (8–1024, default 128): target size of one Parquet part.
     pub parquet_part_size: u64,
-    /// `TRANSFORM_THREADS` (default: the vCPUs Lambda gives the function's memory size).
+    /// `TRANSFORM_THREADS` (default: the CPUs the process sees; below 1,769 MB Lambda gives less
+    /// CPU time than that, so the template sets 1: docs/cost.md).
     pub threads: usize,
     /// `DEADLINE_MARGIN_SECONDS` (2–120, default 10): time kept back from the invocation's
     /// deadline to stop cleanly and report instead of being killed.
