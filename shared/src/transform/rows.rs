@@ -15,7 +15,7 @@ use crate::text::fold_enum;
 
 use super::chunker::Chunk;
 use super::records::for_each_record_in;
-use super::validate::{validate, Validated};
+use super::validate::{validate, Spellings, Validated};
 
 /// What is fixed for a whole file.
 pub struct FileContext {
@@ -195,7 +195,7 @@ pub fn process_chunk(
     let mut scratch = String::with_capacity(1024);
     let mut field_buf = String::with_capacity(256);
     let mut spare: Vec<Val<'static>> = Vec::with_capacity(cols.len());
-    let mut spellings: Vec<Vec<(Box<str>, usize)>> = vec![Vec::new(); ctx.contract.columns.len()];
+    let mut spellings: Vec<Spellings> = vec![Spellings::default(); ctx.contract.columns.len()];
     let key_col = ctx.key_col;
     // One UTF-8 check for the whole chunk; fields are then sliced from it. Field boundaries are
     // where ASCII delimiters and quotes were, so they are always char boundaries.

@@ -25,7 +25,12 @@ const POW10: [i128; 20] = {
 
 /// `a × b` with the scales given, rounded half away from zero to `to` decimal places.
 pub fn mul_round(a: i128, a_scale: u32, b: i128, b_scale: u32, to: u32) -> Option<i128> {
-    let p = a.checked_mul(b)?;
+    // Factors that fit in 64 bits (nearly all) multiply without an overflow check: their
+    // product always fits in 128.
+    let p = match (i64::try_from(a), i64::try_from(b)) {
+        (Ok(a), Ok(b)) => i128::from(a) * i128::from(b),
+        _ => a.checked_mul(b)?,
+    };
     let from = a_scale + b_scale;
     if from <= to {
         return p.checked_mul(*POW10.get((to - from) as usize)?);
@@ -72,6 +77,59 @@ fn date_key(days: i32) -> u128 {
     xxhash_rust::xxh3::xxh3_128(&b)
 }
 
+/// The spellings of one enum column's values met so far in a chunk. Exports repeat a handful
+/// ("Solar", "SOLAR", "HIDROELÉCTRICA"): the short ones are found again by their exact bytes,
+/// with one multiplication and one comparison, before any comparison ignoring case.
+#[derive(Clone, Default)]
+pub(super) struct Spellings {
+    /// Spellings of up to 16 bytes, one per slot (the last one seen wins its slot): the bytes
+    /// zero-padded, the length (0: empty slot) and the value's position.
+    recent: Vec<(u128, u8, u8)>,
+    /// Spellings that folding accents and case was needed to recognise.
+    long: Vec<(Box<str>, usize)>,
+}
+
+/// Slots of [`Spellings::recent`].
+const RECENT_SLOTS: usize = 64;
+
+impl Spellings {
+    /// The bytes of a spelling of 1 to 16 bytes as one number, and its slot.
+    fn slot(text: &str) -> Option<(u128, usize)> {
+        let b = text.as_bytes();
+        if b.is_empty() || b.len() > 16 {
+            return None;
+        }
+        let mut padded = [0u8; 16];
+        padded[..b.len()].copy_from_slice(b);
+        let bits = u128::from_le_bytes(padded);
+        let mixed = ((bits as u64) ^ ((bits >> 64) as u64) ^ b.len() as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Some((bits, (mixed >> 58) as usize))
+    }
+
+    /// The position of the value `text` was last recognised as, if it is remembered.
+    fn recent(&self, text: &str) -> Option<usize> {
+        let (bits, slot) = Self::slot(text)?;
+        match self.recent.get(slot) {
+            Some(&(b, len, i)) if b == bits && usize::from(len) == text.len() => {
+                Some(usize::from(i))
+            }
+            _ => None,
+        }
+    }
+
+    /// Remembers that `text` spells the value at position `i`.
+    fn remember(&mut self, text: &str, i: usize) {
+        let (Some((bits, slot)), Ok(i)) = (Self::slot(text), u8::try_from(i)) else {
+            return;
+        };
+        if self.recent.is_empty() {
+            self.recent = vec![(0, 0, 0); RECENT_SLOTS];
+        }
+        self.recent[slot] = (bits, text.len() as u8, i);
+    }
+}
+
 /// Validates one record into `vals` (output columns except lineage).
 pub(super) fn validate<'r>(
     ctx: &FileContext,
@@ -80,7 +138,7 @@ pub(super) fn validate<'r>(
     scratch: &mut String,
     field: &mut String,
     vals: &mut Vec<Val<'r>>,
-    spellings: &mut [Vec<(Box<str>, usize)>],
+    spellings: &mut [Spellings],
 ) -> Result<Validated, RowError> {
     if rec.len() != ctx.n_fields {
         return Err(RowError {
@@ -193,19 +251,29 @@ pub(super) fn validate<'r>(
             ColumnKind::Enum(values) => {
                 let canon = &ctx.enum_folded[ci];
                 let seen = &mut spellings[ci];
-                let found = values
-                    .iter()
-                    .position(|v| v.eq_ignore_ascii_case(text))
-                    .or_else(|| seen.iter().find(|(s, _)| **s == *text).map(|(_, i)| *i))
-                    .or_else(|| {
-                        let f = fold_enum(text);
-                        let i = canon.iter().position(|c| *c == f)?;
-                        // Remember this spelling ("Eólica", "HIDROELÉCTRICA"): exports repeat them.
-                        if seen.len() < 64 {
-                            seen.push((text.into(), i));
-                        }
-                        Some(i)
-                    });
+                let found = seen.recent(text).or_else(|| {
+                    let i = values
+                        .iter()
+                        .position(|v| v.eq_ignore_ascii_case(text))
+                        .or_else(|| {
+                            seen.long
+                                .iter()
+                                .find(|(s, _)| **s == *text)
+                                .map(|(_, i)| *i)
+                        })
+                        .or_else(|| {
+                            let f = fold_enum(text);
+                            let i = canon.iter().position(|c| *c == f)?;
+                            // Remember this spelling ("Eólica", "HIDROELÉCTRICA"): exports
+                            // repeat them.
+                            if seen.long.len() < 64 {
+                                seen.long.push((text.into(), i));
+                            }
+                            Some(i)
+                        })?;
+                    seen.remember(text, i);
+                    Some(i)
+                });
                 match found {
                     Some(i) => vals.push(Val::Str(values[i])),
                     None => {
@@ -393,8 +461,15 @@ fn decimal_value(
             ),
         });
     }
-    let m = m
-        .checked_mul(POW10[(scale - have) as usize])
+    let factor = POW10[(scale - have) as usize];
+    // In 64 bits when the value and the factor fit there (nearly always): an overflow check
+    // of a 128-bit product costs several multiplications.
+    let scaled = match (i64::try_from(m), i64::try_from(factor)) {
+        (Ok(a), Ok(b)) => a.checked_mul(b).map(i128::from),
+        _ => None,
+    };
+    let m = scaled
+        .or_else(|| m.checked_mul(factor))
         .filter(|m| *m < POW10[usize::from(precision)]);
     m.ok_or_else(|| RowError {
         reason: RowReason::OutOfRange(name),
