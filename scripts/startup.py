@@ -7,7 +7,11 @@ loopback, and measure
 - **init**: from starting the process to its first `GET …/invocation/next` (what Lambda bills as
   the init phase: the runtime, the configuration, the SDK clients and the function's own
   warm-up), and
-- **first invocation**: from handing it its sample event (`events/`) to its answer.
+- **first invocation**: from handing it its sample event (`events/`) to its answer,
+
+each both in wall-clock time and in **CPU time** (all the process's threads, from
+`/proc/<pid>/task/*/schedstat`, read when the request arrives): the CPU time holds no waiting at
+all, neither for the stub nor for a core on a busy machine.
 
 Every AWS call goes to a stub endpoint on loopback that answers at once with a client error (no
 retry), so the figures hold no network round trip: they are what the code costs. Prints a table
@@ -107,6 +111,9 @@ class RuntimeApi:
         self.answered = threading.Event()
         self.t_next = 0.0
         self.t_answer = 0.0
+        self.cpu_next = 0.0
+        self.cpu_answer = 0.0
+        self.pid = 0
         self.outcome = ""
         api = self
 
@@ -127,6 +134,7 @@ class RuntimeApi:
                     time.sleep(30)
                     return
                 api.t_next = time.perf_counter()
+                api.cpu_next = cpu_ms(api.pid)
                 api.first_next.set()
                 deadline = int((time.time() + 60) * 1000)
                 self.send_response(200)
@@ -145,6 +153,7 @@ class RuntimeApi:
                     self.rfile.read(length)
                 if "/invocation/" in self.path and not api.answered.is_set():
                     api.t_answer = time.perf_counter()
+                    api.cpu_answer = cpu_ms(api.pid)
                     api.outcome = "error" if self.path.endswith("/error") else "response"
                     api.answered.set()
                 elif self.path.endswith("/init/error"):
@@ -170,6 +179,20 @@ class RuntimeApi:
         self.server.server_close()
 
 
+def cpu_ms(pid: int) -> float:
+    """CPU time so far of every live thread of `pid`, in milliseconds (0 if unknown)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
+    except OSError:
+        return 0.0
+    return total / 1e6
+
+
 def measure(binary: Path, event: bytes, settings: dict[str, str], stub: str) -> dict[str, Any]:
     api = RuntimeApi()
     api.event = event
@@ -190,6 +213,7 @@ def measure(binary: Path, event: bytes, settings: dict[str, str], stub: str) -> 
     Stub.calls.clear()
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(binary)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api.pid = proc.pid
     try:
         if not api.first_next.wait(30):
             raise RuntimeError(f"{binary.name} never asked for an invocation")
@@ -206,6 +230,8 @@ def measure(binary: Path, event: bytes, settings: dict[str, str], stub: str) -> 
         "init_ms": (api.t_next - t0) * 1000,
         "init_aws_calls": init_calls,
         "first_invocation_ms": (api.t_answer - api.t_next) * 1000,
+        "init_cpu_ms": api.cpu_next,
+        "first_invocation_cpu_ms": api.cpu_answer - api.cpu_next,
         "outcome": api.outcome,
     }
 
@@ -226,38 +252,49 @@ def main() -> None:
     targets = [("hello-lambda", args.hello, b'{"hello": "event"}', {})]
     for name, (event, settings) in FUNCTIONS.items():
         targets.append((name, args.dir / name, event.read_bytes() if event else b"{}", settings))
+    # Round robin, so that a busy spell of the machine falls on every binary alike.
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in targets}
+    for _ in range(args.runs):
+        for name, binary, event, settings in targets:
+            runs[name].append(measure(binary, event, settings, stub_url))
     results = []
-    for name, binary, event, settings in targets:
-        runs = [measure(binary, event, settings, stub_url) for _ in range(args.runs)]
-        init = [r["init_ms"] for r in runs]
-        first = [r["first_invocation_ms"] for r in runs]
+    for name, binary, _event, _settings in targets:
+        mine = runs[name]
+        init = [r["init_ms"] for r in mine]
+        first = [r["first_invocation_ms"] for r in mine]
         results.append(
             {
                 "function": name,
                 "bytes": binary.stat().st_size,
                 "init_ms_median": statistics.median(init),
                 "init_ms_max": max(init),
+                "init_cpu_ms_median": statistics.median(r["init_cpu_ms"] for r in mine),
                 "first_invocation_ms_median": statistics.median(first),
                 "first_invocation_ms_max": max(first),
-                "init_aws_calls": runs[-1]["init_aws_calls"],
-                "answer": runs[-1]["outcome"],
+                "first_invocation_cpu_ms_median": statistics.median(r["first_invocation_cpu_ms"] for r in mine),
+                "init_aws_calls": mine[-1]["init_aws_calls"],
+                "answer": mine[-1]["outcome"],
             }
         )
     stub.shutdown()
     hello = results[0]
     for r in results:
         r["init_vs_hello"] = r["init_ms_median"] / hello["init_ms_median"]
+        r["init_cpu_vs_hello"] = r["init_cpu_ms_median"] / hello["init_cpu_ms_median"]
     if args.json:
         print(json.dumps({"runs": args.runs, "results": results}, indent=2))
         return
-    print(f"{'function':<16}{'size MiB':>9}{'init ms':>10}{'(max)':>8}{'× hello':>9}{'AWS calls':>10}{'1st call ms':>13}{'(max)':>8}  answer")
+    print(
+        f"{'function':<16}{'size MiB':>9}{'init ms':>9}{'(max)':>7}{'× hello':>8}{'init CPU ms':>12}{'× hello':>8}"
+        f"{'AWS calls':>10}{'1st call ms':>12}{'CPU ms':>8}  answer"
+    )
     for r in results:
         print(
-            f"{r['function']:<16}{r['bytes'] / 2**20:>9.1f}{r['init_ms_median']:>10.1f}{r['init_ms_max']:>8.1f}"
-            f"{r['init_vs_hello']:>9.2f}{r['init_aws_calls']:>10}{r['first_invocation_ms_median']:>13.1f}"
-            f"{r['first_invocation_ms_max']:>8.1f}  {r['answer']}"
+            f"{r['function']:<16}{r['bytes'] / 2**20:>9.1f}{r['init_ms_median']:>9.1f}{r['init_ms_max']:>7.1f}"
+            f"{r['init_vs_hello']:>8.2f}{r['init_cpu_ms_median']:>12.2f}{r['init_cpu_vs_hello']:>8.2f}"
+            f"{r['init_aws_calls']:>10}{r['first_invocation_ms_median']:>12.1f}"
+            f"{r['first_invocation_cpu_ms_median']:>8.2f}  {r['answer']}"
         )
-
 
 if __name__ == "__main__":
     main()
