@@ -11,7 +11,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::contract::{ColumnKind, Dataset, OutType, RowReason};
+use crate::contract::{Dataset, OutType, RowReason};
 use crate::dialect::lossy_text;
 use crate::lake::{LakeError, LakeStore, ObjectSink};
 
@@ -119,16 +119,6 @@ impl<'a> OutputWriter<'a> {
                 ColumnPath::from(c.name.as_str()),
                 EnabledStatistics::None,
             );
-        }
-        // Nor do min/max of an enum: any row group holds most of its few values, and they cost
-        // two comparisons per value as well.
-        for spec in ctx.contract.columns {
-            if matches!(spec.kind, ColumnKind::Enum(_)) {
-                props = props.set_column_statistics_enabled(
-                    ColumnPath::from(spec.name),
-                    EnabledStatistics::None,
-                );
-            }
         }
         let props = props.build();
         OutputWriter {
