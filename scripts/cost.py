@@ -330,24 +330,12 @@ def lago_env() -> dict[str, str]:
 
 def cli_transform(lago: str, src: Path, work: Path, threads: int) -> dict[str, Any]:
     """`lago transform` on a local folder: wall, CPU (user + system) and peak RSS of the process."""
-    from bench import run_measured
+    from bench import run_lago
 
-    lake = work / f"lake-cli-{threads}"
-    shutil.rmtree(lake, ignore_errors=True)
-    try:
-        r = run_measured(
-            [lago, "transform", "--input", str(src), "--lake", str(lake), "--dataset", "transacciones",
-             "--load-date", LOAD_DATE, "--threads", str(threads), "--json"],
-            env=lago_env(),
-            what=f"lago transform --threads {threads}",
-        )
-    finally:
-        shutil.rmtree(lake, ignore_errors=True)
-    m = json.loads(r["stdout"])
+    r = run_lago(lago, src, work, threads, expect_rows=None)
     return {
         "threads": threads, "wall_s": r["seconds"], "cpu_s": r["cpu_seconds"], "peak_rss": r["rss_kib"] * 1024,
-        "rows_in": m["rows_in"], "rows_ok": m["rows_ok"],
-        "output_bytes": sum(o["bytes"] for o in m["outputs"]["processed"]),
+        "rows_in": r["rows"], "rows_ok": r["rows_ok"], "output_bytes": r["output_bytes"],
     }
 
 
